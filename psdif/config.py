@@ -1,0 +1,312 @@
+"""Typed schema of ``params.yaml``, validated at every stage start.
+
+Every value that changes a result lives in ``params.yaml`` (DVC tracks it); the dataclasses below carry
+no defaults on purpose, so nothing hides in code. Validation rejects unknown keys naming the nearest valid
+one (``loss.mu33`` -> "did you mean loss.mu3?"), wrong types and out-of-range values.
+
+Presets (``psdif/presets/*.yaml``) are complete parameter files: ``embedded`` (generated mini-KITTI on a
+CPU) and ``paper`` (real KITTI, the paper's settings); ``psdif preset NAME`` writes one to params.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem; the message names the key and says what to do."""
+
+
+def _rng(ge=None, gt=None, le=None, lt=None):
+    return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt})
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    source: Literal["synthetic", "kitti"]   # synthetic: generated mini-KITTI; kitti: a real KITTI raw copy
+    raw_root: str                            # KITTI raw layout root (generated or downloaded here)
+    splits_dir: str                          # where split lists are read (kitti) or written (synthetic)
+    train_split: str                         # name of the training split (eigen_zhou on KITTI)
+    test_split: str                          # name of the test split (eigen on KITTI)
+    img_ext: Literal["png", "jpg"]
+    height: int = _rng(ge=32)               # network input height (multiple of 32)
+    width: int = _rng(ge=32)                # network input width (multiple of 32)
+    num_workers: int = _rng(ge=0)
+
+    def __post_init__(self):
+        for name in ("height", "width"):
+            if getattr(self, name) % 32:
+                raise ParamsError(f"data.{name}={getattr(self, name)} must be a multiple of 32")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownloadConfig:
+    archives_url: str          # URL of the archive list (one zip URL a line)
+    splits_url: str            # base URL of the published split lists
+    base_url: str              # KITTI raw archive server
+    jpeg: bool                 # convert PNG to JPEG (quality below, 4:2:0) after extraction
+    jpeg_quality: int = _rng(ge=1, le=100)
+    retries: int = _rng(ge=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyntheticConfig:
+    seed: int
+    image_width: int = _rng(ge=64)          # S_rect of the generated rig (KITTI: 1242)
+    image_height: int = _rng(ge=32)         # (KITTI: 375)
+    train_drives: int = _rng(ge=1)
+    val_drives: int = _rng(ge=1)
+    test_drives: int = _rng(ge=1)
+    frames_per_drive: int = _rng(ge=8)
+    test_frames_per_drive: int = _rng(ge=1)  # frames of each test drive listed in the test split
+    supersample: int = _rng(ge=1, le=4)      # anti-aliasing: s x s samples per pixel
+    make3d_images: int = _rng(ge=0)          # cross-domain Make3D-format test images (campus style)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilterConfig:
+    min_speed: float = _rng(ge=0)           # m/s; frames slower than this (OXTS) are static
+    min_image_motion: float = _rng(ge=0)    # mean abs grey difference (0-255) when OXTS is missing
+    val_fraction: float = _rng(ge=0, lt=1)  # KITTI only: share of kept train frames moved to val
+
+
+@dataclass(frozen=True, kw_only=True)
+class PseudolabelConfig:
+    checkpoint: Optional[str]               # Cityscapes DeepLabv3+/ResNet-101 .pth; null = in-pipeline teacher
+    batch_size: int = _rng(ge=1)
+    teacher_encoder: str  # smp encoder name of the teacher (embedded default)
+    teacher_steps: int = _rng(ge=1)
+    teacher_batch_size: int = _rng(ge=1)
+    teacher_lr: float = _rng(gt=0)
+    teacher_height: int = _rng(ge=32)
+    teacher_width: int = _rng(ge=32)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoundaryConfig:
+    z: int = _rng(ge=1)                     # neighbourhood side Z (odd)
+    t: int = _rng(ge=0)                     # threshold T on |count(P+) - count(P-)|
+    figure_t: list[int]  # T values drawn in the Figure-4 panel
+    figure_z: list[int]  # Z values drawn in the Figure-4 panel
+
+    def __post_init__(self):
+        if self.z % 2 == 0:
+            raise ParamsError(f"boundary.z={self.z} must be odd (a centred Z x Z neighbourhood)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    msfan_size: Literal["w18", "w18_small", "tiny"]  # HRNet configuration of MSFAN (w18 = the paper)
+    decoder_channels: list[int]              # PSDIFM channels for levels 0..4
+    baseline_width: float = _rng(gt=0, le=1)  # width multiplier of the ResNet-18 baseline (1.0 = paper)
+    pose_width: float = _rng(gt=0, le=1)      # width multiplier of the pose ResNet-18 (1.0 = paper)
+    encoder_weights: Optional[str]    # timm-format HRNet-W18 / HRNet Cityscapes checkpoint path
+    pose_weights: Optional[str]       # torchvision ResNet-18 state dict for the pose encoder
+    num_classes: int = _rng(ge=2)
+    min_depth: float = _rng(gt=0)
+    max_depth: float = _rng(gt=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossConfig:
+    alpha: float = _rng(ge=0, le=1)         # SSIM weight of the photometric error
+    smoothness: float = _rng(ge=0)          # lambda, edge-aware smoothness
+    mu1: float = _rng(ge=0)                 # Eq. 20 weight of L_base
+    mu2: float = _rng(ge=0)                 # cross-entropy weight
+    mu3: float = _rng(ge=0)                 # metric (boundary) loss weight
+    gamma1: float = _rng(ge=0)              # weight of consistent boundary pixels B_gt (Eq. 13)
+    gamma2: float = _rng(ge=0)              # weight of inconsistent boundary pixels B_ct (Eq. 13)
+    margin: float = _rng(ge=0)              # triplet margin m
+    metric_scales: list[int]  # depth-decoder scales of the metric loss
+    metric_distance: Literal["l2", "squared"]
+    automask: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    seed: int
+    epochs: int = _rng(ge=1)
+    max_steps: Optional[int]        # stop after this many optimiser steps (null = all epochs)
+    batch_size: int = _rng(ge=1)
+    lr: float = _rng(gt=0)
+    lr_step_epochs: int = _rng(ge=1)        # lr x lr_gamma after this many epochs
+    lr_gamma: float = _rng(gt=0, le=1)
+    checkpoint_every: int = _rng(ge=1)      # steps between checkpoints (plus one at each epoch end)
+    log_every: int = _rng(ge=1)
+    amp: bool                        # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool                   # torch.compile the training step
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    min_depth: float = _rng(gt=0)
+    max_depth: float = _rng(gt=0)
+    post_process: bool              # Monodepth v1 flip post-processing
+    batch_size: int = _rng(ge=1)
+    make3d_root: Optional[str]       # Test134 folder (img-*.jpg, depth_sph_corr-*.mat); null = none
+    make3d_max_depth: float
+    figure_frames: list[int]  # test-split indices drawn in Figure 6
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    data: DataConfig
+    download: DownloadConfig
+    synthetic: SyntheticConfig
+    filter: FilterConfig
+    pseudolabel: PseudolabelConfig
+    boundary: BoundaryConfig
+    model: ModelConfig
+    loss: LossConfig
+    train: TrainConfig
+    eval: EvalConfig
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value, tp, key: str):
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ParamsError as exc:
+                errors.append(str(exc))
+        raise ParamsError(errors[0] if errors else f"{key}: null is not allowed")
+    if origin is Literal:
+        if value not in args:
+            raise ParamsError(f"{key}={value!r} is not one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"{key}={value!r} must be a list of {_type_name(args[0])}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}={value!r} must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}={value!r} must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML reads 1e-3 (no dot) as a string: accept numeric strings
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ParamsError(f"{key}={value!r} must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}={value!r} must be a string")
+        return value
+    raise TypeError(f"unsupported annotation {tp} for {key}")
+
+
+def _check_range(value, meta, key):
+    if value is None or not isinstance(value, (int, float)):
+        return
+    for bound, ok, words in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                             ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        b = meta.get(bound)
+        if b is not None and not ok(value, b):
+            raise ParamsError(f"{key}={value} must be {words} {b}")
+
+
+def _build(cls, raw: dict, prefix: str, all_keys: list[str]):
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{prefix or 'params'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            full = f"{prefix}{key}"
+            near = difflib.get_close_matches(full, all_keys, n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]}?" if near else f"; valid keys: {', '.join(fields)}"
+            raise ParamsError(f"unknown parameter {full}{hint}")
+    values = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        tp = hints[name]
+        if name not in raw:
+            raise ParamsError(f"missing parameter {key} ({_type_name(tp)}); see psdif/presets/embedded.yaml")
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, raw[name], f"{key}.", all_keys)
+        else:
+            values[name] = _coerce(raw[name], tp, key)
+            _check_range(values[name], f.metadata, key)
+    return cls(**values)
+
+
+def all_param_keys(cls=Params, prefix: str = "") -> list[str]:
+    """Every valid dotted key, e.g. ``loss.mu3``."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        keys.append(key)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys.extend(all_param_keys(hints[f.name], f"{key}."))
+    return keys
+
+
+def parse_params(raw: dict) -> Params:
+    """Validate a params mapping (as read from YAML) into :class:`Params`."""
+    return _build(Params, raw, "", all_param_keys())
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file; errors name the file and the key."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: no such params file (run `psdif preset embedded` to write one)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return parse_params(raw or {})
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
+
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def preset_path(name: str) -> Path:
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.exists():
+        names = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+        raise ParamsError(f"unknown preset {name!r}; available: {', '.join(names)}")
+    return path
+
+
+def default_params() -> Params:
+    """The embedded preset, validated (tests and tools use it as the reference configuration)."""
+    return load_params(preset_path("embedded"))
+
+
+def to_dict(params: Any) -> dict:
+    return dataclasses.asdict(params)

@@ -1,0 +1,28 @@
+"""Shared fixtures. Tests that need the real KITTI sample skip, saying why, when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PSDIF_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real KITTI drive 0001 sample and the published splits)."""
+    if not (SHARED_DATA / "kitti-mini").is_dir():
+        pytest.skip(f"real KITTI sample not found at {SHARED_DATA} (set PSDIF_SHARED_DATA); present in CI")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def kitti_mini(shared_data) -> Path:
+    return shared_data / "kitti-mini"
