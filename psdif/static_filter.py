@@ -1,0 +1,139 @@
+"""The filter stage's logic: drop static frames, write train/val lists in the published split format.
+
+A frame is static when the car does not move: OXTS ground speed (fields vf, vl) below ``min_speed`` m/s,
+or, where a frame has no OXTS packet, when the mean absolute grey-level difference to both neighbours
+stays below ``min_image_motion`` (0-255 scale, on a 4x-downsampled image). Only frames with both temporal
+neighbours on disk (for the (t-1, t, t+1) triplet) are candidates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from psdif import kitti
+from psdif.kitti import FrameRef, KittiError
+
+
+@dataclass
+class DriveMotion:
+    """Per-frame motion of one drive: speed in m/s (NaN where no OXTS) and which source decided."""
+
+    folder: str
+    frames: list[int]
+    speed: dict[int, float]
+    image_motion: dict[int, float]
+    static: set[int]
+
+
+def _grey_small(path: Path) -> np.ndarray:
+    img = kitti.read_image(path).astype(np.float32)
+    grey = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    h, w = grey.shape[0] // 4 * 4, grey.shape[1] // 4 * 4
+    return grey[:h, :w].reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3))
+
+
+def drive_motion(root: Path, folder: str, min_speed: float, min_image_motion: float,
+                 img_ext: str = "png") -> DriveMotion:
+    """Classify every frame of ``folder`` (camera 2 frames on disk) as moving or static."""
+    frames = kitti.list_frames(root, folder, 2)
+    speed: dict[int, float] = {}
+    motion: dict[int, float] = {}
+    static: set[int] = set()
+    grey_cache: dict[int, np.ndarray] = {}
+
+    def grey(i: int) -> np.ndarray:
+        if i not in grey_cache:
+            grey_cache[i] = _grey_small(kitti.image_path(root, FrameRef(folder, i, "l"), img_ext))
+        return grey_cache[i]
+
+    present = set(frames)
+    for i in frames:
+        ox = kitti.oxts_path(root, folder, i)
+        if ox.exists():
+            speed[i] = kitti.oxts_speed(kitti.read_oxts(ox))
+            if speed[i] < min_speed:
+                static.add(i)
+            continue
+        neighbours = [j for j in (i - 1, i + 1) if j in present]
+        if not neighbours:
+            continue
+        motion[i] = float(max(np.abs(grey(i) - grey(j)).mean() for j in neighbours))
+        if motion[i] < min_image_motion:
+            static.add(i)
+    return DriveMotion(folder, frames, speed, motion, static)
+
+
+def candidate_frames(dm: DriveMotion) -> list[int]:
+    """Moving frames with both neighbours on disk."""
+    present = set(dm.frames)
+    return [i for i in dm.frames if i not in dm.static and i - 1 in present and i + 1 in present]
+
+
+def _in_val(folder: str, frame: int, val_fraction: float) -> bool:
+    digest = hashlib.sha256(f"{folder} {frame}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2**64 < val_fraction
+
+
+def read_drive_roles(path: Path) -> dict[str, str]:
+    """``synthetic_drives.txt``: ``<date>/<drive> train|val|test`` per line."""
+    if not path.exists():
+        raise KittiError(f"{path}: drive list not found (run the download stage first)")
+    roles = {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or parts[1] not in ("train", "val", "test"):
+            raise KittiError(f"{path}:{i}: expected '<date>/<drive> train|val|test', got {line!r}")
+        roles[parts[0]] = parts[1]
+    return roles
+
+
+@dataclass
+class FilterResult:
+    train: list[FrameRef]
+    val: list[FrameRef]
+    motions: list[DriveMotion]
+
+    @property
+    def static(self) -> dict[str, list[int]]:
+        return {m.folder: sorted(m.static) for m in self.motions}
+
+
+def filter_drives(root: Path, drive_roles: dict[str, str], min_speed: float, min_image_motion: float,
+                  val_fraction: float, img_ext: str = "png", sides: tuple[str, ...] = ("l", "r"),
+                  progress: bool = True) -> FilterResult:
+    """Static-frame filter over the train/val drives.
+
+    ``drive_roles`` maps a drive folder to ``train`` or ``val`` (``test`` drives are skipped) or to
+    ``trainval``: frames of such a drive go to val with probability ``val_fraction`` (a fixed hash of the
+    frame, so the lists do not depend on the order or the machine).
+    """
+    train, val, motions = [], [], []
+    drives = [d for d, role in sorted(drive_roles.items()) if role != "test"]
+    for folder in tqdm(drives, desc="filter", unit="drive", disable=not progress):
+        dm = drive_motion(root, folder, min_speed, min_image_motion, img_ext)
+        motions.append(dm)
+        role = drive_roles[folder]
+        for i in candidate_frames(dm):
+            to_val = role == "val" or (role == "trainval" and _in_val(folder, i, val_fraction))
+            (val if to_val else train).extend(FrameRef(folder, i, s) for s in sides)
+    return FilterResult(train, val, motions)
+
+
+def agreement(kept: list[FrameRef], published: list[FrameRef]) -> dict:
+    """Overlap of our kept frames with a published list, camera side ignored."""
+    ours = {(f.folder, f.frame) for f in kept}
+    theirs = {(f.folder, f.frame) for f in published}
+    both = ours & theirs
+    return {
+        "published_frames": len(theirs),
+        "kept_frames": len(ours),
+        "published_recall": len(both) / max(1, len(theirs)),   # published frames we keep
+        "kept_precision": len(both) / max(1, len(ours)),       # our frames that are published
+    }
