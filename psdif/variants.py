@@ -31,3 +31,36 @@ def get_variant(name: str) -> Variant:
         return VARIANTS[name]
     except KeyError:
         raise KeyError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}") from None
+
+
+# params.yaml keys that the training of each variant reads (dvc.yaml lists exactly these for its train
+# stage, so `dvc exp run -S loss.mu3=...` re-trains only the variants that use mu3; the checkpoint's
+# params hash covers the same keys). Tested against dvc.yaml in tests/test_pipeline.py.
+_COMMON = ["data.height", "data.width", "data.img_ext", "model.min_depth", "model.max_depth",
+           "model.pose_width", "model.pose_weights", "train", "loss.alpha", "loss.smoothness", "loss.mu1",
+           "loss.automask"]
+_MSFAN = ["model.msfan_size", "model.decoder_channels", "model.encoder_weights"]
+_SEG = ["model.num_classes", "loss.mu2"]
+_METRIC = ["loss.mu3", "loss.gamma1", "loss.gamma2", "loss.margin", "loss.metric_scales",
+           "loss.metric_distance", "boundary.z"]
+
+
+def params_read_by(variant: Variant) -> list[str]:
+    keys = list(_COMMON)
+    keys += _MSFAN if variant.msfan else ["model.baseline_width"]
+    if variant.seg:
+        keys += _SEG
+    if variant.metric_loss:
+        keys += _METRIC
+    return keys
+
+
+def select_params(raw: dict, keys: list[str]) -> dict:
+    """The sub-mapping of a raw params dict named by dotted ``keys`` (for hashing)."""
+    out = {}
+    for key in keys:
+        node = raw
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out

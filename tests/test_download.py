@@ -1,0 +1,124 @@
+"""Resumable downloads against a local HTTP server (127.0.0.1 only) that supports Range and can fail."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from psdif import download
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict = {}
+    cut_once: set = set()      # paths whose first response is cut half-way
+    ranges_seen: list = []
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        rng = self.headers.get("Range")
+        if rng:
+            start = int(rng.split("=")[1].split("-")[0])
+            self.ranges_seen.append((self.path, start))
+            if start >= len(body):
+                self.send_error(416)
+                return
+            self.send_response(206)
+        else:
+            self.send_response(200)
+        chunk = body[start:]
+        self.send_header("Content-Length", str(len(chunk)))
+        self.end_headers()
+        if self.path in self.cut_once:
+            self.cut_once.discard(self.path)
+            self.wfile.write(chunk[: len(chunk) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(chunk)
+
+
+@pytest.fixture()
+def server():
+    _Handler.files, _Handler.cut_once, _Handler.ranges_seen = {}, set(), []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_fetch_resumes_after_a_cut_connection_and_checks_hash(server, tmp_path):
+    _, url = server
+    body = np.random.default_rng(0).bytes(300_000)
+    _Handler.files["/a.bin"] = body
+    _Handler.cut_once.add("/a.bin")
+    digest = hashlib.sha256(body).hexdigest()
+    out = download.fetch(url + "/a.bin", tmp_path / "a.bin", digest, retries=2, progress=False, backoff=0)
+    assert out.read_bytes() == body
+    assert _Handler.ranges_seen == [("/a.bin", 150_000)]  # the second attempt resumed, not restarted
+    assert not (tmp_path / "a.bin.part").exists()
+
+
+def test_fetch_refuses_a_wrong_hash_and_names_the_url(server, tmp_path):
+    _, url = server
+    _Handler.files["/b.txt"] = b"tampered"
+    with pytest.raises(download.DownloadError, match=r"/b.txt: SHA-256 .* does not match the pinned"):
+        download.fetch(url + "/b.txt", tmp_path / "b.txt", "0" * 64, retries=0, progress=False)
+    assert not (tmp_path / "b.txt").exists()
+
+
+def test_fetch_gives_up_keeping_the_partial_file(server, tmp_path):
+    _, url = server
+    with pytest.raises(download.DownloadError, match="failed after 2 attempts.*run again to resume"):
+        download.fetch(url + "/missing", tmp_path / "m", retries=1, progress=False, backoff=0)
+
+
+def _zip_bytes(files: dict) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_download_kitti_extracts_converts_and_resumes(server, tmp_path):
+    _, url = server
+    png = io.BytesIO()
+    Image.fromarray((np.random.default_rng(1).random((8, 12, 3)) * 255).astype(np.uint8)).save(png, "PNG")
+    drive = "2011_09_26/2011_09_26_drive_0001_sync"
+    _Handler.files["/calib.zip"] = _zip_bytes({"2011_09_26/calib_cam_to_cam.txt": "S_rect_02: 12 8\n"})
+    _Handler.files["/drive.zip"] = _zip_bytes({f"{drive}/image_02/data/0000000000.png": png.getvalue(),
+                                               f"{drive}/oxts/data/0000000000.txt": "0 " * 30})
+    root = tmp_path / "raw"
+    urls = [url + "/calib.zip", url + "/drive.zip"]
+    assert download.download_kitti(urls, root, retries=0, jpeg_quality=92, progress=False) == ["calib.zip", "drive.zip"]
+    jpg = root / drive / "image_02/data/0000000000.jpg"
+    assert jpg.exists() and not jpg.with_suffix(".png").exists()
+    assert (root / "2011_09_26/calib_cam_to_cam.txt").read_text() == "S_rect_02: 12 8\n"
+    # a second run skips finished archives without fetching them again
+    _Handler.files.clear()
+    assert download.download_kitti(urls, root, retries=0, progress=False) == ["calib.zip", "drive.zip"]
+
+
+def test_corrupt_zip_is_named(tmp_path):
+    bad = tmp_path / "x.zip"
+    data = bytearray(_zip_bytes({"a.txt": "hello world" * 100}))
+    data[60] ^= 0xFF  # flip a byte of the stored member
+    bad.write_bytes(bytes(data))
+    with pytest.raises(download.DownloadError, match="x.zip"):
+        download.verify_zip(bad)
