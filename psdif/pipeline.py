@@ -112,7 +112,7 @@ def build() -> dict:
         "cmd": "python stages/tables.py",
         "deps": ["stages/tables.py", "psdif/tables.py",
                  *[f"metrics/eval/{n}.json" for n in (*VARIANTS, *REFERENCE_ROWS)]],
-        "params": ["data.source"],
+        "params": ["data.source", "eval.make3d_root"],
         "outs": [{"metrics/tables": {"cache": False}}],
     }
     return {"stages": stages}

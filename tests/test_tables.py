@@ -1,0 +1,129 @@
+"""Tables 1–3: the paper's rows verbatim, this run's rows from metrics/eval JSONs, "not run" for gaps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from psdif.tables import (NOT_RUN, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, PUBLISHED, REAL_KITTI,
+                          build_tables, write_tables)
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = REPO.parent / "shared" / "paper" / "paper.txt"
+
+RUN = dict(abs_rel=0.23456, sq_rel=1.5, rmse=6.1, rmse_log=0.28, a1=0.7, a2=0.9, a3=0.95,
+           ratio_median=30.2, ratio_std=0.08, n_images=80)
+M3D = dict(abs_rel=0.51, sq_rel=5.25, rmse=9.0, rmse_log=0.2, n_images=24)
+
+
+def _eval_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "metrics" / "eval"
+    d.mkdir(parents=True)
+    (d / "full.json").write_text(json.dumps(dict(RUN, make3d=M3D)))
+    (d / "baseline.json").write_text(json.dumps(dict(RUN, abs_rel=0.3)))
+    (d / "make3d_baseline.json").write_text(json.dumps(dict(M3D, abs_rel=0.61)))
+    (d / "flat.json").write_text(json.dumps(dict(RUN, abs_rel=0.4)))
+    return d  # msfan, msfan_seg, msfan_seg_psdifm, untrained: not run
+
+
+def _md_rows(text: str) -> list[list[str]]:
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+
+
+def test_paper_rows_match_the_paper_text():
+    """Each published row, printed the paper's way (method + Sup + 3-decimal numbers run together), is a
+    line of paper.txt; and the numbers SPEC §5 quotes are there."""
+    if not PAPER.exists():
+        pytest.skip(f"paper text not found at {PAPER}")
+    lines = set(PAPER.read_text(encoding="utf-8").splitlines())
+    for table, n in ((PAPER_TABLE1, 18), (PAPER_TABLE2, 7), (PAPER_TABLE3, 5)):
+        assert len(table) == n
+        for row in table:
+            printed = row.method + row.sup + "".join(f"{v:.3f}" for v in row.values)
+            assert printed in lines, printed
+    t1 = {r.method: r.values for r in PAPER_TABLE1}
+    assert t1["Ours"] == (0.101, 0.718, 4.376, 0.176, 0.896, 0.966, 0.984)
+    assert t1["FSRE [21]"] == (0.102, 0.675, 4.393, 0.178, 0.893, 0.964, 0.984)
+    assert {r.method: r.values for r in PAPER_TABLE2}["Monodepth2 [6]"] == (0.344, 4.065, 7.920, 0.197)
+    assert [r.values[0] for r in PAPER_TABLE3] == [0.109, 0.107, 0.107, 0.103, 0.101]
+    assert [r.variant for r in PAPER_TABLE3] == ["baseline", "msfan", "msfan_seg", "msfan_seg_psdifm", "full"]
+
+
+def test_write_tables_rows_and_not_run(tmp_path):
+    out = tmp_path / "metrics" / "tables"
+    written = write_tables(_eval_dir(tmp_path), out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"table{i}.{ext}" for i in (1, 2, 3) for ext in ("md", "csv"))          # no temp files left
+    assert set(written) == set(out.iterdir())
+
+    t1 = _md_rows((out / "table1.md").read_text(encoding="utf-8"))
+    assert len(t1) == 4 + 18
+    assert all("this run — generated mini-KITTI" in r[2] for r in t1[:4])        # this run first
+    assert all(r[2] == PUBLISHED for r in t1[4:])
+    full = t1[0]
+    assert full[3:13] == ["0.235", "1.500", "6.100", "0.280", "0.700", "0.900", "0.950", "30.200", "0.080", "80"]
+    assert t1[1][3] == "0.300"                                                    # baseline
+    assert t1[2][3:] == [NOT_RUN] * 10                                            # untrained: no file
+    ours = next(r for r in t1 if r[0] == "Ours")
+    assert ours[1:10] == ["Seg", PUBLISHED, "0.101", "0.718", "4.376", "0.176", "0.896", "0.966", "0.984"]
+
+    t2 = _md_rows((out / "table2.md").read_text(encoding="utf-8"))
+    assert [r[3] for r in t2[:4]] == ["0.510", "0.610", NOT_RUN, NOT_RUN]        # key inside, separate file
+    assert t2[0][-1] == "24"
+    assert [r[0] for r in t2[4:]] == [r.method for r in PAPER_TABLE2]
+
+    t3 = _md_rows((out / "table3.md").read_text(encoding="utf-8"))
+    assert len(t3) == 10
+    assert [r[2] for r in t3[:5]] == ["0.300", NOT_RUN, NOT_RUN, NOT_RUN, "0.235"]
+    assert [r[2] for r in t3[5:]] == ["0.109", "0.107", "0.107", "0.103", "0.101"]
+
+    with open(out / "table1.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:4] == ["Method", "Sup", "Data", "AbsRel"]
+    assert float(rows[1][3]) == RUN["abs_rel"]                                    # full precision in CSV
+    assert len(rows) == 1 + 22
+
+
+def test_markdown_pipes_are_aligned(tmp_path):
+    for table in build_tables(_eval_dir(tmp_path), REAL_KITTI, "Make3D Test134"):
+        lines = [ln for ln in table.markdown().splitlines() if ln.startswith("|")]
+        pipes = {tuple(i for i, ch in enumerate(ln) if ch == "|") for ln in lines}
+        assert len(pipes) == 1, table.name                                        # same columns everywhere
+        assert set(lines[1]) <= set("|-: ")
+        if table.name != "table2":
+            assert "this run — KITTI Eigen" in table.markdown()
+
+
+def test_dataset_label_from_json_and_bad_files(tmp_path):
+    d = _eval_dir(tmp_path)
+    (d / "full.json").write_text(json.dumps(dict(RUN, dataset="KITTI Eigen (subset)")))
+    tables = build_tables(d, "generated mini-KITTI (embedded default)", "x")
+    assert tables[0].rows[0][2] == "this run — KITTI Eigen (subset)"
+
+    (d / "msfan.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"msfan\.json.*malformed"):
+        build_tables(d, "a", "b")
+    (d / "msfan.json").write_text(json.dumps({k: v for k, v in RUN.items() if k != "a3"}))
+    with pytest.raises(ValueError, match=r"msfan\.json.*a3"):
+        build_tables(d, "a", "b")
+    (d / "msfan.json").write_text(json.dumps(dict(RUN, rmse="big")))
+    with pytest.raises(ValueError, match=r"msfan\.json.*rmse"):
+        build_tables(d, "a", "b")
+
+
+def test_tables_stage_script(tmp_path):
+    d = _eval_dir(tmp_path)
+    out = tmp_path / "tables"
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "tables.py"), "--params",
+                           str(REPO / "psdif" / "presets" / "embedded.yaml"), "--eval-dir", str(d),
+                           "--out-dir", str(out)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = (out / "table3.md").read_text(encoding="utf-8")
+    assert "generated mini-KITTI (embedded default)" in text and "0.109" in text
