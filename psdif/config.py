@@ -40,6 +40,7 @@ class DataConfig:
     height: int = _rng(ge=32)               # network input height (multiple of 32)
     width: int = _rng(ge=32)                # network input width (multiple of 32)
     num_workers: int = _rng(ge=0)
+    intrinsics: Literal["calib", "kitti_normalised"]  # K from calib_cam_to_cam.txt P_rect, or SPEC §4.2's fixed K
 
     def __post_init__(self):
         for name in ("height", "width"):
@@ -49,9 +50,7 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DownloadConfig:
-    archives_url: str          # URL of the archive list (one zip URL a line)
-    splits_url: str            # base URL of the published split lists
-    base_url: str              # KITTI raw archive server
+    splits_url: str            # base URL of the published split lists and kitti_archives_to_download.txt
     jpeg: bool                 # convert PNG to JPEG (quality below, 4:2:0) after extraction
     jpeg_quality: int = _rng(ge=1, le=100)
     retries: int = _rng(ge=0)
@@ -86,8 +85,11 @@ class PseudolabelConfig:
     teacher_steps: int = _rng(ge=1)
     teacher_batch_size: int = _rng(ge=1)
     teacher_lr: float = _rng(gt=0)
-    teacher_height: int = _rng(ge=32)
+    teacher_height: int = _rng(ge=32)     # teacher training crop (multiples of 16)
     teacher_width: int = _rng(ge=32)
+    teacher_weight_decay: float = _rng(ge=0)  # AdamW weight decay of the teacher
+    teacher_scale: list[float]  # random rescale range [min, max] of teacher training crops
+    teacher_seed: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +107,7 @@ class BoundaryConfig:
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     msfan_size: Literal["w18", "w18_small", "tiny"]  # HRNet configuration of MSFAN (w18 = the paper)
-    decoder_channels: list[int]              # PSDIFM channels for levels 0..4
+    decoder_channels: list[int]              # decoder widths at output scales 0..4 (1/2^s): F_0, levels 0..3
     baseline_width: float = _rng(gt=0, le=1)  # width multiplier of the ResNet-18 baseline (1.0 = paper)
     pose_width: float = _rng(gt=0, le=1)      # width multiplier of the pose ResNet-18 (1.0 = paper)
     encoder_weights: Optional[str]    # timm-format HRNet-W18 / HRNet Cityscapes checkpoint path
@@ -113,6 +115,13 @@ class ModelConfig:
     num_classes: int = _rng(ge=2)
     min_depth: float = _rng(gt=0)
     max_depth: float = _rng(gt=0)
+
+    def __post_init__(self):
+        if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
+            raise ParamsError(f"model.decoder_channels={self.decoder_channels} must be 5 positive widths "
+                              "(output scales 0..4: F_0 at full size, then PSDIFM levels 0..3)")
+        if self.min_depth >= self.max_depth:
+            raise ParamsError(f"model.min_depth={self.min_depth} must be < model.max_depth={self.max_depth}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,7 +162,14 @@ class EvalConfig:
     batch_size: int = _rng(ge=1)
     make3d_root: Optional[str]       # Test134 folder (img-*.jpg, depth_sph_corr-*.mat); null = none
     make3d_max_depth: float
+    make3d_urls: list[str]     # Test134 archives fetched into make3d_root when it holds no pairs; [] = none
+    make3d_sha256: list[str]   # pinned SHA-256 per URL, same order ("" = unpinned: the digest is printed)
     figure_frames: list[int]  # test-split indices drawn in Figure 6
+
+    def __post_init__(self):
+        if self.make3d_sha256 and len(self.make3d_sha256) != len(self.make3d_urls):
+            raise ParamsError(f"eval.make3d_sha256 has {len(self.make3d_sha256)} entries for "
+                              f"{len(self.make3d_urls)} eval.make3d_urls; give one digest per URL (or [])")
 
 
 @dataclass(frozen=True, kw_only=True)

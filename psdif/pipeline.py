@@ -85,8 +85,8 @@ def build() -> dict:
         },
         "boundary": {
             "cmd": "python stages/boundary.py",
-            "deps": ["stages/boundary.py", "psdif/boundary.py", LABELS_MANIFEST],
-            "params": ["boundary"],
+            "deps": ["stages/boundary.py", "psdif/boundary.py", LABELS_MANIFEST, RAW_MANIFEST],
+            "params": ["boundary", "data.raw_root", "data.img_ext"],
             "outs": [{BOUNDARY_MANIFEST: {"cache": False}}],
             "plots": [{"metrics/figures/boundary_fig4.png": {"cache": False}}],
         },

@@ -1,0 +1,52 @@
+"""boundary stage: B_t (Z x Z neighbourhood, threshold T) for every pseudo-label -> data/boundaries.
+
+1-bit PNGs in the same KITTI layout as data/pseudolabels; the Figure-4 panel of one frame goes to
+metrics/figures/boundary_fig4.png; data/manifests/boundaries.json lists the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from psdif import kitti
+from psdif.boundary import boundary_figure, boundary_frames
+from psdif.cli import progress_enabled, stage_args
+from psdif.io import params_hash, read_json, tree_manifest, write_json
+from psdif.segmentation import read_label_png
+
+LABELS = Path("data/pseudolabels")
+OUT = Path("data/boundaries")
+LABELS_MANIFEST = Path("data/manifests/pseudolabels.json")
+MANIFEST = Path("data/manifests/boundaries.json")
+FIGURE = Path("metrics/figures/boundary_fig4.png")
+
+
+def main(argv=None) -> None:
+    p, _ = stage_args("boundary", argv)
+    b = p.boundary
+    if not LABELS_MANIFEST.exists():
+        raise SystemExit(f"error: {LABELS_MANIFEST} not found; run the pseudolabel stage first")
+    labels = sorted(read_json(LABELS_MANIFEST)["files"])
+    config = params_hash({"boundary": dataclasses.asdict(b), "labels": read_json(LABELS_MANIFEST)["config"]})
+    stamp = OUT / ".config"
+    if OUT.exists() and (not stamp.exists() or stamp.read_text() != config):
+        print(f"{OUT}: configuration changed, recomputing every mask")
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True, exist_ok=True)
+    kitti.atomic_write_text(stamp, config)
+
+    info = boundary_frames([LABELS / f for f in labels], [OUT / f for f in labels], read_label_png,
+                           b.z, b.t, progress=progress_enabled())
+    if labels:  # Figure 4: the middle frame of the list, with its camera image
+        rel = Path(labels[len(labels) // 2])
+        image = Path(p.data.raw_root) / rel.with_suffix(f".{p.data.img_ext}")
+        boundary_figure(kitti.read_image(image), read_label_png(LABELS / rel), b.figure_t, b.figure_z,
+                        FIGURE, z=b.z, t=b.t)
+    write_json(MANIFEST, {"config": config, **info, "files": tree_manifest(OUT, "**/*.png")})
+    print(f"wrote {MANIFEST}: {info}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""pseudolabel stage: 19-class train-id labels for every frame (both cameras) -> data/pseudolabels.
+
+Real KITTI: the Cityscapes DeepLabv3+ checkpoint of ``pseudolabel.checkpoint``. Embedded default
+(checkpoint null): train a teacher on the generator's labelled frames of the train drives
+(data/teacher/teacher.pt), label everything, and report its mIoU on the held-out (val/test) drives.
+Writes data/manifests/pseudolabels.json and metrics/pseudolabel.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from psdif import kitti
+from psdif import segmentation as seg
+from psdif.cli import progress_enabled, stage_args
+from psdif.io import params_hash, read_json, tree_manifest, write_json
+
+OUT = Path("data/pseudolabels")
+TEACHER = Path("data/teacher/teacher.pt")
+MANIFEST = Path("data/manifests/pseudolabels.json")
+RAW_MANIFEST = Path("data/manifests/raw.json")
+METRICS = Path("metrics/pseudolabel.json")
+
+
+def drive_roles(p) -> dict[str, str]:
+    """folder -> train|val|test for every drive the pipeline uses."""
+    splits = Path(p.data.splits_dir)
+    if p.data.source == "synthetic":
+        from psdif.static_filter import read_drive_roles
+        return read_drive_roles(splits / "synthetic_drives.txt")
+    roles = {}
+    for name, role in ((f"{p.data.train_split}/train_files.txt", "train"),
+                       (f"{p.data.train_split}/val_files.txt", "val"),
+                       (f"{p.data.test_split}/test_files.txt", "test")):
+        for ref in kitti.read_split(splits / name):
+            roles.setdefault(ref.folder, role)
+    return roles
+
+
+def all_frames(root: Path, folders) -> list[kitti.FrameRef]:
+    """Every frame on disk of both cameras of each drive."""
+    return [kitti.FrameRef(f, i, side) for f in sorted(folders) for side in ("l", "r")
+            for i in kitti.list_frames(root, f, kitti.SIDE_TO_CAM[side])]
+
+
+def gt_label_path(root: Path, ref: kitti.FrameRef) -> Path:
+    """The generator's semantic ground truth of a frame (train ids, 8-bit PNG)."""
+    return root / "synthetic_gt" / ref.folder.split("/")[-1] / f"semantic_0{ref.cam}" / f"{ref.frame:010d}.png"
+
+
+def get_teacher(p, root: Path, frames, roles, progress: bool, config: str):
+    """Load the trained teacher if it matches this configuration, else train and save it."""
+    if TEACHER.exists():
+        import torch
+        if torch.load(TEACHER, map_location="cpu", weights_only=True).get("config") == config:
+            return seg.load_teacher(TEACHER)
+    q = p.pseudolabel
+    train = [(kitti.image_path(root, r, p.data.img_ext), gt_label_path(root, r))
+             for r in frames if roles[r.folder] == "train"]
+    model = seg.build_teacher(q.teacher_encoder)
+    hist = seg.train_teacher(model, train, q.teacher_steps, q.teacher_batch_size, q.teacher_lr,
+                             q.teacher_height, q.teacher_width, q.teacher_seed, tuple(q.teacher_scale),
+                             q.teacher_weight_decay, progress=progress)
+    print(f"teacher: {q.teacher_steps} steps in {hist['seconds']:.0f} s, final loss {hist['loss'][-1]:.3f}")
+    seg.save_teacher(model, TEACHER, {"config": config, "seconds": hist["seconds"], "loss": hist["loss"]})
+    return model
+
+
+def held_out_miou(root: Path, frames, roles) -> dict:
+    """Stored pseudo-labels of the val/test drives against the generator's ground truth."""
+    import numpy as np
+    conf = np.zeros((19, 19), np.int64)
+    held = [r for r in frames if roles[r.folder] != "train"]
+    for r in held:
+        pred = seg.read_label_png(seg.label_path(OUT, r.folder, r.side, r.frame))
+        conf += seg.confusion_matrix(seg.read_label_png(gt_label_path(root, r)), pred, 19)
+    return {**seg.miou_from_confusion(conf), "n_images": len(held)}
+
+
+def main(argv=None) -> None:
+    p, _ = stage_args("pseudolabel", argv)
+    root, progress = Path(p.data.raw_root), progress_enabled()
+    roles = drive_roles(p)
+    frames = all_frames(root, roles)
+    raw = read_json(RAW_MANIFEST) if RAW_MANIFEST.exists() else {}
+    config = params_hash({"pseudolabel": dataclasses.asdict(p.pseudolabel), "source": p.data.source,
+                          "raw": params_hash(raw)})
+    stamp = OUT / ".config"
+    if OUT.exists() and (not stamp.exists() or stamp.read_text() != config):
+        print(f"{OUT}: configuration changed, relabelling everything")
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True, exist_ok=True)
+    kitti.atomic_write_text(stamp, config)
+
+    if p.pseudolabel.checkpoint:
+        model = seg.load_cityscapes_deeplab(p.pseudolabel.checkpoint)
+    else:
+        model = get_teacher(p, root, frames, roles, progress, config)
+    hist = seg.label_frames(lambda imgs: seg.predict_labels(model, imgs, p.pseudolabel.batch_size),
+                            frames, lambda r: kitti.read_image(kitti.image_path(root, r, p.data.img_ext)),
+                            OUT, p.pseudolabel.batch_size, progress=progress)
+    total = max(int(hist.sum()), 1)
+    report = {"frames": len(frames),
+              "class_fraction": {n: round(int(c) / total, 6) for n, c in zip(seg.CITYSCAPES_CLASSES, hist)}}
+    if p.data.source == "synthetic" and not p.pseudolabel.checkpoint:
+        report["teacher_heldout"] = held_out_miou(root, frames, roles)
+        print(f"teacher mIoU on held-out drives: {report['teacher_heldout']['miou']:.3f}")
+    write_json(METRICS, report)
+    write_json(MANIFEST, {"config": config, "files": tree_manifest(OUT, "**/*.png")})
+    print(f"wrote {MANIFEST} ({len(frames)} frames)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""B_t extraction (SPEC §2) against a brute-force reading of the definition, plus storage and figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from psdif.boundary import (_same_label_count_shifts, boundary_figure, boundary_frames, boundary_mask,
+                            boundary_mask_torch, read_boundary_png, write_boundary_png)
+
+
+def brute_force_boundary(labels: np.ndarray, z: int, t: int) -> np.ndarray:
+    """The definition, pixel by pixel: out-of-image neighbours are negatives, the centre is included."""
+    h, w = labels.shape
+    r = z // 2
+    out = np.zeros((h, w), bool)
+    for y in range(h):
+        for x in range(w):
+            pos = neg = 0
+            for yy in range(y - r, y + r + 1):
+                for xx in range(x - r, x + r + 1):
+                    if 0 <= yy < h and 0 <= xx < w and labels[yy, xx] == labels[y, x]:
+                        pos += 1
+                    else:
+                        neg += 1
+            out[y, x] = abs(pos - neg) <= t
+    return out
+
+
+@pytest.mark.parametrize("z,t", [(1, 0), (3, 0), (3, 3), (5, 10), (5, 0), (5, 25), (7, 10), (7, 21)])
+@pytest.mark.parametrize("shape,classes", [((9, 11), 2), ((6, 13), 3), ((4, 4), 4)])
+def test_matches_brute_force(z, t, shape, classes):
+    rng = np.random.default_rng(z * 100 + t + classes)
+    labels = rng.integers(0, classes, shape)
+    # blocky maps too, so that interior non-boundary pixels exist
+    blocky = np.kron(rng.integers(0, classes, (shape[0] // 2 + 1, shape[1] // 3 + 1)), np.ones((2, 3), int))
+    for lab in (labels, blocky[: shape[0], : shape[1]]):
+        ref = brute_force_boundary(lab, z, t)
+        np.testing.assert_array_equal(boundary_mask(lab, z, t), ref)
+        np.testing.assert_array_equal(boundary_mask_torch(torch.from_numpy(lab), z, t).numpy(), ref)
+        np.testing.assert_array_equal(np.abs(2 * _same_label_count_shifts(lab, z) - z * z) <= t, ref)
+
+
+def test_many_classes_path_and_uint8_void():
+    """More classes than Z^2 takes the shifted-comparison path; label 255 (void) is an ordinary label."""
+    rng = np.random.default_rng(0)
+    lab = rng.choice(np.r_[np.arange(19), 255], (10, 12)).astype(np.uint8)
+    np.testing.assert_array_equal(boundary_mask(lab, 3, 1), brute_force_boundary(lab, 3, 1))
+
+
+def test_hand_computed_uniform_map():
+    """Uniform 10x10 map, Z=5, T=10: border pixels see 15 (edge) or 9 (corner) positives of 25 ->
+    |15-10| = 5, |9-16| = 7 <= 10: boundary; (1,1) sees 16 -> 7: boundary; (1,5) sees 20 -> 15: not."""
+    mask = boundary_mask(np.zeros((10, 10), int), 5, 10)
+    expect = np.zeros((10, 10), bool)
+    expect[[0, -1]] = True
+    expect[:, [0, -1]] = True
+    expect[[1, 1, 8, 8], [1, 8, 1, 8]] = True
+    np.testing.assert_array_equal(mask, expect)
+
+
+def test_torch_batched_matches_numpy():
+    rng = np.random.default_rng(3)
+    labels = np.kron(rng.integers(0, 5, (3, 6, 9)), np.ones((1, 3, 3), int))
+    got = boundary_mask_torch(torch.from_numpy(labels), 5, 10)
+    assert got.shape == labels.shape and got.dtype == torch.bool
+    for b in range(3):
+        np.testing.assert_array_equal(got[b].numpy(), boundary_mask(labels[b], 5, 10))
+
+
+@pytest.mark.parametrize("z,t", [(4, 10), (0, 1), (5, -1)])
+def test_rejects_bad_parameters(z, t):
+    with pytest.raises(ValueError, match="Z=|T="):
+        boundary_mask(np.zeros((5, 5), int), z, t)
+
+
+def test_png_roundtrip_and_corrupt(tmp_path):
+    mask = np.random.default_rng(1).random((7, 13)) > 0.5
+    path = tmp_path / "a" / "0000000001.png"
+    write_boundary_png(path, mask)
+    from PIL import Image
+    assert Image.open(path).mode == "1"
+    np.testing.assert_array_equal(read_boundary_png(path), mask)
+    path.write_bytes(path.read_bytes()[:30])
+    with pytest.raises(ValueError, match="0000000001.png"):
+        read_boundary_png(path)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_boundary_frames_resumes(tmp_path):
+    labels = {i: np.kron(np.random.default_rng(i).integers(0, 3, (3, 4)), np.ones((4, 4), int))
+              for i in range(3)}
+    srcs = [tmp_path / f"l{i}" for i in range(3)]
+    outs = [tmp_path / "b" / f"{i:010d}.png" for i in range(3)]
+    write_boundary_png(outs[1], np.zeros((12, 16), bool))  # pre-existing: must be kept
+    info = boundary_frames(srcs, outs, lambda p: labels[int(p.name[1:])], 5, 10, progress=False)
+    assert info["computed"] == 2 and info["frames"] == 3
+    np.testing.assert_array_equal(read_boundary_png(outs[0]), brute_force_boundary(labels[0], 5, 10))
+    assert not read_boundary_png(outs[1]).any()
+
+
+def test_figure_written(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.kron(rng.integers(0, 19, (4, 8)), np.ones((8, 8), int))
+    image = rng.integers(0, 255, (32, 64, 3), dtype=np.uint8)
+    out = tmp_path / "fig" / "boundary_fig4.png"
+    boundary_figure(image, labels, [0, 10], [3, 5], out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.parent.glob("*.tmp"))

@@ -1,0 +1,297 @@
+"""Cityscapes DeepLabv3+ loader (SPEC §4.5), in-pipeline teacher, pseudo-label storage."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from psdif import segmentation as seg
+from psdif.segmentation import (CheckpointError, CityscapesDeepLabV3Plus, build_teacher, describe_model,
+                                evaluate_miou, label_frames, label_path, load_cityscapes_deeplab,
+                                normalize_images, predict_labels, read_label_png, train_teacher,
+                                write_label_png)
+
+Ref = namedtuple("Ref", "folder frame side")
+
+
+# ------------------------------------------------------------------------ Cityscapes checkpoint format
+
+@pytest.fixture(scope="module")
+def public_ckpt(tmp_path_factory):
+    """A checkpoint in the public format: random weights (randomised BN statistics), numpy scalar inside."""
+    torch.manual_seed(0)
+    model = CityscapesDeepLabV3Plus()
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 2.0)
+        for name, p in model.named_parameters():
+            if p.dim() == 1:  # BN affine and the classifier bias
+                p.uniform_(-0.5, 1.0)
+    path = tmp_path_factory.mktemp("ckpt") / "best_deeplabv3plus_resnet101_cityscapes_os16.pth"
+    state = model.state_dict()
+    torch.save({"cur_itrs": 30000, "model_state": state, "optimizer_state": {"state": {}, "param_groups": []},
+                "scheduler_state": {}, "best_score": np.float64(0.7)}, path)
+    return path, state
+
+
+def test_architecture_size_and_output_stride():
+    model = CityscapesDeepLabV3Plus()
+    info = describe_model(model)
+    assert info["state_tensors"] == 674
+    assert round(info["params"] / 1e6, 2) == 58.75
+    low, out = model.backbone.eval()(torch.zeros(1, 3, 64, 96))
+    assert out.shape == (1, 2048, 4, 6) and low.shape == (1, 256, 16, 24)  # OS 16, low level at 1/4
+    l4 = model.backbone.layer4
+    assert l4[0].conv2.dilation == (1, 1) and l4[0].conv2.stride == (1, 1)  # first block undilated
+    assert all(b.conv2.dilation == (2, 2) for b in l4[1:])
+    keys = model.state_dict().keys()
+    for key in ("backbone.conv1.weight", "classifier.project.0.weight", "classifier.aspp.convs.3.0.weight",
+                "classifier.aspp.convs.4.1.weight", "classifier.aspp.project.0.weight",
+                "classifier.classifier.0.weight", "classifier.classifier.3.bias"):
+        assert key in keys
+    assert not any(k.startswith("backbone.fc") for k in keys)
+    assert model.classifier.classifier[0].weight.shape == (256, 304, 3, 3)  # full (not separable) conv
+    assert [model.classifier.aspp.convs[i][0].dilation for i in (1, 2, 3)] == [(6, 6), (12, 12), (18, 18)]
+
+
+def _bn(x, sd, p):
+    return F.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"],
+                        sd[p + ".bias"], False, 0.0, 1e-5)
+
+
+def reference_logits(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    """The reference computation written out with functional ops from the state dict (SPEC §4.5)."""
+    net = torchvision.models.resnet101(weights=None, replace_stride_with_dilation=[False, False, True])
+    net.fc = torch.nn.Identity()
+    net.load_state_dict({k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")})
+    net.eval()
+    h = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    low = net.layer1(h)
+    out = net.layer4(net.layer3(net.layer2(low)))
+    c = "classifier."
+    low = F.relu(_bn(F.conv2d(low, sd[c + "project.0.weight"]), sd, c + "project.1"))
+    branches = [F.relu(_bn(F.conv2d(out, sd[c + "aspp.convs.0.0.weight"]), sd, c + "aspp.convs.0.1"))]
+    for i, rate in zip((1, 2, 3), (6, 12, 18)):
+        y = F.conv2d(out, sd[c + f"aspp.convs.{i}.0.weight"], padding=rate, dilation=rate)
+        branches.append(F.relu(_bn(y, sd, c + f"aspp.convs.{i}.1")))
+    pooled = F.relu(_bn(F.conv2d(out.mean((2, 3), keepdim=True), sd[c + "aspp.convs.4.1.weight"]), sd,
+                        c + "aspp.convs.4.2"))
+    branches.append(F.interpolate(pooled, out.shape[-2:], mode="bilinear", align_corners=False))
+    aspp = F.relu(_bn(F.conv2d(torch.cat(branches, 1), sd[c + "aspp.project.0.weight"]), sd, c + "aspp.project.1"))
+    aspp = F.interpolate(aspp, low.shape[-2:], mode="bilinear", align_corners=False)
+    y = F.conv2d(torch.cat([low, aspp], 1), sd[c + "classifier.0.weight"], padding=1)
+    y = F.relu(_bn(y, sd, c + "classifier.1"))
+    y = F.conv2d(y, sd[c + "classifier.3.weight"], sd[c + "classifier.3.bias"])
+    return F.interpolate(y, x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def test_public_checkpoint_loads_and_matches_reference(public_ckpt):
+    path, state = public_ckpt
+    model = load_cityscapes_deeplab(path)
+    assert not model.training
+    x = torch.randn(2, 3, 75, 250, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(x)
+        ref = reference_logits(state, x[:1])
+    assert logits.shape == (2, 19, 75, 250)
+    torch.testing.assert_close(logits[:1], ref, rtol=1e-4, atol=1e-4)
+    assert logits.std() > 1e-3  # not a degenerate constant output
+    # predict_labels on uint8 images = argmax of the logits of the normalised image, full size
+    img = np.random.default_rng(0).integers(0, 256, (1, 37, 61, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expect = model(normalize_images(img)).argmax(1).numpy()
+    np.testing.assert_array_equal(predict_labels(model, img, device="cpu"), expect)
+
+
+def test_loader_errors(public_ckpt, tmp_path):
+    path, state = public_ckpt
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        load_cityscapes_deeplab(tmp_path / "nothing.pth")
+    truncated = tmp_path / "truncated.pth"
+    with open(path, "rb") as f:
+        truncated.write_bytes(f.read(1_000_000))
+    with pytest.raises(CheckpointError, match="truncated.pth.*truncated"):
+        load_cityscapes_deeplab(truncated)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="garbage.pth"):
+        load_cityscapes_deeplab(garbage)
+    bare = tmp_path / "bare.pth"
+    torch.save({"state_dict": {}, "epoch": 3}, bare)
+    with pytest.raises(CheckpointError, match="bare.pth.*'model_state'.*epoch"):
+        load_cityscapes_deeplab(bare)
+    bad = dict(state)
+    bad["classifier.project.0.weight"] = torch.zeros(32, 256, 1, 1)
+    del bad["backbone.layer4.2.bn3.running_var"]
+    bad["classifier.extra.weight"] = torch.zeros(1)
+    mismatched = tmp_path / "mismatched.pth"
+    torch.save({"model_state": bad}, mismatched)
+    with pytest.raises(CheckpointError) as err:
+        load_cityscapes_deeplab(mismatched)
+    msg = str(err.value)
+    for part in ("mismatched.pth", "backbone.layer4.2.bn3.running_var", "classifier.extra.weight",
+                 "classifier.project.0.weight", "(32, 256, 1, 1)", "(48, 256, 1, 1)"):
+        assert part in msg
+
+
+# ------------------------------------------------------------------------------------ in-pipeline teacher
+
+def toy_scene(rng: np.random.Generator, h: int = 64, w: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """Sky over building over road, with a car box: distinctive colours plus texture noise."""
+    colours = {10: (70, 130, 180), 2: (110, 90, 80), 0: (90, 90, 95), 13: (200, 30, 30)}
+    lab = np.full((h, w), 10, np.uint8)
+    horizon = rng.integers(h // 4, h // 2)
+    lab[horizon:] = 2
+    road = rng.integers(h // 2, 3 * h // 4)
+    lab[road:] = 0
+    y, x = rng.integers(road - 6, h - 10), rng.integers(0, w - 20)
+    lab[y:y + 10, x:x + 20] = 13
+    img = np.zeros((h, w, 3), np.float32)
+    for c, col in colours.items():
+        img[lab == c] = col
+    img += rng.normal(0, 12, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), lab
+
+
+def test_teacher_learns_toy_scenes():
+    rng = np.random.default_rng(0)
+    train = [toy_scene(rng) for _ in range(16)]
+    held = [toy_scene(rng) for _ in range(4)]
+    model = build_teacher("tu-mobilenetv3_small_050")
+    before = evaluate_miou(model, held, progress=False)
+    hist = train_teacher(model, train, steps=40, batch_size=4, lr=3e-3, height=48, width=64, seed=0,
+                         device="cpu", progress=False)
+    loss = hist["loss"]
+    assert np.mean(loss[-5:]) < 0.5 * np.mean(loss[:5])
+    after = evaluate_miou(model, held, progress=False)
+    majority = max(np.mean(np.concatenate([l.ravel() for _, l in held]) == c) for c in (0, 2, 10, 13))
+    assert after["pixel_acc"] > majority + 0.1  # beats the constant-class predictor
+    assert after["miou"] > before["miou"] and after["classes_present"] == 4
+    assert after["per_class"]["train"] is None  # absent from GT: not averaged
+
+
+def test_predict_labels_full_size_is_argmax():
+    torch.manual_seed(0)
+    model = build_teacher("tu-mobilenetv3_small_050").eval()
+    img = np.random.default_rng(0).integers(0, 256, (3, 64, 96, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expect = model(normalize_images(img)).argmax(1).numpy()
+    got = predict_labels(model, img, batch_size=2, device="cpu")
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, expect)
+    odd = predict_labels(model, img[:, :61, :87], batch_size=2, device="cpu")  # padded to 64x96, cropped
+    assert odd.shape == (3, 61, 87)
+
+
+def test_miou_by_hand():
+    conf = seg.confusion_matrix(np.array([0, 0, 1, 1, 255]), np.array([0, 1, 1, 1, 0]), 3)
+    res = seg.miou_from_confusion(conf, ("a", "b", "c"))
+    # class a: tp 1, fn 1, fp 0 -> 1/2; class b: tp 2, fp 1 -> 2/3; class c absent
+    assert res["per_class"] == {"a": 0.5, "b": pytest.approx(2 / 3), "c": None}
+    assert res["miou"] == pytest.approx((0.5 + 2 / 3) / 2)
+
+
+# ------------------------------------------------------------------------------------------------ storage
+
+def test_label_path_layout(tmp_path):
+    assert label_path(tmp_path, "2011_09_26/2011_09_26_drive_0001_sync", "r", 7) == \
+        tmp_path / "2011_09_26/2011_09_26_drive_0001_sync/image_03/data/0000000007.png"
+    assert label_path(tmp_path, "d/x", "l", 12).parts[-3:] == ("image_02", "data", "0000000012.png")
+
+
+def test_label_png_roundtrip_and_corrupt(tmp_path):
+    lab = np.random.default_rng(0).integers(0, 19, (5, 9)).astype(np.uint8)
+    path = tmp_path / "x" / "0000000000.png"
+    write_label_png(path, lab)
+    np.testing.assert_array_equal(read_label_png(path), lab)
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ValueError, match="0000000000.png.*truncated"):
+        read_label_png(path)
+
+
+def _frames():
+    return [Ref("2011_09_26/d1", i, s) for i in range(5) for s in "lr"] + [Ref("2011_09_28/d2", 0, "l")]
+
+
+def _image(ref) -> np.ndarray:
+    h, w = (8, 12) if ref.folder.endswith("d1") else (6, 10)  # two sizes: batches must split
+    rng = np.random.default_rng(ref.frame * 2 + (ref.side == "r"))
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _model_fn(calls):
+    def fn(images):
+        calls.append(len(images))
+        return (images[..., 0] % 19).astype(np.uint8)
+    return fn
+
+
+def test_label_frames_writes_skips_and_shards(tmp_path):
+    frames = _frames()
+    calls: list[int] = []
+    # pre-existing output: complete file, must be kept and counted
+    keep = np.full((8, 12), 3, np.uint8)
+    write_label_png(label_path(tmp_path, "2011_09_26/d1", "l", 0), keep)
+    hist = label_frames(_model_fn(calls), frames, _image, tmp_path, batch_size=4, progress=False)
+    assert sum(calls) == len(frames) - 1 and max(calls) <= 4
+    expect_hist = np.zeros(19, np.int64)
+    for ref in frames:
+        got = read_label_png(label_path(tmp_path, ref.folder, ref.side, ref.frame))
+        want = keep if (ref.folder, ref.frame, ref.side) == ("2011_09_26/d1", 0, "l") else _image(ref)[..., 0] % 19
+        np.testing.assert_array_equal(got, want)
+        expect_hist += np.bincount(want.ravel(), minlength=19)
+    np.testing.assert_array_equal(hist, expect_hist)
+    assert not list(tmp_path.rglob("*.tmp"))
+    # second run: everything exists, the model is not called
+    calls.clear()
+    label_frames(_model_fn(calls), frames, _image, tmp_path, batch_size=4, progress=False)
+    assert calls == []
+    # shards are disjoint and cover all frames
+    out2 = tmp_path / "sharded"
+    h0 = label_frames(_model_fn([]), frames, _image, out2, 3, rank=0, world_size=2, progress=False)
+    n0 = len(list(out2.rglob("*.png")))
+    h1 = label_frames(_model_fn([]), frames, _image, out2, 3, rank=1, world_size=2, progress=False)
+    assert n0 == 6 and len(list(out2.rglob("*.png"))) == len(frames)
+    assert (h0 + h1).sum() == sum(_image(r)[..., 0].size for r in frames)
+
+
+def test_interrupted_run_leaves_no_partial_png(tmp_path, monkeypatch):
+    frames = _frames()
+    calls: list[int] = []
+
+    def dies_on_second_batch(images):
+        if calls:
+            raise KeyboardInterrupt("killed")
+        return _model_fn(calls)(images)
+
+    with pytest.raises(KeyboardInterrupt):
+        label_frames(dies_on_second_batch, frames, _image, tmp_path, batch_size=4, progress=False)
+    written = sorted(tmp_path.rglob("*.png"))
+    assert len(written) == 4 and not list(tmp_path.rglob("*.tmp"))
+    for p in written:
+        read_label_png(p)  # complete
+
+    # a crash inside the PNG encoder, after some bytes hit the disk
+    from PIL import Image
+
+    real_save = Image.Image.save
+
+    def broken_save(self, fp, *args, **kwargs):
+        with open(fp, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    target = tmp_path / "crash" / "0000000000.png"
+    with pytest.raises(OSError, match="disk full"):
+        write_label_png(target, np.zeros((4, 4), np.uint8))
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    assert not target.exists() and not list(target.parent.iterdir())
