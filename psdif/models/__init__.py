@@ -1,0 +1,133 @@
+"""PSDIF networks (paper §3.2): depth nets for every Table-3 variant, the pose net, inference and export.
+
+- ``build_depth_net(variant, cfg)``: MSFAN + PSDIFM (psdifm.py, msfan.py) or the ResNet-18 baseline
+  (baseline.py); forward(images [B, 3, H, W] in [0, 1]) -> :class:`DepthOutput`.
+- ``build_pose_net(cfg)``: pose.py; forward(pair [B, 6, H, W]) -> (axisangle [B, 1, 3], translation [B, 1, 3]).
+- ``DepthPredictor``: images -> metric-free depth [B, 1, H, W] via :func:`disp_to_depth`; ``export_onnx``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass
+class DepthOutput:
+    """What a depth net returns.
+
+    disparities: 4 sigmoid maps, scale s = 0..3 at 1/2^s of the input: [B, 1, H / 2^s, W / 2^s] in (0, 1).
+    seg_logits:  [B, num_classes, H, W] semantic logits (None without the semantic decoder).
+    features:    depth-decoder features for the metric loss, scale s = 1, 2, 3 -> [B, C_s, H / 2^s, W / 2^s]
+                 (PSDIFM: FF_0, FF_1, FF_2 = F_1, F_2, F_3 of Eq. 7; baseline: its decoder's F_1..F_3).
+    """
+
+    disparities: list[torch.Tensor]
+    seg_logits: torch.Tensor | None
+    features: dict[int, torch.Tensor]
+
+
+# Submodules import DepthOutput from here, so they come after its definition.
+from psdif.config import ModelConfig  # noqa: E402
+from psdif.models.baseline import BaselineDepthNet  # noqa: E402
+from psdif.models.msfan import MSFAN, load_encoder_weights  # noqa: E402
+from psdif.models.pose import PoseNet, load_pose_weights  # noqa: E402
+from psdif.models.psdifm import PSDIFNet  # noqa: E402
+from psdif.models.layers import load_resnet18_weights  # noqa: E402
+from psdif.variants import Variant  # noqa: E402
+
+__all__ = ["DepthOutput", "build_depth_net", "build_pose_net", "disp_to_depth", "DepthPredictor",
+           "export_onnx", "MSFAN", "PSDIFNet", "BaselineDepthNet", "PoseNet", "load_encoder_weights"]
+
+
+def build_depth_net(variant: Variant, cfg: ModelConfig) -> nn.Module:
+    """The depth net of a Table-3 variant.
+
+    msfan off -> ResNet-18 (``cfg.baseline_width``) + nested fSE decoder, no semantics; its encoder takes
+    ``cfg.pose_weights`` (torchvision resnet18) when given. msfan on -> MSFAN(``cfg.msfan_size``) + PSDIFM
+    with the semantic decoder iff ``variant.seg`` and the SAM exchange iff ``variant.psdifm``; the HRNet
+    backbone takes ``cfg.encoder_weights`` when given.
+    """
+    if not variant.msfan:
+        if variant.seg or variant.psdifm:
+            raise ValueError(f"variant {variant.name}: seg/psdifm need the MSFAN encoder (msfan=true)")
+        net = BaselineDepthNet(cfg.decoder_channels, cfg.baseline_width)
+        if cfg.pose_weights:
+            load_resnet18_weights(net.encoder, cfg.pose_weights, key="model.pose_weights")
+        return net
+    net = PSDIFNet(cfg.msfan_size, cfg.decoder_channels, cfg.num_classes, seg=variant.seg, exchange=variant.psdifm)
+    if cfg.encoder_weights:
+        load_encoder_weights(net.encoder, cfg.encoder_weights)
+    return net
+
+
+def build_pose_net(cfg: ModelConfig) -> PoseNet:
+    """PoseNet of width ``cfg.pose_width``; ``cfg.pose_weights`` (torchvision resnet18) loaded when given."""
+    net = PoseNet(cfg.pose_width)
+    if cfg.pose_weights:
+        load_pose_weights(net, cfg.pose_weights)
+    return net
+
+
+def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
+    """Sigmoid disparity -> depth: ``1 / (1/max + (1/min - 1/max) * disp)``; same shape, depth in [min, max]."""
+    min_disp, max_disp = 1.0 / max_depth, 1.0 / min_depth
+    return 1.0 / (min_disp + (max_disp - min_disp) * disp)
+
+
+class DepthPredictor(nn.Module):
+    """Inference wrapper: images [B, 3, H, W] in [0, 1] -> depth [B, 1, H, W] (scale-0 disparity only)."""
+
+    def __init__(self, net: nn.Module, min_depth: float, max_depth: float):
+        super().__init__()
+        self.net, self.min_depth, self.max_depth = net, float(min_depth), float(max_depth)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return disp_to_depth(self.net.forward_depth(images), self.min_depth, self.max_depth)
+
+
+class _DispOnly(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_depth(images)
+
+
+def export_onnx(net: nn.Module, path: str | Path, height: int, width: int, opset: int = 17) -> Path:
+    """Write ``net``'s inference path to ONNX (atomically), input ``image`` [B, 3, height, width] in [0, 1].
+
+    A :class:`DepthPredictor` exports output ``depth``; a bare depth net exports ``disp`` (scale-0 sigmoid
+    disparity). The batch axis is dynamic. The net is exported in eval mode and its mode is restored.
+    """
+    if height % 32 or width % 32:
+        raise ValueError(f"export_onnx: height={height}, width={width} must be multiples of 32")
+    path = Path(path)
+    module, out_name = (net, "depth") if isinstance(net, DepthPredictor) else (_DispOnly(net), "disp")
+    was_training = net.training
+    net.eval()
+    dummy = torch.rand(1, 3, height, width, device=next(net.parameters()).device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # onnxscript (needed by the dynamo exporter) is not a dependency: use the TorchScript exporter
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message="Constant folding")
+            torch.onnx.export(module, (dummy,), tmp, input_names=["image"], output_names=[out_name],
+                              dynamic_axes={"image": {0: "batch"}, out_name: {0: "batch"}},
+                              opset_version=opset, dynamo=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        net.train(was_training)
+    return path

@@ -1,0 +1,54 @@
+"""PoseNet (paper Figure 1; Monodepth2's separate pose network): ResNet-18 on a frame pair + pose decoder.
+
+Input: the pair [B, 6, H, W] in temporal order (earlier frame first), RGB in [0, 1]; normalised inside with
+the ImageNet mean/std per frame. Encoder: :class:`~psdif.models.layers.ResNet18Encoder` with 6 input
+channels (width ``model.pose_width``; 1.0 = torchvision resnet18). Decoder: 1x1 squeeze to 256w + ReLU,
+two 3x3 convs 256w + ReLU, 1x1 conv to 6, mean over space, x 0.01 -> axis-angle [B, 1, 3] (radians) and
+translation [B, 1, 3] (network units; metres up to the depth scale). The caller inverts the transform for
+source frames before t (SPEC §3).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from psdif.models.layers import ImageNormalize, ResNet18Encoder, load_resnet18_weights, scaled_width
+
+POSE_SCALE = 0.01  # Monodepth2's output scaling of the pose decoder
+
+
+class PoseDecoder(nn.Module):
+    """[B, C, h, w] (last encoder level) -> (axisangle [B, 1, 3], translation [B, 1, 3])."""
+
+    def __init__(self, in_channels: int, width: float = 1.0):
+        super().__init__()
+        c = scaled_width(256, width)
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, c, 1), nn.ReLU(inplace=True),           # squeeze
+            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c, 6, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pose = POSE_SCALE * self.net(x).mean(dim=(2, 3)).view(-1, 1, 6)
+        return pose[..., :3], pose[..., 3:]
+
+
+class PoseNet(nn.Module):
+    """forward(pair [B, 6, H, W] in [0, 1]) -> (axisangle [B, 1, 3], translation [B, 1, 3])."""
+
+    def __init__(self, width: float = 1.0):
+        super().__init__()
+        self.normalize = ImageNormalize(frames=2)
+        self.encoder = ResNet18Encoder(in_channels=6, width=width)
+        self.decoder = PoseDecoder(self.encoder.channels[-1], width)
+
+    def forward(self, pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decoder(self.encoder(self.normalize(pair))[-1])
+
+
+def load_pose_weights(net: PoseNet, path) -> None:
+    """torchvision resnet18 state dict -> pose encoder; conv1 duplicated over the 2 frames and halved."""
+    load_resnet18_weights(net.encoder, path, key="model.pose_weights")
