@@ -37,9 +37,9 @@ def get_variant(name: str) -> Variant:
 # stage, so `dvc exp run -S loss.mu3=...` re-trains only the variants that use mu3; the checkpoint's
 # params hash covers the same keys). Tested against dvc.yaml in tests/test_pipeline.py.
 _COMMON = ["data.height", "data.width", "data.img_ext", "model.min_depth", "model.max_depth",
-           "model.pose_width", "model.pose_weights", "train", "loss.alpha", "loss.smoothness", "loss.mu1",
+           "model.pose_width", "model.pose_weights", "model.decoder_channels", "train", "loss.alpha", "loss.smoothness", "loss.mu1",
            "loss.automask"]
-_MSFAN = ["model.msfan_size", "model.decoder_channels", "model.encoder_weights"]
+_MSFAN = ["model.msfan_size", "model.encoder_weights"]
 _SEG = ["model.num_classes", "loss.mu2"]
 _METRIC = ["loss.mu3", "loss.gamma1", "loss.gamma2", "loss.margin", "loss.metric_scales",
            "loss.metric_distance", "boundary.z"]
