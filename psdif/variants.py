@@ -36,7 +36,7 @@ def get_variant(name: str) -> Variant:
 # params.yaml keys that the training of each variant reads (dvc.yaml lists exactly these for its train
 # stage, so `dvc exp run -S loss.mu3=...` re-trains only the variants that use mu3; the checkpoint's
 # params hash covers the same keys). Tested against dvc.yaml in tests/test_pipeline.py.
-_COMMON = ["data.height", "data.width", "data.img_ext", "model.min_depth", "model.max_depth",
+_COMMON = ["data.height", "data.width", "data.img_ext", "data.intrinsics", "model.min_depth", "model.max_depth",
            "model.pose_width", "model.pose_weights", "model.decoder_channels", "train", "loss.alpha", "loss.smoothness", "loss.mu1",
            "loss.automask"]
 _MSFAN = ["model.msfan_size", "model.encoder_weights"]

@@ -1,0 +1,293 @@
+"""psdif.train: exact resume after SIGKILL, stale-checkpoint refusal, NaN stop, DDP = one process,
+and a short run of the real networks and losses. Small stand-in networks keep the loop tests fast."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from psdif.config import default_params
+from psdif.kitti import write_split
+from psdif.train import NonFiniteLossError, StaleCheckpointError, train
+from psdif.variants import get_variant
+from tests.test_data import FOLDER, targets, write_tiny_kitti
+
+REPO = Path(__file__).resolve().parents[1]
+H, W = 32, 64
+
+
+# ------------------------------------------------------------------------------------------ stand-ins
+
+@dataclass
+class TinyOut:
+    disparities: list
+    seg_logits: None = None
+    features: dict = dataclasses.field(default_factory=dict)
+
+
+class TinyDepth(nn.Module):
+    """images [B, 3, H, W] -> 4 sigmoid disparities at 1/2^s (no BatchNorm: DDP-comparable)."""
+
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.drop = nn.Dropout2d(dropout)
+        self.heads = nn.ModuleList(nn.Conv2d(8, 1, 3, padding=1) for _ in range(4))
+
+    def forward(self, x):
+        f = self.drop(F.elu(self.conv1(x)))
+        return TinyOut([torch.sigmoid(h(F.avg_pool2d(f, 2 ** s) if s else f)) for s, h in enumerate(self.heads)])
+
+
+class TinyPose(nn.Module):
+    """pair [B, 6, H, W] -> (axisangle [B, 1, 3], translation [B, 1, 3])."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(6, 8, 3, stride=4, padding=1)
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, pair):
+        out = 0.01 * self.fc(F.relu(self.conv(pair)).mean((2, 3)))
+        return out[:, None, :3], out[:, None, 3:]
+
+
+@dataclass
+class Terms:
+    total: torch.Tensor
+    photometric: torch.Tensor
+    pose: torch.Tensor
+
+
+def make_builder(dropout: float):
+    def build(variant, model_cfg):
+        return TinyDepth(dropout), TinyPose()
+    return build
+
+
+class StandInLoss:
+    """A mean-over-batch loss touching every output; ``noise`` uses the torch RNG (like the automask tie-break).
+
+    kill_at: SIGKILL this process when called for that step; nan_at: put a NaN in that step's batch.
+    """
+
+    def __init__(self, noise: bool = True, kill_at=None, nan_at=None, on_nan=None, nan_grad_at=None):
+        self.calls, self.noise, self.kill_at, self.nan_at, self.on_nan = 0, noise, kill_at, nan_at, on_nan
+        self.nan_grad_at = nan_grad_at
+
+    def __call__(self, out, batch, poses, loss_cfg, variant, z, min_depth, max_depth):
+        self.calls += 1
+        if self.calls == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        images = batch.images
+        if self.calls == self.nan_at:
+            images = images.clone()
+            images[0, 0, 0, 0, 0] = float("nan")
+            if self.on_nan:
+                self.on_nan()
+        grey = images[:, 0].mean(1, keepdim=True)
+        photo = torch.stack([(F.interpolate(d, size=grey.shape[-2:], mode="bilinear") - grey).abs().mean()
+                             for d in out.disparities]).mean()
+        if self.noise:
+            photo = photo + 1e-3 * (torch.randn_like(grey) * grey).mean()
+        pose = sum((poses[i][:, :3, 3] - 0.1 * i).pow(2).mean() for i in (-1, 1))
+        total = photo + pose
+        if self.calls == self.nan_grad_at:  # finite value, NaN gradient: 0 * d sqrt(x)/dx at x = 0
+            total = total + 0 * torch.sqrt(out.disparities[0].sum() * 0)
+        return Terms(total=total, photometric=photo, pose=pose)
+
+
+# ------------------------------------------------------------------------------------------ setup
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_kitti")
+    raw, labels, boundary = write_tiny_kitti(root, frames=range(0, 15), sides=("l",))
+    write_split(root / "splits" / "tiny" / "train_files.txt", targets(range(1, 14)))  # 13 frames
+    return root
+
+
+def tiny_params(root: Path, **train_kw):
+    p = default_params()
+    data = replace(p.data, raw_root=str(root / "raw"), splits_dir=str(root / "splits"), train_split="tiny",
+                   height=H, width=W, num_workers=0, intrinsics="calib")
+    tc = dict(seed=5, epochs=3, max_steps=None, batch_size=2, lr=1e-3, lr_step_epochs=1, lr_gamma=0.5,
+              checkpoint_every=4, log_every=2, amp=False, compile=False)
+    tc.update(train_kw)
+    return replace(p, data=data, train=replace(p.train, **tc))
+
+
+def run_standin(root: Path, out: Path, loss=None, dropout=0.2, params=None, **train_kw):
+    params = params or tiny_params(root, **train_kw)
+    return train(params, get_variant("baseline"), out, build_models=make_builder(dropout),
+                 loss_fn=loss or StandInLoss(), progress=False)
+
+
+def child_main(args_json: str) -> None:
+    """Entry point of the subprocess runs (same thread settings as the in-process runs)."""
+    args = json.loads(args_json)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    run_standin(Path(args["root"]), Path(args["out"]), loss=StandInLoss(kill_at=args.get("kill_at")))
+
+
+@pytest.fixture
+def deterministic():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(False)
+    torch.set_num_threads(threads)
+
+
+def state_of(out: Path) -> dict:
+    m = torch.load(out / "model.pt", weights_only=False)
+    return {f"{k}.{n}": t for k in ("depth", "pose") for n, t in m[k].items()}
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+def test_resume_after_sigkill_is_exact(tiny, tmp_path, deterministic):
+    """13 frames, batch 2 -> 6 steps/epoch, 3 epochs; SIGKILL at step 10 (last checkpoint: step 8 = epoch 1,
+    batch 2, mid-epoch); the restarted run ends with exactly the weights (and logs) of an unbroken run."""
+    ref = tmp_path / "ref"
+    run_standin(tiny, ref)
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    args = json.dumps({"root": str(tiny), "out": str(out), "kill_at": 10})
+    cmd = [sys.executable, "-c", f"from tests.test_train import child_main; child_main({args!r})"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    assert (ckpt["step"], ckpt["epoch"], ckpt["batch"]) == (8, 1, 2)
+    assert not (out / "model.pt").exists()
+    assert not list(out.glob(".*.tmp"))
+
+    run_standin(tiny, out)  # restart: resumes from step 8
+    a, b = state_of(ref), state_of(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert torch.load(out / "model.pt", weights_only=False)["step"] == 18
+    # the logged curves match too (rows logged after the checkpoint by the killed run were dropped)
+    for name in ("total", "photometric", "lr"):
+        ref_rows = (ref / "dvclive" / "plots" / "metrics" / "train" / f"{name}.tsv").read_text().splitlines()
+        res_rows = (out / "dvclive" / "plots" / "metrics" / "train" / f"{name}.tsv").read_text().splitlines()
+        assert [r.split("\t")[:2] for r in ref_rows] == [r.split("\t")[:2] for r in res_rows]
+        assert len(ref_rows) == 1 + 18 // 2
+    lr_rows = (ref / "dvclive" / "plots" / "metrics" / "train" / "lr.tsv").read_text().splitlines()
+    lr = [float(r.split("\t")[-1]) for r in lr_rows[1:]]
+    assert lr[0] == 1e-3 and lr[-1] == 1e-3 * 0.5 ** 2  # StepLR: x0.5 after each epoch
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_checkpoint_from_other_params_is_refused(tiny, tmp_path):
+    """An interrupted run's last.pt is refused under other params; a completed run leaves none behind."""
+    out = tmp_path / "run"
+
+    def interrupted_loss(*args):
+        if loss.calls == 3:
+            raise Interrupt
+        return loss(*args)
+    loss = StandInLoss()
+    with pytest.raises(Interrupt):
+        run_standin(tiny, out, loss=interrupted_loss, checkpoint_every=2)
+    with pytest.raises(StaleCheckpointError) as err:
+        run_standin(tiny, out, lr=5e-4, checkpoint_every=2)
+    msg = str(err.value)
+    assert str(out / "last.pt") in msg and "train.lr: 0.001 -> 0.0005" in msg and "delete" in msg
+    result = run_standin(tiny, out, checkpoint_every=2, max_steps=None)  # same params: resumes and completes
+    assert result.steps == 18 and (out / "model.pt").exists() and not (out / "last.pt").exists()
+    assert set(result.final_losses) == {"total", "photometric", "pose"}
+    run_standin(tiny, out, lr=5e-4, checkpoint_every=2, max_steps=1)  # other params now start fresh
+
+
+def test_nan_stops_training_and_keeps_last_checkpoint(tiny, tmp_path):
+    """NaN in the batch of step 5; checkpoints every 2 steps, checks every 4 (log) or 2 (checkpoint):
+    the run stops at step 6, names step 5 and the terms, and last.pt (step 4) is byte-identical."""
+    out = tmp_path / "nan"
+    snapshot = {}
+    loss = StandInLoss(nan_at=5, on_nan=lambda: snapshot.setdefault("bytes", (out / "last.pt").read_bytes()))
+    with pytest.raises(NonFiniteLossError) as err:
+        run_standin(tiny, out, loss=loss, checkpoint_every=2, log_every=4)
+    msg = str(err.value)
+    assert "step 5" in msg and "total=nan" in msg and "photometric=nan" in msg and "pose=" in msg
+    assert str(out / "last.pt") in msg
+    assert loss.calls == 6  # detected at the first check after the NaN, without a sync every step
+    assert (out / "last.pt").read_bytes() == snapshot["bytes"]
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 4
+    assert not (out / "model.pt").exists()
+
+
+def test_nan_gradient_never_reaches_a_checkpoint(tiny, tmp_path):
+    """A finite loss with a NaN gradient at step 4 (a checkpoint step): the weights check refuses to save."""
+    out = tmp_path / "nangrad"
+    with pytest.raises(NonFiniteLossError, match="non-finite weights after step 4"):
+        run_standin(tiny, out, loss=StandInLoss(nan_grad_at=4), checkpoint_every=2, log_every=10)
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 2
+
+
+def _ddp_worker(rank: int, world: int, root: str, out: str, port: int, result: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    nets = run_standin(Path(root), Path(out), loss=StandInLoss(noise=False), dropout=0.0, max_steps=1,
+                       batch_size=4).networks
+    torch.save({n: p.grad.clone() for n, p in nets.named_parameters()}, f"{result}.{rank}")
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_match_one_process(tiny, tmp_path):
+    """Global batch 4: 2 gloo processes x 2 items give the same first-step gradients as 1 process x 4."""
+    import torch.multiprocessing as mp
+    result = str(tmp_path / "grads")
+    mp.spawn(_ddp_worker, args=(2, str(tiny), str(tmp_path / "ddp"), _free_port(), result), nprocs=2)
+    torch.set_num_threads(1)
+    single = run_standin(tiny, tmp_path / "single", loss=StandInLoss(noise=False), dropout=0.0, max_steps=1,
+                         batch_size=4).networks
+    g0, g1 = torch.load(f"{result}.0"), torch.load(f"{result}.1")
+    for n, p in single.named_parameters():
+        torch.testing.assert_close(g0[n], g1[n], rtol=0, atol=0)  # DDP: identical averaged gradients
+        torch.testing.assert_close(g0[n], p.grad, rtol=1e-5, atol=1e-7)
+    assert (tmp_path / "ddp" / "model.pt").exists()
+
+
+def test_real_networks_and_losses_full_variant(tmp_path):
+    """Two steps of the real 'full' variant (MSFAN tiny + PSDIFM + all losses) on the tiny dataset."""
+    raw, labels, boundary = write_tiny_kitti(tmp_path, frames=range(0, 6), sides=("l",))
+    p = default_params()
+    params = replace(p, data=replace(p.data, raw_root=str(raw), height=64, width=64, num_workers=0),
+                     train=replace(p.train, epochs=1, max_steps=2, batch_size=2, checkpoint_every=1,
+                                   log_every=1, amp=False, compile=False))
+    out = tmp_path / "full"
+    train(params, get_variant("full"), out, labels_root=labels, boundary_root=boundary,
+          frames=targets(range(1, 5)), progress=False)
+    model = torch.load(out / "model.pt", weights_only=False)
+    assert model["variant"]["name"] == "full" and model["step"] == 2
+    from psdif.models import build_depth_net
+    net = build_depth_net(get_variant("full"), p.model)
+    net.load_state_dict(model["depth"])  # strict: the saved weights fit the real network
+    rows = (out / "dvclive" / "plots" / "metrics" / "train" / "metric.tsv").read_text().splitlines()
+    assert len(rows) == 3 and all(float(r.split("\t")[-1]) >= 0 for r in rows[1:])
