@@ -51,7 +51,7 @@ def _train_stage(name: str) -> dict:
 def _evaluate_stage(name: str) -> dict:
     return {
         "cmd": f"python stages/evaluate.py --variant {name}",
-        "deps": ["stages/evaluate.py", "psdif/metrics.py", "psdif/make3d.py", "psdif/models",
+        "deps": ["stages/evaluate.py", "psdif/evaluate.py", "psdif/metrics.py", "psdif/make3d.py", "psdif/models",
                  f"models/{name}/model.pt", GT_DEPTHS, RAW_MANIFEST],
         "params": ["eval", "data.height", "data.width", "data.img_ext", "data.test_split"],
         "metrics": [{f"metrics/eval/{name}.json": {"cache": False}}],
@@ -103,7 +103,7 @@ def build() -> dict:
         stages[f"evaluate_{name}"] = _evaluate_stage(name)
     stages["evaluate_reference"] = {
         "cmd": "python stages/evaluate.py --reference",
-        "deps": ["stages/evaluate.py", "psdif/metrics.py", "psdif/make3d.py", "psdif/models", GT_DEPTHS,
+        "deps": ["stages/evaluate.py", "psdif/evaluate.py", "psdif/metrics.py", "psdif/make3d.py", "psdif/models", GT_DEPTHS,
                  RAW_MANIFEST],
         "params": ["eval", "data.height", "data.width", "data.img_ext", "data.test_split", "model", "train.seed"],
         "metrics": [{f"metrics/eval/{name}.json": {"cache": False}} for name in REFERENCE_ROWS],

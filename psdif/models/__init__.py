@@ -131,3 +131,38 @@ def export_onnx(net: nn.Module, path: str | Path, height: int, width: int, opset
             os.remove(tmp)
         net.train(was_training)
     return path
+
+
+def load_depth_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """A trained depth net from a ``model.pt`` written by :func:`psdif.train.train`, in eval mode.
+
+    Returns (net, info) with info = {variant, model_cfg, height, width, step}. Errors name the file.
+    """
+    from psdif.config import ModelConfig as _ModelConfig
+    from psdif.variants import get_variant
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no trained model (run `dvc repro` to train it)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated / not a torch file
+        raise RuntimeError(f"{path}: not a readable PSDIF model file ({exc})") from None
+    missing = {"depth", "variant", "model_cfg"} - set(ckpt)
+    if missing:
+        raise RuntimeError(f"{path}: not a PSDIF model file (missing {sorted(missing)})")
+    variant = get_variant(ckpt["variant"]["name"])
+    cfg = _ModelConfig(**ckpt["model_cfg"])
+    net = build_depth_net(variant, dataclass_replace_weights(cfg))
+    net.load_state_dict(ckpt["depth"])
+    net.to(device).eval()
+    info = {k: ckpt.get(k) for k in ("height", "width", "step")}
+    info.update(variant=variant.name, model_cfg=ckpt["model_cfg"])
+    return net, info
+
+
+def dataclass_replace_weights(cfg: ModelConfig) -> ModelConfig:
+    """The same architecture without initial-weight files (a trained state dict replaces them)."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, encoder_weights=None, pose_weights=None)

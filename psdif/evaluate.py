@@ -1,0 +1,107 @@
+"""Running a depth net over test sets: batched prediction, the Eigen and Make3D protocols, reference rows.
+
+The per-image protocols live in :mod:`psdif.metrics`; this module feeds them: images resized to the
+network size exactly as in training (``psdif.data.resize_image``), the scale-0 sigmoid disparity
+predicted in batches (optionally with flip post-processing), then evaluated against the GT.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from psdif import kitti
+from psdif.data import resize_image
+from psdif.metrics import MAKE3D_KEYS, evaluate_depth, evaluate_make3d, flip_post_process, summarise
+
+
+class ConstantDisparity(nn.Module):
+    """The ``flat`` reference row: the same disparity everywhere (depth = median GT after scaling)."""
+
+    def __init__(self, value: float = 0.5):
+        super().__init__()
+        self.value = value
+
+    def forward_depth(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(images[:, :1], self.value)
+
+
+@torch.no_grad()
+def predict_sigmoids(net: nn.Module, images: Iterable[np.ndarray], height: int, width: int,
+                     batch_size: int = 8, post_process: bool = False, device: str | torch.device = "cpu",
+                     progress: bool = False, total: int | None = None) -> list[np.ndarray]:
+    """Scale-0 sigmoid disparities ``float32 [height, width]`` for RGB uint8 images of any size.
+
+    ``net.forward_depth(images [B, 3, h, w] in [0, 1]) -> [B, 1, h, w]``. With ``post_process`` the
+    mirrored image is predicted too and blended (Monodepth v1, :func:`psdif.metrics.flip_post_process`).
+    """
+    out: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+
+    def flush():
+        x = torch.from_numpy(np.stack(batch)).to(device).permute(0, 3, 1, 2).float().div_(255)
+        if post_process:
+            both = net.forward_depth(torch.cat([x, x.flip(-1)]))[:, 0].float().cpu().numpy()
+            n = len(batch)
+            out.extend(flip_post_process(both[i], both[n + i]) for i in range(n))
+        else:
+            out.extend(net.forward_depth(x)[:, 0].float().cpu().numpy())
+        batch.clear()
+
+    for img in tqdm(images, total=total, desc="predict", unit="img", disable=not progress):
+        batch.append(resize_image(img, height, width))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return out
+
+
+def evaluate_eigen(net: nn.Module, raw_root: Path, frames: Sequence[kitti.FrameRef], gt_depths: Sequence[np.ndarray],
+                   height: int, width: int, img_ext: str, eval_cfg, disp_range: tuple[float, float],
+                   device="cpu", progress: bool = False) -> tuple[dict, list[dict], list[np.ndarray]]:
+    """Eigen protocol over a test split: (summary, per-image results, sigmoid predictions)."""
+    if len(frames) != len(gt_depths):
+        raise ValueError(f"{len(frames)} test frames but {len(gt_depths)} GT maps: re-run the export_gt stage")
+    images = (kitti.read_image(kitti.image_path(raw_root, f, img_ext)) for f in frames)
+    sigmoids = predict_sigmoids(net, images, height, width, eval_cfg.batch_size, eval_cfg.post_process,
+                                device, progress, len(frames))
+    per_image = [evaluate_depth(s, gt, True, eval_cfg.min_depth, eval_cfg.max_depth, disp_range)
+                 for s, gt in zip(sigmoids, gt_depths)]
+    return summarise(per_image), per_image, sigmoids
+
+
+def evaluate_make3d_set(net: nn.Module, samples, height: int, width: int, eval_cfg,
+                        disp_range: tuple[float, float], device="cpu", progress: bool = False) -> dict:
+    """Make3D protocol (SPEC §4.4) over loaded samples (:func:`psdif.make3d.load_make3d_test`)."""
+    sigmoids = predict_sigmoids(net, (s.image for s in samples), height, width, eval_cfg.batch_size,
+                                eval_cfg.post_process, device, progress, len(samples))
+    per_image = [evaluate_make3d(sig, s.depth_grid, True, eval_cfg.make3d_max_depth, disp_range)
+                 for sig, s in zip(sigmoids, samples)]
+    return summarise(per_image, MAKE3D_KEYS)
+
+
+def untrained_net(model_cfg, seed: int) -> nn.Module:
+    """The ``untrained`` reference row: the full network at its seeded initialisation."""
+    from psdif.models import build_depth_net, dataclass_replace_weights
+    from psdif.variants import get_variant
+
+    torch.manual_seed(seed)
+    return build_depth_net(get_variant("full"), dataclass_replace_weights(model_cfg)).eval()
+
+
+def colourise(depth_like: np.ndarray, cmap: str = "magma", vmax_percentile: float = 95) -> np.ndarray:
+    """Disparity-like map [H, W] -> uint8 RGB [H, W, 3] (Monodepth-style colour scaling)."""
+    import matplotlib
+
+    vmax = np.percentile(depth_like, vmax_percentile)
+    vmin = float(depth_like.min())
+    norm = np.clip((depth_like - vmin) / max(vmax - vmin, 1e-9), 0, 1)
+    return (matplotlib.colormaps[cmap](norm)[..., :3] * 255).astype(np.uint8)
+
+

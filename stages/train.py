@@ -1,0 +1,59 @@
+"""train stage: one Table-3 variant -> models/<variant>/model.pt, metrics/train/<variant>.json, dvclive/<variant>.
+
+The run lives in data/runs/<variant>-<params hash>/ (resumable ``last.pt``); an interrupted `dvc repro`
+resumes where it stopped, a run with other params starts in another folder. Several GPUs: set
+PSDIF_NPROC=N and the stage re-executes itself under torchrun (one process per GPU, DDP).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from psdif.cli import progress_enabled, stage_args
+from psdif.io import atomic_path, write_json
+from psdif.variants import VARIANTS, get_variant
+
+
+def _args(parser):
+    parser.add_argument("--variant", required=True, choices=list(VARIANTS))
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    nproc = int(os.environ.get("PSDIF_NPROC", "1"))
+    if nproc > 1 and "RANK" not in os.environ:  # relaunch under torchrun, one process per GPU
+        os.execvp(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                   f"--nproc_per_node={nproc}", __file__, *argv])
+    p, args = stage_args("train", argv, _args)
+
+    from psdif.train import hashed_params, params_hash, train
+
+    variant = get_variant(args.variant)
+    run_dir = Path("data/runs") / f"{variant.name}-{params_hash(hashed_params(p, variant))}"
+    start = time.perf_counter()
+    result = train(p, variant, run_dir, labels_root=Path("data/pseudolabels"),
+                   boundary_root=Path("data/boundaries"), live_dir=run_dir / "dvclive",
+                   progress=progress_enabled())
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    model = Path("models") / variant.name / "model.pt"
+    with atomic_path(model) as tmp:
+        shutil.copyfile(run_dir / "model.pt", tmp)
+    live = Path("dvclive") / variant.name
+    shutil.rmtree(live, ignore_errors=True)
+    shutil.copytree(run_dir / "dvclive", live)
+    write_json(Path("metrics/train") / f"{variant.name}.json", {
+        "steps": result.steps,
+        "minutes": round((time.perf_counter() - start) / 60, 2),
+        "samples_per_second": round(result.samples_per_second, 2),
+        **{f"loss_{k}": round(float(v), 5) for k, v in result.final_losses.items()},
+    })
+    print(f"{variant.name}: {result.steps} steps -> {model}")
+
+
+if __name__ == "__main__":
+    main()
