@@ -84,11 +84,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("dvc-yaml", help="regenerate dvc.yaml from psdif/pipeline.py")
     p.add_argument("-o", "--output", default="dvc.yaml")
     p.set_defaults(func=cmd_dvc_yaml)
-    try:
-        from psdif import predict  # noqa: F401  (issue: psdif predict)
-        predict.add_parser(sub)
-    except ImportError:
-        pass
+    from psdif import predict
+
+    predict.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

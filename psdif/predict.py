@@ -1,0 +1,420 @@
+"""``psdif predict``: depth for image files, folders of images or video files, with a trained ``model.pt``.
+
+    psdif predict INPUT [INPUT ...] --model models/full/model.pt --out OUTDIR [--scale FACTOR]
+
+Each input image (or video frame) of any size is resized to the model's training size, its scale-0
+sigmoid disparity predicted in batches (:func:`psdif.evaluate.predict_sigmoids`), resized back to the
+input's own size (bilinear, on disparity, as the Eigen protocol does) and turned into depth with
+:func:`psdif.models.disp_to_depth` (the model's min/max depth). Per input it writes
+
+    OUTDIR/<name>_depth.png   colour map of the disparity (near = bright)
+    OUTDIR/<name>_depth.npy   float32 [H, W]: relative depth × --scale (1.0 = relative, no unit)
+
+``<name>`` is the file stem (``<stem>_%06d`` per video frame, counted from 0). Inputs whose stems clash
+(``a/0001.png`` and ``b/0001.png``) get as many parent-folder names as prefix as needed to tell them
+apart (``a_0001``, ``b_0001``); a clash no prefix resolves (``x.png`` beside ``x.jpg``) is an error.
+
+Bad inputs (missing path, unsupported extension, corrupt image, video that cannot be opened, folder
+without images) are never skipped silently. Choice made here: every good input is still predicted, each
+bad one is reported on stderr by name as soon as it is found, and the command ends with the list of bad
+inputs and exit status 1 (``--strict``: stop before predicting anything if a check at listing time
+fails). Exit status 2: nothing predicted because of the command line, the model file or a name clash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+
+from psdif.io import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch, cv2 and the models are imported inside the functions that use them, so that registering this
+# subcommand keeps every other `psdif` command (preset, check-params, dvc-yaml) quick to start.
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv")
+
+
+class PredictError(Exception):
+    """A problem that stops ``psdif predict`` before anything is predicted (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input to predict: an image file or a video file; ``name`` is its output base name."""
+
+    path: Path
+    kind: str  # "image" | "video"
+    name: str = ""
+    frames: int = 0  # video: frame count the container reports (0 = unknown); image: 1
+
+
+@dataclass
+class Inputs:
+    """What the command line names: sources to predict, bad inputs (``"path: why"``) and notes."""
+
+    sources: list[Source] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------- listing inputs
+def _probe_video(path: Path) -> tuple[int, str | None]:
+    """(reported frame count, None) for a video whose first frame decodes, else (0, why)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            return 0, "cannot open the video (missing codec or not a video file)"
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            return 0, "the video opens but no frame decodes (empty or corrupt file)"
+        return max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0), None
+    finally:
+        cap.release()
+
+
+def _add_file(path: Path, inputs: Inputs, seen: set[Path]) -> None:
+    key = path.resolve()
+    if key in seen:
+        inputs.notes.append(f"{path}: named more than once; predicted once")
+        return
+    seen.add(key)
+    ext = path.suffix.lower()
+    if ext in IMAGE_EXTS:
+        inputs.sources.append(Source(path, "image", frames=1))
+    elif ext in VIDEO_EXTS:
+        count, why = _probe_video(path)
+        if why:
+            inputs.problems.append(f"{path}: {why}")
+        else:
+            inputs.sources.append(Source(path, "video", frames=count))
+    else:
+        inputs.problems.append(f"{path}: unsupported extension {path.suffix or '(none)'!r}; images: "
+                               f"{', '.join(IMAGE_EXTS)}; videos: {', '.join(VIDEO_EXTS)}")
+
+
+def _add_folder(folder: Path, recursive: bool, inputs: Inputs, seen: set[Path]) -> None:
+    entries = sorted(folder.rglob("*") if recursive else folder.iterdir())
+    files = [p for p in entries if p.is_file() and not p.name.startswith(".")]
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTS]
+    if not images:
+        inputs.problems.append(f"{folder}: folder without {'/'.join(IMAGE_EXTS)} images"
+                               + ("" if recursive else " (add --recursive to search its subfolders)"))
+        return
+    for p in images:
+        _add_file(p, inputs, seen)
+    ignored = len(files) - len(images)
+    subdirs = 0 if recursive else sum(p.is_dir() for p in entries)
+    if ignored or subdirs:
+        inputs.notes.append(f"{folder}: predicted {len(images)} images; ignored {ignored} other files"
+                            + (f" and {subdirs} subfolders (--recursive includes them)" if subdirs else ""))
+
+
+def collect_inputs(paths: list[str | Path], recursive: bool = False) -> Inputs:
+    """Expand files and folders (sorted, images only; subfolders with ``recursive``) into sources.
+
+    Missing paths, unsupported extensions, unopenable videos and image-less folders become
+    ``problems`` naming the path; sources get their output names (:func:`assign_names`).
+    """
+    inputs, seen = Inputs(), set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            _add_folder(path, recursive, inputs, seen)
+        elif path.is_file():
+            _add_file(path, inputs, seen)
+        else:
+            inputs.problems.append(f"{path}: no such file or folder")
+    names = assign_names([s.path for s in inputs.sources], [s.kind for s in inputs.sources])
+    inputs.sources = [Source(s.path, s.kind, n, s.frames) for s, n in zip(inputs.sources, names)]
+    return inputs
+
+
+def assign_names(paths: list[Path], kinds: list[str] | None = None) -> list[str]:
+    """Output base names: the stem, prefixed with just enough parent-folder names to be unique.
+
+    Raises :class:`PredictError` naming the files when no prefix separates them (same folder and stem,
+    e.g. ``x.png`` and ``x.jpg``), or when an image name equals a video frame name ``<video>_%06d``.
+    """
+    kinds = kinds or ["image"] * len(paths)
+    full = [p.resolve() for p in paths]
+    levels = [0] * len(paths)
+
+    def name(i: int) -> str:
+        parents = [part for part in full[i].parent.parts if part != full[i].anchor]
+        return "_".join(parents[len(parents) - levels[i]:] + [full[i].stem]) if levels[i] else full[i].stem
+
+    names = [full[i].stem for i in range(len(paths))]
+    while True:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, n in enumerate(names):
+            groups[n].append(i)
+        clashes = [g for g in groups.values() if len(g) > 1]
+        if not clashes:
+            break
+        for group in clashes:
+            deeper = [i for i in group if levels[i] < len(full[i].parent.parts) - 1]
+            if not deeper:
+                files = ", ".join(str(paths[i]) for i in group)
+                raise PredictError(f"inputs {files} would all be written as {names[group[0]]}_depth.*: "
+                                   "rename one of them or predict them into different --out folders")
+            for i in deeper:
+                levels[i] += 1
+                names[i] = name(i)
+    frame_name = {n: re.compile(re.escape(n) + r"_\d{6}") for n, k in zip(names, kinds) if k == "video"}
+    for i, n in enumerate(names):
+        for video, pattern in frame_name.items():
+            if kinds[i] == "image" and pattern.fullmatch(n):
+                raise PredictError(f"{paths[i]} would overwrite a frame of video {video!r} ({n}_depth.*): "
+                                   "rename it or predict it into a different --out folder")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as ``uint8 [H, W, 3]`` RGB, EXIF orientation applied; errors name the file."""
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode fully: a truncated file raises here
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable or corrupt image ({exc})") from None
+
+
+def iter_frames(sources: list[Source], problems: list[str],
+                report: Callable[[str], None]) -> Iterator[tuple[str, np.ndarray]]:
+    """(output name, RGB uint8 [H, W, 3]) for every image and video frame, in input order.
+
+    An image that does not decode is appended to ``problems`` (and reported) instead of stopping the run;
+    a video that ends before the frame count its container reports is reported as a note.
+    """
+    import cv2
+
+    for src in sources:
+        if src.kind == "image":
+            try:
+                yield src.name, read_rgb(src.path)
+            except ValueError as exc:
+                problems.append(str(exc))
+                report(f"error: {exc}")
+            continue
+        cap = cv2.VideoCapture(str(src.path))
+        index = 0
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    break
+                yield f"{src.name}_{index:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                index += 1
+        finally:
+            cap.release()
+        if index == 0:
+            problems.append(f"{src.path}: no frame decodes")
+            report(f"error: {src.path}: no frame decodes")
+        elif src.frames and index < src.frames:
+            report(f"note: {src.path}: decoded {index} frames of the {src.frames} its container reports")
+
+
+# ------------------------------------------------------------------------------------------- prediction
+def depth_from_sigmoid(sigmoid: np.ndarray, height: int, width: int, min_depth: float, max_depth: float,
+                       scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Network-size sigmoid [h, w] -> (sigmoid [height, width], depth float32 [height, width]).
+
+    Bilinear resize of the disparity to the input size (as the Eigen protocol does; the sigmoid ->
+    disparity map is affine, so resizing either is the same), then ``scale · disp_to_depth`` (SPEC §3).
+    """
+    import cv2
+    import torch
+
+    from psdif.models import disp_to_depth
+
+    full = cv2.resize(sigmoid.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    depth = disp_to_depth(torch.from_numpy(full), min_depth, max_depth).numpy() * np.float32(scale)
+    return full, depth.astype(np.float32)
+
+
+def write_outputs(out_dir: Path, name: str, sigmoid: np.ndarray, depth: np.ndarray,
+                  png: bool = True, npy: bool = True) -> list[Path]:
+    """Atomically write ``<name>_depth.png`` (magma colour map of disparity) and ``<name>_depth.npy``."""
+    import cv2
+
+    from psdif.evaluate import colourise
+
+    written = []
+    if png:
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(colourise(sigmoid), cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise RuntimeError(f"{out_dir / name}_depth.png: PNG encoding failed")
+        path = out_dir / f"{name}_depth.png"
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buf.tobytes())
+        written.append(path)
+    if npy:
+        path = out_dir / f"{name}_depth.npy"
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, depth)
+        written.append(path)
+    return written
+
+
+def predict_sources(net: nn.Module, info: dict, sources: list[Source], out_dir: str | Path, *,
+                    scale: float = 1.0, batch_size: int = 8, post_process: bool = False,
+                    device: str | torch.device = "cpu", png: bool = True, npy: bool = True,
+                    progress: bool = False, report: Callable[[str], None] = print) -> tuple[int, list[str]]:
+    """Predict every source in batches of ``batch_size`` and write its outputs into ``out_dir``.
+
+    ``info``: from :func:`psdif.models.load_depth_model` (height, width, model_cfg min/max_depth).
+    Returns (number of images / frames written, problems found while decoding).
+    """
+    from tqdm import tqdm
+
+    from psdif.evaluate import predict_sigmoids
+
+    out_dir = Path(out_dir)
+    height, width = int(info["height"]), int(info["width"])
+    min_depth, max_depth = float(info["model_cfg"]["min_depth"]), float(info["model_cfg"]["max_depth"])
+    problems: list[str] = []
+    counts = [s.frames for s in sources]
+    total = sum(counts) if all(counts) else None
+    done = 0
+    frames = iter_frames(sources, problems, report)
+    with tqdm(total=total, desc="predict", unit="img", disable=not progress) as bar:
+        while chunk := [item for _, item in zip(range(batch_size), frames)]:
+            names, images = zip(*chunk)
+            sigmoids = predict_sigmoids(net, images, height, width, batch_size, post_process, device)
+            for name, image, sig in zip(names, images, sigmoids):
+                full, depth = depth_from_sigmoid(sig, *image.shape[:2], min_depth, max_depth, scale)
+                write_outputs(out_dir, name, full, depth, png, npy)
+            done += len(chunk)
+            bar.update(len(chunk))
+    return done, problems
+
+
+def load_model(path: str | Path, device: str) -> tuple[nn.Module, dict]:
+    """:func:`psdif.models.load_depth_model`, with every failure a :class:`PredictError` naming the file."""
+    from psdif.models import load_depth_model
+
+    path = Path(path)
+    try:
+        net, info = load_depth_model(path, device)
+    except Exception as exc:  # missing, truncated, other architecture, other config schema
+        msg = " ".join((str(exc) if str(path) in str(exc) else f"{path}: {exc}").split())
+        msg = msg if len(msg) <= 300 else msg[:300] + " ...)"
+        raise PredictError(f"{msg}; pass a model.pt written by `dvc repro` "
+                           "(models/<variant>/model.pt)") from None
+    cfg = info.get("model_cfg") or {}
+    if not info.get("height") or not info.get("width") or "min_depth" not in cfg or "max_depth" not in cfg:
+        raise PredictError(f"{path}: the checkpoint lacks the training size or depth range "
+                           "(height, width, model_cfg.min_depth/max_depth); re-train with `dvc repro`")
+    return net, info
+
+
+# -------------------------------------------------------------------------------------------- command line
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PredictError("--device cuda: no CUDA device is available to torch; use --device cpu")
+    return name
+
+
+def _check_args(args) -> None:
+    if not math.isfinite(args.scale) or args.scale <= 0:
+        raise PredictError(f"--scale {args.scale}: must be a positive finite factor")
+    if args.batch_size < 1:
+        raise PredictError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.no_png and args.no_npy:
+        raise PredictError("--no-png with --no-npy leaves nothing to write; drop one of them")
+
+
+def cmd_predict(args) -> int:
+    """Run ``psdif predict``; exit status 0 = all inputs written, 1 = some bad inputs, 2 = nothing run."""
+    from psdif.cli import progress_enabled
+
+    from tqdm import tqdm
+
+    def err(msg: str) -> None:
+        tqdm.write(msg, file=sys.stderr)  # keeps a running progress bar intact
+
+    try:
+        _check_args(args)
+        device = _device(args.device)
+        inputs = collect_inputs(args.inputs, args.recursive)
+        for note in inputs.notes:
+            err(f"note: {note}")
+        for problem in inputs.problems:
+            err(f"error: {problem}")
+        if inputs.problems and args.strict:
+            err(f"--strict: {len(inputs.problems)} bad input(s); nothing predicted")
+            return 1
+        net, info = load_model(args.model, device)
+    except PredictError as exc:
+        err(f"error: {exc}")
+        return 2
+    written, problems = predict_sources(
+        net, info, inputs.sources, args.out, scale=args.scale, batch_size=args.batch_size,
+        post_process=args.post_process, device=device, png=not args.no_png, npy=not args.no_npy,
+        progress=progress_enabled(), report=err)
+    bad = inputs.problems + problems
+    print(f"wrote {written} depth map(s) to {args.out} (model {args.model}: variant {info['variant']}, "
+          f"{info['height']}x{info['width']}; depth = relative x {args.scale:g})")
+    if bad:
+        err(f"{len(bad)} bad input(s), not predicted:")
+        for problem in bad:
+            err(f"  {problem}")
+        return 1
+    return 0
+
+
+SCALE_HELP = ("multiply the relative depth written to .npy by FACTOR (default 1.0: relative depth, no unit). "
+              "Self-supervised monocular depth is known only up to an unknown global scale; a metric factor "
+              "(e.g. one fitted by median scaling against LiDAR on your own data, or from a known camera "
+              "height) is yours to supply. The PNG is unaffected.")
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Register ``psdif predict`` on the ``psdif`` command's subparsers."""
+    p = sub.add_parser("predict", help="depth maps for images, folders or videos with a trained model.pt",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help=f"image files ({', '.join(IMAGE_EXTS)}), folders of images, video files "
+                        f"({', '.join(VIDEO_EXTS)})")
+    p.add_argument("--model", default="models/full/model.pt",
+                   help="trained checkpoint of any variant (default: models/full/model.pt)")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--scale", type=float, default=1.0, metavar="FACTOR", help=SCALE_HELP)
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--post-process", action="store_true",
+                   help="also predict the mirrored image and blend (Monodepth flip post-processing; 2x cost)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto = cuda when available (default)")
+    p.add_argument("--recursive", action="store_true", help="include images in subfolders of folder inputs")
+    p.add_argument("--strict", action="store_true",
+                   help="predict nothing if any input is missing, unsupported or unopenable (default: "
+                        "predict the good ones, list the bad ones, exit 1)")
+    p.add_argument("--no-png", action="store_true", help="skip the colour PNGs")
+    p.add_argument("--no-npy", action="store_true", help="skip the .npy depth arrays")
+    p.set_defaults(func=cmd_predict)
+    return p

@@ -1,0 +1,225 @@
+"""``psdif predict``: outputs checked against the net's own forward pass, recomputed here by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from psdif import cli
+from psdif.config import default_params
+from psdif.models import build_depth_net, dataclass_replace_weights
+from psdif.predict import PredictError, assign_names
+from psdif.variants import get_variant
+
+REPO = Path(__file__).resolve().parents[1]
+NET_H, NET_W = 32, 64  # the tiny model's "training size"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """(path, net): a tiny ``full``-variant model.pt in train.py's format, and the net it holds."""
+    cfg = dataclass_replace_weights(default_params().model)
+    variant = get_variant("full")
+    torch.manual_seed(0)
+    net = build_depth_net(variant, cfg).eval()
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    torch.save({"depth": net.state_dict(), "pose": {}, "variant": dataclasses.asdict(variant),
+                "model_cfg": dataclasses.asdict(cfg), "height": NET_H, "width": NET_W, "step": 1}, path)
+    return path, net, cfg
+
+
+def _random_image(h, w, seed):
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, w)[None, :, None] * np.ones((h, 1, 3))
+    return np.clip(base + rng.normal(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _write_png(path, rgb):
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def _reference_depth(net, cfg, rgb):
+    """By hand: resize to the net size (area when shrinking, else bilinear), forward, resize the sigmoid
+    back bilinearly, depth = 1 / (1/max + (1/min − 1/max)·σ)."""
+    h, w = rgb.shape[:2]
+    shrink = NET_H <= h and NET_W <= w
+    small = cv2.resize(rgb, (NET_W, NET_H), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        sig = net.forward_depth(x)[0, 0].numpy()
+    sig = cv2.resize(sig, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+    return 1.0 / (1.0 / cfg.max_depth + (1.0 / cfg.min_depth - 1.0 / cfg.max_depth) * sig)
+
+
+def _run(args, capsys=None):
+    code = cli.main(["predict", *map(str, args)])
+    err = capsys.readouterr().err if capsys else ""
+    return code, err
+
+
+def test_images_of_two_sizes_match_the_hand_reference_and_scale_multiplies(model, tmp_path, capsys):
+    path, net, cfg = model
+    imgs = {"wide.png": _random_image(40, 130, 1), "small.png": _random_image(20, 30, 2)}  # shrink / enlarge
+    for name, rgb in imgs.items():
+        _write_png(tmp_path / name, rgb)
+    out, out3 = tmp_path / "out", tmp_path / "out3"
+    files = [tmp_path / n for n in imgs]
+    assert _run([*files, "--model", path, "--out", out, "--batch-size", "2", "--device", "cpu"], capsys)[0] == 0
+    assert _run([*files, "--model", path, "--out", out3, "--scale", "3.5", "--device", "cpu"], capsys)[0] == 0
+    for name, rgb in imgs.items():
+        stem = Path(name).stem
+        depth = np.load(out / f"{stem}_depth.npy")
+        ref = _reference_depth(net, cfg, rgb)
+        assert depth.dtype == np.float32 and depth.shape == rgb.shape[:2]
+        assert ref.std() > 1e-4  # a non-flat map, so a wrong resize would show
+        np.testing.assert_allclose(depth, ref, rtol=1e-4)
+        np.testing.assert_allclose(np.load(out3 / f"{stem}_depth.npy"), 3.5 * depth, rtol=1e-6)
+        png = cv2.imread(str(out / f"{stem}_depth.png"))
+        assert png.shape == (*rgb.shape[:2], 3)
+        # magma: nearest (largest disparity) pixels are the brightest
+        grey = png.astype(float).sum(-1)
+        assert grey.flat[np.argmin(depth)] > grey.flat[np.argmax(depth)]
+    assert not list(out.glob(".*"))  # no temp files left
+
+
+def test_folder_with_clashing_names_and_batching(model, tmp_path, capsys):
+    path, net, cfg = model
+    for d, seed in (("a", 3), ("b", 4)):
+        (tmp_path / d).mkdir()
+        for i in range(3):
+            _write_png(tmp_path / d / f"{i:04d}.png", _random_image(36, 70, seed * 10 + i))
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    code, err = _run([tmp_path / "a", tmp_path / "b", "--model", path, "--out", out, "--batch-size", "2",
+                      "--device", "cpu"], capsys)
+    assert code == 0
+    names = sorted(p.name for p in out.glob("*.npy"))
+    assert names == sorted(f"{d}_{i:04d}_depth.npy" for d in "ab" for i in range(3))
+    assert "notes.txt" not in err and "ignored 1 other files" in err  # reported, not silent
+    rgb = cv2.cvtColor(cv2.imread(str(tmp_path / "b" / "0002.png")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_allclose(np.load(out / "b_0002_depth.npy"), _reference_depth(net, cfg, rgb), rtol=1e-4)
+
+
+def test_video_gives_one_output_per_frame(model, tmp_path, capsys):
+    path, net, cfg = model
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 48))
+    assert writer.isOpened()
+    for i in range(5):
+        writer.write(cv2.cvtColor(_random_image(48, 96, 20 + i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    cap, frames = cv2.VideoCapture(str(video)), []
+    while (got := cap.read())[0]:
+        frames.append(cv2.cvtColor(got[1], cv2.COLOR_BGR2RGB))
+    cap.release()
+    assert len(frames) == 5
+    out = tmp_path / "out"
+    assert _run([video, "--model", path, "--out", out, "--batch-size", "3", "--device", "cpu"], capsys)[0] == 0
+    assert sorted(p.name for p in out.glob("*.npy")) == [f"clip_{i:06d}_depth.npy" for i in range(5)]
+    assert len(list(out.glob("*.png"))) == 5
+    for i in (0, 4):
+        np.testing.assert_allclose(np.load(out / f"clip_{i:06d}_depth.npy"),
+                                   _reference_depth(net, cfg, frames[i]), rtol=1e-4)
+
+
+def test_bad_inputs_are_named_good_ones_still_predicted_exit_1(model, tmp_path, capsys):
+    path = model[0]
+    _write_png(tmp_path / "good.png", _random_image(24, 48, 5))
+    data = (tmp_path / "good.png").read_bytes()
+    (tmp_path / "corrupt.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "notes.gif").write_bytes(b"GIF89a")
+    (tmp_path / "broken.avi").write_bytes(b"not a video at all")
+    bad = [tmp_path / "corrupt.png", tmp_path / "missing.png", tmp_path / "notes.gif", tmp_path / "broken.avi"]
+    out = tmp_path / "out"
+    code, err = _run([tmp_path / "good.png", *bad, "--model", path, "--out", out, "--device", "cpu"], capsys)
+    assert code == 1
+    for p in bad:
+        assert str(p) in err.split("bad input(s), not predicted:")[1]  # each named in the final list
+    assert [p.name for p in out.glob("*.npy")] == ["good_depth.npy"]
+    # --strict: the listing-time problems stop the run before anything is written
+    code, err = _run([tmp_path / "good.png", tmp_path / "missing.png", "--model", path, "--out",
+                      tmp_path / "strict", "--strict", "--device", "cpu"], capsys)
+    assert code == 1 and "missing.png" in err and not (tmp_path / "strict").exists()
+
+
+def test_missing_or_incompatible_model_is_named_exit_2(model, tmp_path, capsys):
+    _write_png(tmp_path / "x.png", _random_image(24, 48, 6))
+    missing = tmp_path / "nope" / "model.pt"
+    code, err = _run([tmp_path / "x.png", "--model", missing, "--out", tmp_path / "o", "--device", "cpu"], capsys)
+    assert code == 2 and str(missing) in err
+    ckpt = torch.load(model[0], weights_only=True)
+    ckpt["depth"] = {k: v for k, v in list(ckpt["depth"].items())[1:]}  # a tensor missing
+    other = tmp_path / "other.pt"
+    torch.save(ckpt, other)
+    code, err = _run([tmp_path / "x.png", "--model", other, "--out", tmp_path / "o", "--device", "cpu"], capsys)
+    assert code == 2 and str(other) in err
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    code, err = _run([tmp_path / "x.png", "--model", tmp_path / "junk.pt", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "junk.pt" in err and not (tmp_path / "o").exists()
+
+
+def test_output_names_prefix_parents_or_refuse():
+    p = Path
+    assert assign_names([p("/d/x/a/0001.png"), p("/d/y/a/0001.png"), p("/d/z/b.png")]) == \
+        ["x_a_0001", "y_a_0001", "b"]
+    with pytest.raises(PredictError, match="x.png.*x.jpg|x.jpg.*x.png"):
+        assign_names([p("/d/x.png"), p("/d/x.jpg")])
+    with pytest.raises(PredictError, match="clip_000001.png"):
+        assign_names([p("/d/clip.avi"), p("/e/clip_000001.png")], ["video", "image"])
+
+
+def test_subprocess_entry_point(model, tmp_path):
+    _write_png(tmp_path / "img.png", _random_image(30, 50, 7))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "psdif.cli", "predict", str(tmp_path / "img.png"), "--model",
+                          str(model[0]), "--out", str(tmp_path / "o"), "--no-png", "--device", "cpu"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert np.load(tmp_path / "o" / "img_depth.npy").shape == (30, 50)
+    assert not (tmp_path / "o" / "img_depth.png").exists()
+    res = subprocess.run([sys.executable, "-m", "psdif.cli", "predict", "-h"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "up to an unknown global scale" in " ".join(res.stdout.split())
+
+
+def test_baseline_checkpoint_with_post_processing(tmp_path, capsys):
+    """Any variant: the ResNet-18 baseline; --post-process blends the mirrored pass (Monodepth v1 ramp)."""
+    cfg = dataclass_replace_weights(default_params().model)
+    variant = get_variant("baseline")
+    torch.manual_seed(1)
+    net = build_depth_net(variant, cfg).eval()
+    path = tmp_path / "baseline.pt"
+    torch.save({"depth": net.state_dict(), "variant": dataclasses.asdict(variant),
+                "model_cfg": dataclasses.asdict(cfg), "height": 64, "width": 64, "step": 1}, path)
+    rgb = _random_image(50, 80, 8)
+    _write_png(tmp_path / "im.png", rgb)
+    code, _ = _run([tmp_path / "im.png", "--model", path, "--out", tmp_path / "o", "--post-process",
+                    "--device", "cpu"], capsys)
+    assert code == 0
+    small = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_LINEAR)  # 50 < 64: enlarged
+    x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        sig, sig_f = net.forward_depth(torch.cat([x, x.flip(-1)]))[:, 0].numpy()
+    back = sig_f[:, ::-1]
+    ramp = 1 - np.clip(20 * (np.linspace(0, 1, 64) - 0.05), 0, 1)  # l_mask; r_mask is its mirror
+    l_mask, r_mask = ramp[None, :], ramp[::-1][None, :]
+    blended = r_mask * sig + l_mask * back + (1 - l_mask - r_mask) * (sig + back) / 2
+    full = cv2.resize(blended.astype(np.float32), (80, 50), interpolation=cv2.INTER_LINEAR)
+    ref = 1.0 / (1.0 / cfg.max_depth + (1.0 / cfg.min_depth - 1.0 / cfg.max_depth) * full.astype(np.float64))
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "im_depth.npy"), ref, rtol=1e-4)
