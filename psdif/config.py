@@ -37,8 +37,8 @@ class DataConfig:
     train_split: str                         # name of the training split (eigen_zhou on KITTI)
     test_split: str                          # name of the test split (eigen on KITTI)
     img_ext: Literal["png", "jpg"]
-    height: int = _rng(ge=32)               # network input height (multiple of 32)
-    width: int = _rng(ge=32)                # network input width (multiple of 32)
+    height: int = _rng(ge=64)               # network input height (multiple of 32)
+    width: int = _rng(ge=64)                # network input width (multiple of 32)
     num_workers: int = _rng(ge=0)
     intrinsics: Literal["calib", "kitti_normalised"]  # K from calib_cam_to_cam.txt P_rect, or SPEC §4.2's fixed K
 

@@ -133,6 +133,48 @@ def loss_terms(terms) -> dict[str, torch.Tensor]:
     return {"total": items.pop("total"), **items}
 
 
+# ------------------------------------------------------------------------------------------ the step
+
+def make_optimizer(nets: nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam over every parameter of ``nets`` (train.lr); the fused kernel on CUDA."""
+    return torch.optim.Adam(nets.parameters(), lr=lr, fused=device.type == "cuda")
+
+
+def autocast_context(amp: bool, device: torch.device):
+    """bf16 autocast on CUDA when ``amp`` (train.amp); a no-op context otherwise (CPU runs in fp32)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if (amp and device.type == "cuda") \
+        else contextlib.nullcontext()
+
+
+def make_forward_loss(model: nn.Module, params: Params, variant: Variant,
+                      loss_fn: Callable = default_loss_fn) -> Callable[[Batch], dict[str, torch.Tensor]]:
+    """The forward half of a training step: ``batch -> {"total": loss, <term>: ...}`` (scalar tensors).
+
+    model: :class:`Networks` (or its DDP wrapper) fed ``batch.images_aug`` ``[B, 3, 3, H, W]``; loss_fn:
+    see :func:`default_loss_fn` (reads ``params.loss``, ``params.boundary.z``, ``params.model`` depth range).
+    This is the function ``train.compile`` hands to ``torch.compile`` (the backward is compiled with it).
+    """
+    z, mind, maxd = params.boundary.z, params.model.min_depth, params.model.max_depth
+
+    def forward_loss(batch: Batch) -> dict[str, torch.Tensor]:
+        out, poses = model(batch.images_aug)
+        return loss_terms(loss_fn(out, batch, poses, params.loss, variant, z, mind, maxd))
+
+    return forward_loss
+
+
+def train_step(forward_loss: Callable[[Batch], dict[str, torch.Tensor]], batch: Batch,
+               optimizer: torch.optim.Optimizer, autocast=contextlib.nullcontext()) -> dict[str, torch.Tensor]:
+    """One optimiser step on a batch already on the device: forward + losses (under ``autocast``), backward,
+    Adam step. Returns the loss terms (device tensors; no host-device sync happens here)."""
+    with autocast:
+        terms = forward_loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    optimizer.step()
+    return terms
+
+
 # ------------------------------------------------------------------------------------------ distributed
 
 @dataclass(frozen=True)
@@ -350,7 +392,7 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
     seed_everything(tc.seed)
     nets = Networks(*build_models(variant, params.model)).to(device)
     seed_everything(tc.seed + dinfo.rank)
-    optimizer = torch.optim.Adam(nets.parameters(), lr=tc.lr, fused=device.type == "cuda")
+    optimizer = make_optimizer(nets, tc.lr, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.lr_step_epochs, gamma=tc.lr_gamma)
 
     # data: the global batch is split over the ranks; static shapes (drop_last)
@@ -393,14 +435,8 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
     # they do; static_graph records the graph once and avoids find_unused_parameters' per-step traversal.)
     model = nn.parallel.DistributedDataParallel(nets, device_ids=[device.index] if device.type == "cuda" else None,
                                                 static_graph=True) if dinfo.world > 1 else nets
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (tc.amp and device.type == "cuda") \
-        else contextlib.nullcontext()
-    z, mind, maxd = params.boundary.z, params.model.min_depth, params.model.max_depth
-
-    def forward_loss(batch: Batch):
-        out, poses = model(batch.images_aug)
-        return loss_terms(loss_fn(out, batch, poses, params.loss, variant, z, mind, maxd))
-
+    autocast = autocast_context(tc.amp, device)
+    forward_loss = make_forward_loss(model, params, variant, loss_fn)
     step_fn = torch.compile(forward_loss) if tc.compile else forward_loss
 
     live = open_live(Path(live_dir) if live_dir else out_dir / "dvclive", step if resumed else None) \
@@ -467,12 +503,7 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch, skip=batch_in_epoch * per_rank)
         for batch in loader:
-            batch = batch.to(device)
-            with autocast:
-                terms = step_fn(batch)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
+            terms = train_step(step_fn, batch.to(device), optimizer, autocast)
             step, batch_in_epoch = step + 1, batch_in_epoch + 1
             pbar.update(1)
 

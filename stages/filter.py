@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from psdif import kitti
-from psdif.cli import stage_args
+from psdif.cli import progress_enabled, stage_args
 from psdif.io import write_json
 from psdif.static_filter import agreement, filter_drives, read_drive_roles
 
@@ -30,7 +30,7 @@ def main(argv=None) -> None:
         test_drives = {f.folder for f in kitti.read_split(splits / p.data.test_split / "test_files.txt")}
         roles = {f.folder: "trainval" for f in published if f.folder not in test_drives}
     result = filter_drives(root, roles, p.filter.min_speed, p.filter.min_image_motion,
-                           p.filter.val_fraction, p.data.img_ext)
+                           p.filter.val_fraction, p.data.img_ext, progress=progress_enabled())
     out = splits / p.data.train_split
     kitti.write_split(out / "train_files.txt", result.train)
     kitti.write_split(out / "val_files.txt", result.val)
