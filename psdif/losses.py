@@ -47,6 +47,16 @@ _METRIC_EPS = 1e-9       # floor of the squared feature distance (SPEC §2)
 
 # ----------------------------------------------------------------------------------------- photometric
 
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """3 x 3 mean over an already padded ``[..., H + 2, W + 2]`` map -> ``[..., H, W]``.
+
+    Same numbers as ``avg_pool2d(x, 3, 1)``, as two separable sums of shifted slices: several times
+    faster than avg_pool2d on CPU for these small kernels, and as cheap as it on GPU.
+    """
+    rows = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
+    return (rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]) * (1.0 / 9.0)
+
+
 def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """SSIM dissimilarity ``clamp((1 - SSIM) / 2, 0, 1)`` per pixel and channel (SPEC §2, §7).
 
@@ -55,11 +65,11 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """
     x = F.pad(x, (1, 1, 1, 1), mode="reflect")
     y = F.pad(y, (1, 1, 1, 1), mode="reflect")
-    mu_x = F.avg_pool2d(x, 3, 1)
-    mu_y = F.avg_pool2d(y, 3, 1)
-    var_x = F.avg_pool2d(x * x, 3, 1) - mu_x * mu_x
-    var_y = F.avg_pool2d(y * y, 3, 1) - mu_y * mu_y
-    cov_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    mu_x = _box3(x)
+    mu_y = _box3(y)
+    var_x = _box3(x * x) - mu_x * mu_x
+    var_y = _box3(y * y) - mu_y * mu_y
+    cov_xy = _box3(x * y) - mu_x * mu_y
     num = (2 * mu_x * mu_y + SSIM_C1) * (2 * cov_xy + SSIM_C2)
     den = (mu_x * mu_x + mu_y * mu_y + SSIM_C1) * (var_x + var_y + SSIM_C2)
     return torch.clamp((1 - num / den) / 2, 0, 1)

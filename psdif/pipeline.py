@@ -108,6 +108,13 @@ def build() -> dict:
         "params": ["eval", "data.height", "data.width", "data.img_ext", "data.test_split", "model", "train.seed"],
         "metrics": [{f"metrics/eval/{name}.json": {"cache": False}} for name in REFERENCE_ROWS],
     }
+    stages["figures"] = {
+        "cmd": "python stages/figures.py",
+        "deps": ["stages/figures.py", "psdif/figures.py", "models/baseline/model.pt", "models/full/model.pt",
+                 LABELS_MANIFEST, BOUNDARY_MANIFEST, RAW_MANIFEST],
+        "params": ["eval.figure_frames", "eval.batch_size", "data", "model.min_depth", "model.max_depth"],
+        "plots": [{f"metrics/figures/{n}.png": {"cache": False}} for n in ("fig6_qualitative", "fig5_inconsistency")],
+    }
     stages["tables"] = {
         "cmd": "python stages/tables.py",
         "deps": ["stages/tables.py", "psdif/tables.py",

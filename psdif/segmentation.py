@@ -29,7 +29,8 @@ from psdif.io import save_torch
 
 __all__ = [
     "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE", "CheckpointError", "CityscapesDeepLabV3Plus",
-    "load_cityscapes_deeplab", "describe_model", "normalize_images", "build_teacher", "train_teacher",
+    "load_cityscapes_deeplab", "describe_model", "normalize_images", "build_teacher", "CLASS_WEIGHTINGS",
+    "class_weights", "train_teacher",
     "save_teacher", "load_teacher", "predict_labels", "evaluate_miou", "label_path", "write_label_png",
     "read_label_png", "label_frames",
 ]
@@ -215,16 +216,20 @@ def normalize_images(images) -> torch.Tensor:
     return (x - mean) / std
 
 
-def build_teacher(encoder: str, num_classes: int = 19) -> nn.Module:
+def build_teacher(encoder: str, num_classes: int = 19, decoder_channels: int = 256) -> nn.Module:
     """smp DeepLabV3Plus with encoder ``encoder`` (e.g. ``resnet18``), random init (no download).
+
+    ``decoder_channels``: width of the ASPP / decoder (256 in DeepLabv3+; fewer makes a CPU teacher cheap).
 
     Inputs must be multiples of 16 (smp's output stride); :func:`predict_labels` pads and crops.
     """
     import segmentation_models_pytorch as smp
 
-    model = smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=num_classes)
+    model = smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=num_classes,
+                              decoder_channels=decoder_channels)
     model.input_multiple = 16
     model.teacher_encoder = encoder
+    model.teacher_decoder_channels = decoder_channels
     return model
 
 
@@ -273,15 +278,57 @@ def _augment(img: np.ndarray, lab: np.ndarray, height: int, width: int, scale: t
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)
 
 
+CLASS_WEIGHTINGS = ("none", "sqrt_inverse", "median_frequency")
+
+
+def class_weights(counts, method: str) -> np.ndarray:
+    """Per-class cross-entropy weights float64 [C] from the training labels' pixel counts int [C].
+
+    With f_c = counts_c / sum(counts) (classes with f_c = 0 get weight 0: they never occur as targets):
+
+    * ``none``: w_c = 1;
+    * ``sqrt_inverse``: w_c ∝ 1 / sqrt(f_c);
+    * ``median_frequency``: w_c ∝ median(f over present classes) / f_c (Eigen & Fergus, 2015).
+
+    Weighted methods are scaled so that sum_c f_c w_c = 1 (the mean weight of a training pixel is 1).
+    """
+    counts = np.asarray(counts, np.float64)
+    if method not in CLASS_WEIGHTINGS:
+        raise ValueError(f"pseudolabel.teacher_class_weighting={method!r}: expected one of {CLASS_WEIGHTINGS}")
+    if method == "none":
+        return np.ones_like(counts)
+    if counts.sum() <= 0:
+        raise ValueError("class weights need at least one labelled (non-void) training pixel")
+    f = counts / counts.sum()
+    present = f > 0
+    w = np.zeros_like(f)
+    if method == "sqrt_inverse":
+        w[present] = 1.0 / np.sqrt(f[present])
+    else:
+        w[present] = np.median(f[present]) / f[present]
+    return w / (f * w).sum()
+
+
+def _label_counts(data: Sequence[tuple[np.ndarray, np.ndarray]], num_classes: int) -> np.ndarray:
+    """Pixels per train id int64 [num_classes] over the training labels (void 255 and ids >= C ignored)."""
+    counts = np.zeros(num_classes, np.int64)
+    for _, lab in data:
+        counts += np.bincount(lab.ravel(), minlength=256)[:num_classes]
+    return counts
+
+
 def train_teacher(model: nn.Module, samples: Sequence, steps: int, batch_size: int, lr: float,
                   height: int, width: int, seed: int, scale: tuple[float, float] = (0.75, 1.25),
-                  weight_decay: float = 1e-4, device: str | None = None, progress: bool = True) -> dict:
-    """Train a teacher on (image, label) pairs; returns ``{"loss": [per-step CE], "seconds": wall}``.
+                  weight_decay: float = 1e-4, device: str | None = None, progress: bool = True,
+                  class_weighting: str = "none") -> dict:
+    """Train a teacher on (image, label) pairs; returns ``{"loss": [per-step CE], "seconds": wall,
+    "class_weights": [C] list}``.
 
     samples: (uint8 [H, W, 3] array or image path, uint8 [H, W] train-id array or PNG path); 255 = void.
     Each step: ``batch_size`` random crops ``height x width`` (multiples of 16) after a random scale in
     ``scale`` and a horizontal flip (p = 0.5); AdamW(lr, weight_decay), poly lr decay (power 0.9),
-    cross-entropy ignoring 255. Deterministic for a given seed on the CPU. The model ends in eval mode.
+    cross-entropy ignoring 255, weighted per class by :func:`class_weights` (``class_weighting``) of the
+    training labels' pixel counts. Deterministic for a given seed on the CPU. The model ends in eval mode.
     """
     from tqdm import tqdm
 
@@ -289,6 +336,9 @@ def train_teacher(model: nn.Module, samples: Sequence, steps: int, batch_size: i
         raise ValueError(f"teacher crop {height}x{width} must be multiples of 16 (smp output stride)")
     data = _load_samples(samples, progress)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    num_classes = model.segmentation_head[0].out_channels
+    weights = class_weights(_label_counts(data, num_classes), class_weighting)
+    weight_t = None if class_weighting == "none" else torch.tensor(weights, dtype=torch.float32, device=device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model.to(device).train()
@@ -301,7 +351,7 @@ def train_teacher(model: nn.Module, samples: Sequence, steps: int, batch_size: i
         pairs = [_augment(*data[i], height, width, scale, rng) for i in idx]
         x = normalize_images(np.stack([p[0] for p in pairs])).to(device)
         y = torch.from_numpy(np.stack([p[1] for p in pairs])).long().to(device)
-        loss = F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(model(x), y, weight=weight_t, ignore_index=IGNORE_INDEX)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -309,13 +359,14 @@ def train_teacher(model: nn.Module, samples: Sequence, steps: int, batch_size: i
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
-    return {"loss": losses, "seconds": time.perf_counter() - start}
+    return {"loss": losses, "seconds": time.perf_counter() - start, "class_weights": weights.tolist()}
 
 
 def save_teacher(model: nn.Module, path: str | Path, extra: dict | None = None) -> None:
     """Atomically save a teacher built by :func:`build_teacher` (encoder name, classes, state dict)."""
     num_classes = model.segmentation_head[0].out_channels
     save_torch(path, {"encoder": model.teacher_encoder, "num_classes": num_classes,
+                      "decoder_channels": model.teacher_decoder_channels,
                       "model_state": model.state_dict(), **(extra or {})})
 
 
@@ -326,7 +377,7 @@ def load_teacher(path: str | Path) -> nn.Module:
         raise FileNotFoundError(f"{path}: teacher checkpoint not found; run the pseudolabel stage")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = build_teacher(ckpt["encoder"], ckpt["num_classes"])
+        model = build_teacher(ckpt["encoder"], ckpt["num_classes"], ckpt.get("decoder_channels", 256))
         model.load_state_dict(ckpt["model_state"])
     except Exception as exc:
         raise CheckpointError(f"{path}: unreadable teacher checkpoint ({type(exc).__name__}: {exc}); "

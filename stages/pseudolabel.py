@@ -59,7 +59,7 @@ def get_teacher(p, root: Path, frames, roles, progress: bool, config: str):
     q = p.pseudolabel
     train = [(kitti.image_path(root, r, p.data.img_ext), gt_label_path(root, r))
              for r in frames if roles[r.folder] == "train"]
-    model = seg.build_teacher(q.teacher_encoder)
+    model = seg.build_teacher(q.teacher_encoder, 19, q.teacher_decoder_channels)
     hist = seg.train_teacher(model, train, q.teacher_steps, q.teacher_batch_size, q.teacher_lr,
                              q.teacher_height, q.teacher_width, q.teacher_seed, tuple(q.teacher_scale),
                              q.teacher_weight_decay, progress=progress)
