@@ -91,6 +91,8 @@ class PseudolabelConfig:
     teacher_weight_decay: float = _rng(ge=0)  # AdamW weight decay of the teacher
     teacher_scale: list[float]  # random rescale range [min, max] of teacher training crops
     teacher_seed: int
+    teacher_class_weighting: Literal["none", "sqrt_inverse", "median_frequency"]  # CE class weights from the
+    # training labels' pixel frequencies f_c (segmentation.class_weights): 1, 1/sqrt(f_c), median(f)/f_c
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -62,7 +62,8 @@ def get_teacher(p, root: Path, frames, roles, progress: bool, config: str):
     model = seg.build_teacher(q.teacher_encoder, 19, q.teacher_decoder_channels)
     hist = seg.train_teacher(model, train, q.teacher_steps, q.teacher_batch_size, q.teacher_lr,
                              q.teacher_height, q.teacher_width, q.teacher_seed, tuple(q.teacher_scale),
-                             q.teacher_weight_decay, progress=progress)
+                             q.teacher_weight_decay, progress=progress,
+                             class_weighting=q.teacher_class_weighting)
     print(f"teacher: {q.teacher_steps} steps in {hist['seconds']:.0f} s, final loss {hist['loss'][-1]:.3f}")
     seg.save_teacher(model, TEACHER, {"config": config, "seconds": hist["seconds"], "loss": hist["loss"]})
     return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import namedtuple
 
 import numpy as np
@@ -176,6 +177,55 @@ def test_teacher_learns_toy_scenes():
     assert after["pixel_acc"] > majority + 0.1  # beats the constant-class predictor
     assert after["miou"] > before["miou"] and after["classes_present"] == 4
     assert after["per_class"]["train"] is None  # absent from GT: not averaged
+
+
+def test_class_weights_by_hand():
+    counts = np.array([6, 3, 0, 1])  # f = 0.6, 0.3, 0, 0.1
+    np.testing.assert_array_equal(seg.class_weights(counts, "none"), np.ones(4))
+    # sqrt_inverse: w_c = f_c^-1/2 / sum_k f_k * f_k^-1/2 = 1 / (sqrt(f_c) * sum_k sqrt(f_k)); absent class 0
+    s = np.sqrt(0.6) + np.sqrt(0.3) + np.sqrt(0.1)
+    np.testing.assert_allclose(seg.class_weights(counts, "sqrt_inverse"),
+                               [1 / (np.sqrt(0.6) * s), 1 / (np.sqrt(0.3) * s), 0, 1 / (np.sqrt(0.1) * s)])
+    # median_frequency: median(0.6, 0.3, 0.1) = 0.3 -> 0.5, 1, 0, 3; sum f w = 0.9 -> divide by 0.9
+    np.testing.assert_allclose(seg.class_weights(counts, "median_frequency"), [5 / 9, 10 / 9, 0, 10 / 3])
+    with pytest.raises(ValueError, match="teacher_class_weighting"):
+        seg.class_weights(counts, "inverse")
+
+
+@pytest.mark.parametrize("weighting", ["none", "sqrt_inverse"])
+def test_teacher_loss_is_class_weighted_cross_entropy(weighting):
+    """First-step loss of train_teacher == weighted CE computed by hand on the same batch.
+
+    A mirror-symmetric image and label, scale (1, 1) and a full-size crop make every augmented sample
+    equal to the input whatever the random flip, so the batch is known exactly.
+    """
+    rng = np.random.default_rng(0)
+    half = rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)
+    img = np.concatenate([half, half[:, ::-1]], 1)
+    lab = np.zeros((64, 64), np.uint8)
+    lab[:, 24:40] = 5  # pole: f = 1/4, road: f = 3/4 (symmetric about the centre)
+    torch.manual_seed(0)
+    model = build_teacher("tu-mobilenetv3_small_050", 19, 16)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0  # deterministic forward in train mode
+    ref = copy.deepcopy(model).train()
+    x = normalize_images(np.stack([img, img]))
+    y = torch.from_numpy(np.stack([lab, lab])).long()
+    with torch.no_grad():
+        nll = -torch.log_softmax(ref(x), 1).gather(1, y[:, None])[:, 0]
+    # per-pixel weights 1 / sqrt(f_c) (their common scale cancels in the weighted mean)
+    w = {"none": {0: 1.0, 5: 1.0}, "sqrt_inverse": {0: 1 / np.sqrt(0.75), 5: 1 / np.sqrt(0.25)}}[weighting]
+    wpx = torch.where(y == 5, w[5], w[0]).double()
+    expect = float((wpx * nll.double()).sum() / wpx.sum())
+    hist = train_teacher(model, [(img, lab)] * 2, steps=1, batch_size=2, lr=1e-3, height=64, width=64,
+                         seed=0, scale=(1.0, 1.0), device="cpu", progress=False, class_weighting=weighting)
+    assert hist["loss"][0] == pytest.approx(expect, rel=1e-4)
+    if weighting == "sqrt_inverse":  # 1 / (sqrt(f_c) (sqrt(3/4) + sqrt(1/4)))
+        total = np.sqrt(0.75) + 0.5
+        assert hist["class_weights"][0] == pytest.approx(1 / (np.sqrt(0.75) * total))
+        assert hist["class_weights"][5] == pytest.approx(1 / (0.5 * total))
+        assert hist["class_weights"][1] == 0.0
 
 
 def test_predict_labels_full_size_is_argmax():
