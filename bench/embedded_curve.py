@@ -29,6 +29,7 @@ ap.add_argument("--lr", type=float, default=2e-4); ap.add_argument("--every", ty
 ap.add_argument("--pose-width", type=float, default=None); ap.add_argument("--baseline-width", type=float, default=None)
 ap.add_argument("--msfan", default=None); ap.add_argument("--dec", default=None); ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--tag", default="")
+ap.add_argument("--decay-at", type=int, default=0, help="multiply the lr by 0.1 after this many steps (0 = never)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 p = default_params()
@@ -57,6 +58,9 @@ while step < a.steps:
     ds.set_epoch(epoch)
     g = torch.Generator().manual_seed(epoch)
     for batch in DataLoader(ds, batch_size=a.batch, shuffle=True, collate_fn=collate, drop_last=True, generator=g):
+        if a.decay_at and step == a.decay_at:
+            for group in opt.param_groups:
+                group["lr"] *= 0.1
         ts = time.time()
         terms = train_step(fl, batch, opt)
         train_t += time.time() - ts
