@@ -14,14 +14,14 @@ Every reader raises :class:`KittiError` naming the file at fault.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from psdif.io import atomic_write_text
 
 SIDE_TO_CAM = {"l": 2, "r": 3}
 OXTS_FIELDS = 30
@@ -74,20 +74,6 @@ def read_split(path: str | Path) -> list[FrameRef]:
         if line.strip():
             frames.append(parse_split_line(line, f"{path}:{i}"))
     return frames
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_split(path: str | Path, frames: list[FrameRef]) -> None:

@@ -47,9 +47,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +57,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import SyntheticConfig
+from .io import atomic_write_bytes, atomic_write_text
 
 GENERATOR_VERSION = 1
 DATE = "2030_01_01"
@@ -121,23 +120,6 @@ orimode:       orientation mode of primary GPS receiver (see gps_mode_to_string)
 
 # ============================================================================================ files
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic_bytes(path, text.encode())
-
-
 def _atomic_png(path: Path, image: np.ndarray) -> None:
     """PNG of ``image`` (``[H, W]`` uint8/uint16 or ``[H, W, 3]`` RGB uint8)."""
     if image.ndim == 3:
@@ -145,7 +127,7 @@ def _atomic_png(path: Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise RuntimeError(f"{path}: PNG encoding failed")
-    _atomic_bytes(path, buf.tobytes())
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def drive_name(index: int) -> str:
@@ -1178,17 +1160,17 @@ def generate_drive(cfg: SyntheticConfig, index: int, root: Path, progress: bool 
             _atomic_png(gdir / f"depth_0{cam}" / f"{i:010d}.png", _depth_png(frame.depth))
             _atomic_png(gdir / f"semantic_0{cam}" / f"{i:010d}.png", frame.semantic)
         scan = renderer.velodyne(traj.T_world_velo(i))
-        _atomic_bytes(ddir / "velodyne_points" / "data" / f"{i:010d}.bin", scan.tobytes())
-        _atomic_text(ddir / "oxts" / "data" / f"{i:010d}.txt", _oxts_line(oxts_packet(traj, i)))
+        atomic_write_bytes(ddir / "velodyne_points" / "data" / f"{i:010d}.bin", scan.tobytes())
+        atomic_write_text(ddir / "oxts" / "data" / f"{i:010d}.txt", _oxts_line(oxts_packet(traj, i)))
     for cam in (2, 3):
-        _atomic_text(ddir / f"image_0{cam}" / "timestamps.txt", _timestamps(start, n))
-    _atomic_text(ddir / "oxts" / "timestamps.txt", _timestamps(start, n, 0.002))
-    _atomic_text(ddir / "oxts" / "dataformat.txt", OXTS_DATAFORMAT)
-    _atomic_text(ddir / "velodyne_points" / "timestamps.txt", _timestamps(start, n, -0.01))
-    _atomic_text(ddir / "velodyne_points" / "timestamps_start.txt", _timestamps(start, n, -0.06))
-    _atomic_text(ddir / "velodyne_points" / "timestamps_end.txt", _timestamps(start, n, 0.04))
-    _atomic_text(gdir / "poses.txt", "".join(" ".join(f"{v:.12e}" for v in row) + "\n" for row in poses))
-    _atomic_text(gdir / "stationary.txt", "".join(f"{i}\n" for i in traj.stationary))
+        atomic_write_text(ddir / f"image_0{cam}" / "timestamps.txt", _timestamps(start, n))
+    atomic_write_text(ddir / "oxts" / "timestamps.txt", _timestamps(start, n, 0.002))
+    atomic_write_text(ddir / "oxts" / "dataformat.txt", OXTS_DATAFORMAT)
+    atomic_write_text(ddir / "velodyne_points" / "timestamps.txt", _timestamps(start, n, -0.01))
+    atomic_write_text(ddir / "velodyne_points" / "timestamps_start.txt", _timestamps(start, n, -0.06))
+    atomic_write_text(ddir / "velodyne_points" / "timestamps_end.txt", _timestamps(start, n, 0.04))
+    atomic_write_text(gdir / "poses.txt", "".join(" ".join(f"{v:.12e}" for v in row) + "\n" for row in poses))
+    atomic_write_text(gdir / "stationary.txt", "".join(f"{i}\n" for i in traj.stationary))
     return {"drive": f"{DATE}/{name}", "frames": n, "stationary": int(traj.stationary.size),
             "moving": [int(i) for i in range(1, n - 1) if traj.speed[i] > 0]}
 
@@ -1197,7 +1179,7 @@ def write_calibration(cfg: SyntheticConfig, root: Path) -> Path:
     """Write the three calibration files of the generated rig to ``<root>/2030_01_01``; returns that folder."""
     folder = Path(root) / DATE
     for fname, text in calib_texts(kitti_intrinsics(cfg.image_width, cfg.image_height)).items():
-        _atomic_text(folder / fname, text)
+        atomic_write_text(folder / fname, text)
     return folder
 
 
@@ -1214,7 +1196,7 @@ def params_key(cfg: SyntheticConfig) -> str:
 
 
 def _write_splits(cfg: SyntheticConfig, splits_dir: Path, drives: list[dict], roles: list[tuple[int, str]]) -> None:
-    _atomic_text(Path(splits_dir) / "synthetic_drives.txt",
+    atomic_write_text(Path(splits_dir) / "synthetic_drives.txt",
                  "".join(f"{d['drive']} {role}\n" for d, (_, role) in zip(drives, roles)))
     lines = []
     for d, (_, role) in zip(drives, roles):
@@ -1224,7 +1206,7 @@ def _write_splits(cfg: SyntheticConfig, splits_dir: Path, drives: list[dict], ro
         k = min(cfg.test_frames_per_drive, len(moving))
         pick = [moving[int(round(q))] for q in np.linspace(0, len(moving) - 1, k)] if k else []
         lines += [f"{d['drive']} {f} l\n" for f in sorted(set(pick))]
-    _atomic_text(Path(splits_dir) / "synth_eigen" / "test_files.txt", "".join(lines))
+    atomic_write_text(Path(splits_dir) / "synth_eigen" / "test_files.txt", "".join(lines))
 
 
 def generate_mini_kitti(cfg: SyntheticConfig, root: Path, splits_dir: Path, progress: bool = True) -> dict:
@@ -1261,7 +1243,7 @@ def generate_mini_kitti(cfg: SyntheticConfig, root: Path, splits_dir: Path, prog
                "frames": sum(d["frames"] for d in drives),
                "stationary": {d["drive"]: d["stationary"] for d in drives},
                "seconds": round(time.perf_counter() - t0, 2), "reused": False}
-    _atomic_text(manifest, json.dumps({"key": key, "params": dataclasses.asdict(cfg), "version": GENERATOR_VERSION,
+    atomic_write_text(manifest, json.dumps({"key": key, "params": dataclasses.asdict(cfg), "version": GENERATOR_VERSION,
                                        "summary": summary, "drive_info": drives}, indent=1) + "\n")
     return summary
 
@@ -1367,6 +1349,6 @@ def generate_make3d(cfg: SyntheticConfig, out_dir: Path, progress: bool = False)
         name = f"campus{k:03d}"
         buf = io.BytesIO()
         scipy.io.savemat(buf, {"Position3DGrid": make3d_grid(scene, T, intr)})
-        _atomic_bytes(out_dir / f"depth_sph_corr-{name}.mat", buf.getvalue())
-        _atomic_bytes(out_dir / f"img-{name}.jpg", jpg.tobytes())
+        atomic_write_bytes(out_dir / f"depth_sph_corr-{name}.mat", buf.getvalue())
+        atomic_write_bytes(out_dir / f"img-{name}.jpg", jpg.tobytes())
     return {"images": cfg.make3d_images, "seconds": round(time.perf_counter() - t0, 2)}

@@ -33,11 +33,10 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -46,7 +45,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from psdif.batch import FRAME_IDS, Batch
+from psdif.cli import progress_enabled
 from psdif.config import Params, to_dict
+from psdif.io import save_torch
 from psdif.variants import Variant, params_read_by, select_params
 
 CHECKPOINT_NAME = "last.pt"
@@ -264,21 +265,6 @@ def params_differences(old: dict, new: dict) -> list[str]:
             for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``: the previous
-    file stays intact until the new one is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def rng_state(device: torch.device) -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -321,11 +307,6 @@ def load_checkpoint(path: Path, hashed: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ logging
-
-def progress_enabled() -> bool:
-    """tqdm only on an interactive terminal, never in CI."""
-    return sys.stderr.isatty() and not os.environ.get("CI")
-
 
 def open_live(live_dir: Path, resume_step: Optional[int]):
     """DVCLive logger (no dvc.yaml, no DVC experiment); on resume, drop rows logged after the checkpoint."""
@@ -477,13 +458,13 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
         else:
             rngs[0] = rng_state(device)
         if dinfo.main:
-            atomic_torch_save({
+            save_torch(ckpt_path, {
                 "format": CHECKPOINT_FORMAT, "params_hash": params_hash(hashed), "params": hashed,
                 "step": step, "epoch": epoch, "batch": batch_in_epoch, "world_size": dinfo.world,
                 "depth": nets.depth.state_dict(), "pose": nets.pose.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs,
                 "log_sum": None if log_sum is None else log_sum.cpu(), "log_count": log_count,
-            }, ckpt_path)
+            })
 
     def log() -> None:
         nonlocal log_sum, log_count
@@ -535,10 +516,9 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
 
     check_finite(weights=True)
     if dinfo.main:
-        atomic_torch_save({"depth": nets.depth.state_dict(), "pose": nets.pose.state_dict(),
+        save_torch(out_dir / MODEL_NAME, {"depth": nets.depth.state_dict(), "pose": nets.pose.state_dict(),
                            "variant": dataclasses.asdict(variant), "model_cfg": to_dict(params.model),
-                           "height": params.data.height, "width": params.data.width, "step": step},
-                          out_dir / MODEL_NAME)
+                           "height": params.data.height, "width": params.data.width, "step": step})
         ckpt_path.unlink(missing_ok=True)  # complete: nothing to resume
     if live is not None:
         live.end()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
 from psdif.evaluate import ConstantDisparity, predict_sigmoids
