@@ -25,6 +25,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
+def remove_stale_temporaries(root: str | Path) -> int:
+    """Delete the temporary files (``.<name>.<random>.tmp``) that a killed writer left under ``root``.
+
+    They are never read as results (a finished write renames them), so a resumed stage removes them first.
+    """
+    n = 0
+    for tmp in Path(root).rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file beside it and a rename."""
     with atomic_path(path) as tmp:

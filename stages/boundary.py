@@ -13,7 +13,7 @@ from pathlib import Path
 from psdif import kitti
 from psdif.boundary import boundary_figure, boundary_frames
 from psdif.cli import progress_enabled, stage_args
-from psdif.io import atomic_write_text, params_hash, read_json, tree_manifest, write_json
+from psdif.io import atomic_write_text, params_hash, remove_stale_temporaries, read_json, tree_manifest, write_json
 from psdif.segmentation import read_label_png
 
 LABELS = Path("data/pseudolabels")
@@ -35,6 +35,8 @@ def main(argv=None) -> None:
         print(f"{OUT}: configuration changed, recomputing every mask")
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True, exist_ok=True)
+    if removed := remove_stale_temporaries(OUT):
+        print(f"{OUT}: removed {removed} temporary files of an interrupted run")
     atomic_write_text(stamp, config)
 
     info = boundary_frames([LABELS / f for f in labels], [OUT / f for f in labels], read_label_png,

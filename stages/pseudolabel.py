@@ -15,7 +15,7 @@ from pathlib import Path
 from psdif import kitti
 from psdif import segmentation as seg
 from psdif.cli import progress_enabled, stage_args
-from psdif.io import atomic_write_text, params_hash, read_json, tree_manifest, write_json
+from psdif.io import atomic_write_text, params_hash, remove_stale_temporaries, read_json, tree_manifest, write_json
 
 OUT = Path("data/pseudolabels")
 TEACHER = Path("data/teacher/teacher.pt")
@@ -93,6 +93,8 @@ def main(argv=None) -> None:
         print(f"{OUT}: configuration changed, relabelling everything")
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True, exist_ok=True)
+    if removed := remove_stale_temporaries(OUT):
+        print(f"{OUT}: removed {removed} temporary files of an interrupted run")
     atomic_write_text(stamp, config)
 
     if p.pseudolabel.checkpoint:

@@ -122,3 +122,4 @@ def test_corrupt_zip_is_named(tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(download.DownloadError, match="x.zip"):
         download.verify_zip(bad)
+
