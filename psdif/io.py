@@ -38,6 +38,26 @@ def remove_stale_temporaries(root: str | Path) -> int:
     return n
 
 
+def prepare_output_tree(root: str | Path, config: str, redo: str) -> None:
+    """Make ``root`` ready for a resumable stage whose finished files are skipped on a rerun.
+
+    ``config`` is a hash of everything the files depend on, kept in ``root/.config``: when it differs
+    from the stored one the whole tree is deleted (``redo`` says what happens next), so no file made
+    under another configuration is trusted. Temporary files of an interrupted run are removed.
+    """
+    import shutil
+
+    root = Path(root)
+    stamp = root / ".config"
+    if root.exists() and (not stamp.exists() or stamp.read_text() != config):
+        print(f"{root}: configuration changed, {redo}")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if removed := remove_stale_temporaries(root):
+        print(f"{root}: removed {removed} temporary files of an interrupted run")
+    atomic_write_text(stamp, config)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file beside it and a rename."""
     with atomic_path(path) as tmp:

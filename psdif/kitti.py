@@ -152,23 +152,23 @@ def _calib_entry(calib: dict, key: str, size: int, path) -> np.ndarray:
     return calib[key]
 
 
-def velo_to_cam_matrix(calib_dir_: str | Path) -> np.ndarray:
-    """``[4, 4]`` rigid transform velodyne -> cam0 (unrectified) from ``calib_velo_to_cam.txt``."""
-    path = Path(calib_dir_) / "calib_velo_to_cam.txt"
+def _rigid_transform(path: Path) -> np.ndarray:
+    """``[4, 4]`` from a calibration file's ``R`` (9 values) and ``T`` (3 values)."""
     calib = read_calib_file(path)
     m = np.eye(4)
     m[:3, :3] = _calib_entry(calib, "R", 9, path).reshape(3, 3)
     m[:3, 3] = _calib_entry(calib, "T", 3, path)
     return m
+
+
+def velo_to_cam_matrix(calib_dir_: str | Path) -> np.ndarray:
+    """``[4, 4]`` rigid transform velodyne -> cam0 (unrectified) from ``calib_velo_to_cam.txt``."""
+    return _rigid_transform(Path(calib_dir_) / "calib_velo_to_cam.txt")
 
 
 def imu_to_velo_matrix(calib_dir_: str | Path) -> np.ndarray:
-    path = Path(calib_dir_) / "calib_imu_to_velo.txt"
-    calib = read_calib_file(path)
-    m = np.eye(4)
-    m[:3, :3] = _calib_entry(calib, "R", 9, path).reshape(3, 3)
-    m[:3, 3] = _calib_entry(calib, "T", 3, path)
-    return m
+    """``[4, 4]`` rigid transform IMU -> velodyne from ``calib_imu_to_velo.txt``."""
+    return _rigid_transform(Path(calib_dir_) / "calib_imu_to_velo.txt")
 
 
 @dataclass(frozen=True)

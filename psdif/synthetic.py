@@ -57,7 +57,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import SyntheticConfig
-from .io import atomic_write_bytes, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_text, params_hash
 
 GENERATOR_VERSION = 1
 DATE = "2030_01_01"
@@ -1190,9 +1190,7 @@ def drive_roles(cfg: SyntheticConfig) -> list[tuple[int, str]]:
 
 
 def params_key(cfg: SyntheticConfig) -> str:
-    import hashlib
-    blob = json.dumps({"v": GENERATOR_VERSION, **dataclasses.asdict(cfg)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return params_hash({"v": GENERATOR_VERSION, **dataclasses.asdict(cfg)})
 
 
 def _write_splits(cfg: SyntheticConfig, splits_dir: Path, drives: list[dict], roles: list[tuple[int, str]]) -> None:

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import random
@@ -47,7 +45,7 @@ from torch.utils.data import DataLoader, Sampler
 from psdif.batch import FRAME_IDS, Batch
 from psdif.cli import progress_enabled
 from psdif.config import Params, to_dict
-from psdif.io import save_torch
+from psdif.io import params_hash, save_torch
 from psdif.variants import Variant, params_read_by, select_params
 
 CHECKPOINT_NAME = "last.pt"
@@ -242,10 +240,6 @@ def hashed_params(params: Params, variant: Variant) -> dict:
     (:func:`psdif.variants.params_read_by`), ``data.intrinsics``, and the variant name."""
     keys = sorted(set(params_read_by(variant)) | {"data.intrinsics"})
     return {"variant": variant.name, **select_params(to_dict(params), keys)}
-
-
-def params_hash(hashed: dict) -> str:
-    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

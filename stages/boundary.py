@@ -7,13 +7,12 @@ metrics/figures/boundary_fig4.png; data/manifests/boundaries.json lists the file
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 from psdif import kitti
 from psdif.boundary import boundary_figure, boundary_frames
 from psdif.cli import progress_enabled, stage_args
-from psdif.io import atomic_write_text, params_hash, remove_stale_temporaries, read_json, tree_manifest, write_json
+from psdif.io import params_hash, prepare_output_tree, read_json, tree_manifest, write_json
 from psdif.segmentation import read_label_png
 
 LABELS = Path("data/pseudolabels")
@@ -28,16 +27,10 @@ def main(argv=None) -> None:
     b = p.boundary
     if not LABELS_MANIFEST.exists():
         raise SystemExit(f"error: {LABELS_MANIFEST} not found; run the pseudolabel stage first")
-    labels = sorted(read_json(LABELS_MANIFEST)["files"])
-    config = params_hash({"boundary": dataclasses.asdict(b), "labels": read_json(LABELS_MANIFEST)["config"]})
-    stamp = OUT / ".config"
-    if OUT.exists() and (not stamp.exists() or stamp.read_text() != config):
-        print(f"{OUT}: configuration changed, recomputing every mask")
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True, exist_ok=True)
-    if removed := remove_stale_temporaries(OUT):
-        print(f"{OUT}: removed {removed} temporary files of an interrupted run")
-    atomic_write_text(stamp, config)
+    label_manifest = read_json(LABELS_MANIFEST)
+    labels = sorted(label_manifest["files"])
+    config = params_hash({"boundary": dataclasses.asdict(b), "labels": label_manifest["config"]})
+    prepare_output_tree(OUT, config, "recomputing every mask")
 
     info = boundary_frames([LABELS / f for f in labels], [OUT / f for f in labels], read_label_png,
                            b.z, b.t, progress=progress_enabled())

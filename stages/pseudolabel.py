@@ -9,13 +9,12 @@ Writes data/manifests/pseudolabels.json and metrics/pseudolabel.json.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 from psdif import kitti
 from psdif import segmentation as seg
 from psdif.cli import progress_enabled, stage_args
-from psdif.io import atomic_write_text, params_hash, remove_stale_temporaries, read_json, tree_manifest, write_json
+from psdif.io import params_hash, prepare_output_tree, read_json, tree_manifest, write_json
 
 OUT = Path("data/pseudolabels")
 TEACHER = Path("data/teacher/teacher.pt")
@@ -88,14 +87,7 @@ def main(argv=None) -> None:
     raw = read_json(RAW_MANIFEST) if RAW_MANIFEST.exists() else {}
     config = params_hash({"pseudolabel": dataclasses.asdict(p.pseudolabel), "source": p.data.source,
                           "raw": params_hash(raw)})
-    stamp = OUT / ".config"
-    if OUT.exists() and (not stamp.exists() or stamp.read_text() != config):
-        print(f"{OUT}: configuration changed, relabelling everything")
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True, exist_ok=True)
-    if removed := remove_stale_temporaries(OUT):
-        print(f"{OUT}: removed {removed} temporary files of an interrupted run")
-    atomic_write_text(stamp, config)
+    prepare_output_tree(OUT, config, "relabelling everything")
 
     if p.pseudolabel.checkpoint:
         model = seg.load_cityscapes_deeplab(p.pseudolabel.checkpoint)

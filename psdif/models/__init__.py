@@ -8,14 +8,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from psdif.io import atomic_path
 
 
 @dataclass
@@ -114,21 +114,15 @@ def export_onnx(net: nn.Module, path: str | Path, height: int, width: int, opset
     was_training = net.training
     net.eval()
     dummy = torch.rand(1, 3, height, width, device=next(net.parameters()).device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
             # onnxscript (needed by the dynamo exporter) is not a dependency: use the TorchScript exporter
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message="Constant folding")
-            torch.onnx.export(module, (dummy,), tmp, input_names=["image"], output_names=[out_name],
+            torch.onnx.export(module, (dummy,), str(tmp), input_names=["image"], output_names=[out_name],
                               dynamic_axes={"image": {0: "batch"}, out_name: {0: "batch"}},
                               opset_version=opset, dynamo=False)
-        os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         net.train(was_training)
     return path
 
