@@ -1,4 +1,4 @@
-"""Time B_t extraction (psdif.boundary) on KITTI-size label maps, one CPU thread.
+"""Time B_t extraction (psdif.semantics.boundary) on KITTI-size label maps, one CPU thread.
 
     python bench/boundary_speed.py [--height 375 --width 1242 --frames 20 --z 5 --t 10]
 
@@ -21,7 +21,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from psdif.boundary import boundary_mask, boundary_mask_torch  # noqa: E402
+from psdif.semantics.boundary import boundary_mask, boundary_mask_torch  # noqa: E402
 
 
 def label_maps(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:

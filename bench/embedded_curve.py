@@ -17,10 +17,10 @@ from torch.utils.data import DataLoader
 from psdif.config import default_params
 from psdif.variants import get_variant
 from psdif.train import Networks, build_networks, make_forward_loss, make_optimizer, train_step
-from psdif.data import TripletDataset, collate, frames_from_split
-from psdif.evaluate import evaluate_eigen, ConstantDisparity
-from psdif import kitti
-from psdif.metrics import load_gt_depths
+from psdif.data.dataset import TripletDataset, collate, frames_from_split
+from psdif.evaluation.evaluate import evaluate_eigen, ConstantDisparity
+from psdif.data import kitti
+from psdif.evaluation.metrics import load_gt_depths
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--variant", default="full"); ap.add_argument("--steps", type=int, default=300)

@@ -44,9 +44,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from psdif.batch import FRAME_IDS, Batch  # noqa: E402
-from psdif.boundary import boundary_mask_torch  # noqa: E402
+from psdif.semantics.boundary import boundary_mask_torch  # noqa: E402
 from psdif.config import Params, default_params, load_params, preset_path  # noqa: E402
-from psdif.data import KITTI_NORMALISED_K  # noqa: E402
+from psdif.data.dataset import KITTI_NORMALISED_K  # noqa: E402
 from psdif.train import (Networks, autocast_context, build_networks, make_forward_loss,  # noqa: E402
                          make_optimizer, train_step)
 from psdif.variants import VARIANTS, get_variant  # noqa: E402

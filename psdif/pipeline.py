@@ -25,7 +25,7 @@ LABELS_MANIFEST = "data/manifests/pseudolabels.json"
 BOUNDARY_MANIFEST = "data/manifests/boundaries.json"
 GT_DEPTHS = "data/eval/gt_depths.npz"
 REFERENCE_ROWS = ("flat", "untrained")
-TRAIN_CODE = ["psdif/train.py", "psdif/data.py", "psdif/losses.py", "psdif/geometry.py", "psdif/batch.py",
+TRAIN_CODE = ["psdif/train.py", "psdif/data/dataset.py", "psdif/losses.py", "psdif/geometry.py", "psdif/batch.py",
               "psdif/models", "psdif/variants.py"]
 
 
@@ -51,7 +51,7 @@ def _train_stage(name: str) -> dict:
 def _evaluate_stage(name: str) -> dict:
     return {
         "cmd": f"python stages/evaluate.py --variant {name}",
-        "deps": ["stages/evaluate.py", "psdif/evaluate.py", "psdif/metrics.py", "psdif/make3d.py", "psdif/models",
+        "deps": ["stages/evaluate.py", "psdif/evaluation/evaluate.py", "psdif/evaluation/metrics.py", "psdif/data/make3d.py", "psdif/models",
                  f"models/{name}/model.pt", GT_DEPTHS, RAW_MANIFEST],
         "params": ["eval", "data.height", "data.width", "data.img_ext", "data.test_split"],
         "metrics": [{f"metrics/eval/{name}.json": {"cache": False}}],
@@ -64,20 +64,20 @@ def build() -> dict:
     stages: dict = {
         "download": {
             "cmd": "python stages/download.py",
-            "deps": ["stages/download.py", "psdif/synthetic.py", "psdif/kitti.py"],
+            "deps": ["stages/download.py", "psdif/data/synthetic.py", "psdif/data/kitti.py"],
             "params": data_params + ["download", "synthetic"],
             "outs": [{RAW_MANIFEST: {"cache": False}}],
         },
         "filter": {
             "cmd": "python stages/filter.py",
-            "deps": ["stages/filter.py", "psdif/static_filter.py", RAW_MANIFEST],
+            "deps": ["stages/filter.py", "psdif/data/static_filter.py", RAW_MANIFEST],
             "params": data_params + ["filter"],
             "outs": [f"{SPLITS}/${{data.train_split}}"],
             "metrics": [{"metrics/filter.json": {"cache": False}}],
         },
         "pseudolabel": {
             "cmd": "python stages/pseudolabel.py",
-            "deps": ["stages/pseudolabel.py", "psdif/segmentation.py", RAW_MANIFEST,
+            "deps": ["stages/pseudolabel.py", "psdif/semantics/segmentation.py", RAW_MANIFEST,
                      f"{SPLITS}/${{data.train_split}}"],
             "params": data_params + ["pseudolabel"],
             "outs": [{LABELS_MANIFEST: {"cache": False}}],
@@ -85,7 +85,7 @@ def build() -> dict:
         },
         "boundary": {
             "cmd": "python stages/boundary.py",
-            "deps": ["stages/boundary.py", "psdif/boundary.py", LABELS_MANIFEST, RAW_MANIFEST],
+            "deps": ["stages/boundary.py", "psdif/semantics/boundary.py", LABELS_MANIFEST, RAW_MANIFEST],
             "params": ["boundary", "data.raw_root", "data.img_ext"],
             "outs": [{BOUNDARY_MANIFEST: {"cache": False}}],
             "plots": [{"metrics/figures/boundary_fig4.png": {"cache": False}}],
@@ -95,7 +95,7 @@ def build() -> dict:
         stages[f"train_{name}"] = _train_stage(name)
     stages["export_gt"] = {
         "cmd": "python stages/export_gt.py",
-        "deps": ["stages/export_gt.py", "psdif/kitti.py", RAW_MANIFEST],
+        "deps": ["stages/export_gt.py", "psdif/data/kitti.py", RAW_MANIFEST],
         "params": ["data.raw_root", "data.splits_dir", "data.test_split"],
         "outs": [GT_DEPTHS],
     }
@@ -103,21 +103,21 @@ def build() -> dict:
         stages[f"evaluate_{name}"] = _evaluate_stage(name)
     stages["evaluate_reference"] = {
         "cmd": "python stages/evaluate.py --reference",
-        "deps": ["stages/evaluate.py", "psdif/evaluate.py", "psdif/metrics.py", "psdif/make3d.py", "psdif/models", GT_DEPTHS,
+        "deps": ["stages/evaluate.py", "psdif/evaluation/evaluate.py", "psdif/evaluation/metrics.py", "psdif/data/make3d.py", "psdif/models", GT_DEPTHS,
                  RAW_MANIFEST],
         "params": ["eval", "data.height", "data.width", "data.img_ext", "data.test_split", "model", "train.seed"],
         "metrics": [{f"metrics/eval/{name}.json": {"cache": False}} for name in REFERENCE_ROWS],
     }
     stages["figures"] = {
         "cmd": "python stages/figures.py",
-        "deps": ["stages/figures.py", "psdif/figures.py", "models/baseline/model.pt", "models/full/model.pt",
+        "deps": ["stages/figures.py", "psdif/evaluation/figures.py", "models/baseline/model.pt", "models/full/model.pt",
                  LABELS_MANIFEST, BOUNDARY_MANIFEST, RAW_MANIFEST],
         "params": ["eval.figure_frames", "eval.batch_size", "data", "model.min_depth", "model.max_depth"],
         "plots": [{f"metrics/figures/{n}.png": {"cache": False}} for n in ("fig6_qualitative", "fig5_inconsistency")],
     }
     stages["tables"] = {
         "cmd": "python stages/tables.py",
-        "deps": ["stages/tables.py", "psdif/tables.py",
+        "deps": ["stages/tables.py", "psdif/evaluation/tables.py",
                  *[f"metrics/eval/{n}.json" for n in (*VARIANTS, *REFERENCE_ROWS)]],
         "params": ["data.source", "eval.make3d_root"],
         "outs": [{"metrics/tables": {"cache": False}}],

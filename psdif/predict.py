@@ -3,7 +3,7 @@
     psdif predict INPUT [INPUT ...] --model models/full/model.pt --out OUTDIR [--scale FACTOR]
 
 Each input image (or video frame) of any size is resized to the model's training size, its scale-0
-sigmoid disparity predicted in batches (:func:`psdif.evaluate.predict_sigmoids`), resized back to the
+sigmoid disparity predicted in batches (:func:`psdif.evaluation.evaluate.predict_sigmoids`), resized back to the
 input's own size (bilinear, on disparity, as the Eigen protocol does) and turned into depth with
 :func:`psdif.models.disp_to_depth` (the model's min/max depth). Per input it writes
 
@@ -258,7 +258,7 @@ def write_outputs(out_dir: Path, name: str, sigmoid: np.ndarray, depth: np.ndarr
     """Atomically write ``<name>_depth.png`` (magma colour map of disparity) and ``<name>_depth.npy``."""
     import cv2
 
-    from psdif.evaluate import colourise
+    from psdif.evaluation.evaluate import colourise
 
     written = []
     if png:
@@ -288,7 +288,7 @@ def predict_sources(net: nn.Module, info: dict, sources: list[Source], out_dir: 
     """
     from tqdm import tqdm
 
-    from psdif.evaluate import predict_sigmoids
+    from psdif.evaluation.evaluate import predict_sigmoids
 
     out_dir = Path(out_dir)
     height, width = int(info["height"]), int(info["width"])

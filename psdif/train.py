@@ -321,7 +321,7 @@ def open_live(live_dir: Path, resume_step: Optional[int]):
 # ------------------------------------------------------------------------------------------ the loop
 
 def make_dataset(params: Params, variant: Variant, frames, labels_root, boundary_root):
-    from psdif.data import TripletDataset, frames_from_split
+    from psdif.data.dataset import TripletDataset, frames_from_split
 
     dc = params.data
     if frames is None:
@@ -377,7 +377,7 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
         raise ValueError(f"train.batch_size={tc.batch_size} must be divisible by the {dinfo.world} processes")
     per_rank = tc.batch_size // dinfo.world
     sampler = EpochSampler(len(dataset), dinfo.rank, dinfo.world, tc.seed)
-    from psdif.data import collate
+    from psdif.data.dataset import collate
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, collate_fn=collate, drop_last=True,
                         num_workers=params.data.num_workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator())  # own generator: the global RNG stays untouched

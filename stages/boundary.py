@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from psdif import kitti
-from psdif.boundary import boundary_figure, boundary_frames
+from psdif.data import kitti
+from psdif.semantics.boundary import boundary_figure, boundary_frames
 from psdif.cli import progress_enabled, stage_args
 from psdif.io import params_hash, prepare_output_tree, read_json, tree_manifest, write_json
-from psdif.segmentation import read_label_png
+from psdif.semantics.segmentation import read_label_png
 
 LABELS = Path("data/pseudolabels")
 OUT = Path("data/boundaries")

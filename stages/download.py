@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from psdif import kitti
+from psdif.data import kitti
 from psdif.cli import progress_enabled, stage_args
 from psdif.io import params_hash, tree_manifest, write_json
 
@@ -18,7 +18,7 @@ def main(argv=None) -> None:
     root, splits = Path(p.data.raw_root), Path(p.data.splits_dir)
     progress = progress_enabled()
     if p.data.source == "synthetic":
-        from psdif.synthetic import generate_make3d, generate_mini_kitti
+        from psdif.data.synthetic import generate_make3d, generate_mini_kitti
 
         summary = generate_mini_kitti(p.synthetic, root, splits, progress=progress)
         if p.synthetic.make3d_images:
@@ -26,7 +26,7 @@ def main(argv=None) -> None:
         manifest = {"source": "synthetic", "params": params_hash(dataclasses.asdict(p.synthetic)),
                     "summary": summary, "files": tree_manifest(root)}
     else:
-        from psdif.download import download_kitti, fetch_splits
+        from psdif.data.download import download_kitti, fetch_splits
 
         fetch_splits(p.download.splits_url, splits, p.download.retries, progress)
         urls = (splits / "kitti_archives_to_download.txt").read_text().split()

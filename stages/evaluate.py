@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from psdif import kitti
+from psdif.data import kitti
 from psdif.cli import progress_enabled, stage_args
-from psdif.evaluate import ConstantDisparity, evaluate_eigen, evaluate_make3d_set, untrained_net
+from psdif.evaluation.evaluate import ConstantDisparity, evaluate_eigen, evaluate_make3d_set, untrained_net
 from psdif.io import write_json
-from psdif.metrics import load_gt_depths
+from psdif.evaluation.metrics import load_gt_depths
 from psdif.variants import VARIANTS
 
 GT = Path("data/eval/gt_depths.npz")
@@ -29,7 +29,7 @@ def _args(parser):
 
 
 def make3d_source(p) -> tuple[Path | None, str]:
-    from psdif.make3d import ensure_make3d
+    from psdif.data.make3d import ensure_make3d
 
     if p.eval.make3d_root:
         return ensure_make3d(p.eval.make3d_root, p.eval.make3d_urls, p.eval.make3d_sha256,
@@ -52,7 +52,7 @@ def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d_samples, mak
 
 def main(argv=None) -> None:
     p, args = stage_args("evaluate", argv, _args)
-    from psdif.make3d import load_make3d_test
+    from psdif.data.make3d import load_make3d_test
     from psdif.models import load_depth_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from psdif import kitti
+from psdif.data import kitti
 from psdif.cli import progress_enabled, stage_args
-from psdif.metrics import save_gt_depths
+from psdif.evaluation.metrics import save_gt_depths
 
 OUT = Path("data/eval/gt_depths.npz")
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from psdif import kitti
+from psdif.data import kitti
 from psdif.cli import stage_args
-from psdif.data import TripletDataset, collate
-from psdif.evaluate import predict_sigmoids
-from psdif.figures import inconsistency_figure, inconsistency_rows, qualitative_figure
+from psdif.data.dataset import TripletDataset, collate
+from psdif.evaluation.evaluate import predict_sigmoids
+from psdif.evaluation.figures import inconsistency_figure, inconsistency_rows, qualitative_figure
 
 OUT = Path("metrics/figures")
 

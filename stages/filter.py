@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from psdif import kitti
+from psdif.data import kitti
 from psdif.cli import progress_enabled, stage_args
 from psdif.io import write_json
-from psdif.static_filter import agreement, filter_drives, read_drive_roles
+from psdif.data.static_filter import agreement, filter_drives, read_drive_roles
 
 
 def read_stationary(root: Path, folder: str) -> list[int]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from psdif import kitti
-from psdif import segmentation as seg
+from psdif.data import kitti
+from psdif.semantics import segmentation as seg
 from psdif.cli import progress_enabled, stage_args
 from psdif.io import params_hash, prepare_output_tree, read_json, tree_manifest, write_json
 
@@ -27,7 +27,7 @@ def drive_roles(p) -> dict[str, str]:
     """folder -> train|val|test for every drive the pipeline uses."""
     splits = Path(p.data.splits_dir)
     if p.data.source == "synthetic":
-        from psdif.static_filter import read_drive_roles
+        from psdif.data.static_filter import read_drive_roles
         return read_drive_roles(splits / "synthetic_drives.txt")
     roles = {}
     for name, role in ((f"{p.data.train_split}/train_files.txt", "train"),

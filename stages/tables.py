@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from psdif.cli import stage_args
-from psdif.tables import run_labels, write_tables
+from psdif.evaluation.tables import run_labels, write_tables
 
 
 def _extra(parser) -> None:

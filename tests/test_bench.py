@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from psdif.boundary import boundary_mask
+from psdif.semantics.boundary import boundary_mask
 from psdif.train import train_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_synthetic_batch_matches_its_definition():
     torch.testing.assert_close(b.K[0], torch.tensor([[0.58 * 96, 0, 48, 0], [0, 1.92 * 64, 32, 0],
                                                      [0, 0, 1, 0], [0, 0, 0, 1.0]]))
     torch.testing.assert_close(b.inv_K @ b.K, torch.eye(4).expand(2, 4, 4), atol=1e-5, rtol=0)
-    # B_t equals the numpy reference of psdif.boundary on the target labels; frames t-1 / t+1 are shifts
+    # B_t equals the numpy reference of psdif.semantics.boundary on the target labels; frames t-1 / t+1 are shifts
     for i in range(2):
         ref = boundary_mask(b.labels[i, 0].numpy(), z=params.boundary.z, t=params.boundary.t)
         np.testing.assert_array_equal(b.boundary[i, 0].numpy(), ref)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from psdif.boundary import (_same_label_count_shifts, boundary_figure, boundary_frames, boundary_mask,
+from psdif.semantics.boundary import (_same_label_count_shifts, boundary_figure, boundary_frames, boundary_mask,
                             boundary_mask_torch, read_boundary_png, write_boundary_png)
 
 

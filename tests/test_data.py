@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from psdif.batch import FRAME_IDS, Batch
-from psdif.boundary import boundary_mask, write_boundary_png
-from psdif.data import (DataError, TripletDataset, collate, frames_from_split, resize_image,
+from psdif.semantics.boundary import boundary_mask, write_boundary_png
+from psdif.data.dataset import (DataError, TripletDataset, collate, frames_from_split, resize_image,
                         sample_augmentation)
-from psdif.kitti import FrameRef, write_split
-from psdif.segmentation import label_path, write_label_png
+from psdif.data.kitti import FrameRef, write_split
+from psdif.semantics.segmentation import label_path, write_label_png
 
 DATE = "2011_09_26"
 FOLDER = f"{DATE}/{DATE}_drive_0001_sync"
@@ -166,7 +166,7 @@ def test_one_jitter_for_all_frames(tmp_path):
 
 def test_brightness_only_jitter_matches_hand_computation():
     """color_jitter with only brightness: x * b, clamped (torchvision's definition)."""
-    from psdif.data import Augmentation, color_jitter
+    from psdif.data.dataset import Augmentation, color_jitter
     x = torch.rand(3, 3, 4, 5)
     out = color_jitter(x, Augmentation(flip=False, jitter=(1.15, 1.0, 1.0, 0.0), order=(0, 1, 2, 3)))
     torch.testing.assert_close(out, (x * 1.15).clamp(0, 1), atol=1e-6, rtol=0)

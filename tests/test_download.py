@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from psdif import download
+from psdif.data import download
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

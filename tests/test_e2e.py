@@ -176,8 +176,8 @@ def test_pseudolabel_stage_killed_midway_resumes_without_relabelling(project):
 def test_pseudolabels_equal_the_teachers_argmax(project):
     import numpy as np
 
-    from psdif import kitti
-    from psdif.segmentation import label_path, load_teacher, predict_labels, read_label_png
+    from psdif.data import kitti
+    from psdif.semantics.segmentation import label_path, load_teacher, predict_labels, read_label_png
 
     teacher = load_teacher(project / "data" / "teacher" / "teacher.pt")
     test = kitti.read_split(project / "data" / "splits" / "synth_eigen" / "test_files.txt")[:3]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from psdif.evaluate import ConstantDisparity, predict_sigmoids
-from psdif.metrics import evaluate_depth
+from psdif.evaluation.evaluate import ConstantDisparity, predict_sigmoids
+from psdif.evaluation.metrics import evaluate_depth
 
 
 class _LeftRightRamp(nn.Module):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from psdif import kitti
-from psdif.static_filter import agreement, candidate_frames, drive_motion, filter_drives
+from psdif.data import kitti
+from psdif.data.static_filter import agreement, candidate_frames, drive_motion, filter_drives
 
 FOLDER = "2000_01_01/2000_01_01_drive_0001_sync"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from psdif import kitti
+from psdif.data import kitti
 
 DRIVE = "2011_09_26/2011_09_26_drive_0001_sync"
 

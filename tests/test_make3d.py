@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from psdif.download import DownloadError
-from psdif.make3d import centre_crop_2to1, fetch_make3d, load_make3d_test
-from psdif.metrics import evaluate_make3d
+from psdif.data.download import DownloadError
+from psdif.data.make3d import centre_crop_2to1, fetch_make3d, load_make3d_test
+from psdif.evaluation.metrics import evaluate_make3d
 
 NAME = "10.21op2-p-139t000"
 
@@ -184,7 +184,7 @@ def test_fetch_rejects_wrong_hash(tmp_path):
 
 
 def test_ensure_make3d_uses_existing_data_or_says_what_to_do(tmp_path):
-    from psdif.make3d import ensure_make3d
+    from psdif.data.make3d import ensure_make3d
 
     assert ensure_make3d(None, []) is None
     root = _write_pair(tmp_path / "have")

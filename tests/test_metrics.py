@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from psdif.metrics import (compute_depth_errors, eigen_crop_mask, evaluate_depth, flip_post_process,
+from psdif.evaluation.metrics import (compute_depth_errors, eigen_crop_mask, evaluate_depth, flip_post_process,
                            load_gt_depths, save_gt_depths, summarise)
 
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from psdif import segmentation as seg
-from psdif.segmentation import (CheckpointError, CityscapesDeepLabV3Plus, build_teacher, describe_model,
+from psdif.semantics import segmentation as seg
+from psdif.semantics.segmentation import (CheckpointError, CityscapesDeepLabV3Plus, build_teacher, describe_model,
                                 evaluate_miou, label_frames, label_path, load_cityscapes_deeplab,
                                 normalize_images, predict_labels, read_label_png, train_teacher,
                                 write_label_png)

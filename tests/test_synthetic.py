@@ -1,5 +1,5 @@
 """The mini-KITTI generator against independent references: the real KITTI layout (kitti-mini), the
-KITTI GT code (psdif.kitti.generate_depth_map), a true-pose photometric warp written here from the
+KITTI GT code (psdif.data.kitti.generate_depth_map), a true-pose photometric warp written here from the
 files on disk (OXTS + calibration, bilinear, align_corners=True semantics, Monodepth2 SSIM), and its own
 stationary/determinism contracts."""
 
@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from psdif import kitti
-from psdif import synthetic as syn
+from psdif.data import kitti
+from psdif.data import synthetic as syn
 from psdif.config import default_params
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -353,11 +353,11 @@ def test_reuse_needs_matching_manifest(tiny):
 # ----------------------------------------------------------------------------------------------- Make3D
 
 def test_make3d_format_and_geometry(tmp_path):
-    """Real Test134 layout (read back by psdif.make3d); grid rows run along image rows: the top row
+    """Real Test134 layout (read back by psdif.data.make3d); grid rows run along image rows: the top row
     sees sky (no return), the bottom centre sees the ground at camera height (1.5-1.8 m) below."""
     import scipy.io
 
-    from psdif import make3d
+    from psdif.data import make3d
 
     cfg = tiny_config(make3d_images=2)
     syn.generate_make3d(cfg, tmp_path)

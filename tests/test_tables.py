@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from psdif.tables import (NOT_RUN, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, PUBLISHED, REAL_KITTI,
+from psdif.evaluation.tables import (NOT_RUN, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, PUBLISHED, REAL_KITTI,
                           build_tables, write_tables)
 
 REPO = Path(__file__).resolve().parents[1]

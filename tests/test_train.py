@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from psdif.config import default_params
-from psdif.kitti import write_split
+from psdif.data.kitti import write_split
 from psdif.train import NonFiniteLossError, StaleCheckpointError, train
 from psdif.variants import get_variant
 from tests.test_data import FOLDER, targets, write_tiny_kitti

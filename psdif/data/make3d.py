@@ -29,9 +29,9 @@ import cv2
 import numpy as np
 import scipy.io
 
-from .download import fetch
-from .io import sha256_file
-from .metrics import MAKE3D_GRID_SHAPE
+from psdif.data.download import fetch
+from psdif.io import sha256_file
+from psdif.evaluation.metrics import MAKE3D_GRID_SHAPE
 
 IMAGE_PREFIX = "img-"
 DEPTH_PREFIX = "depth_sph_corr-"
@@ -166,7 +166,7 @@ def fetch_make3d(urls: Sequence[str], dest: str | Path, sha256: Sequence[Optiona
         if marker.exists() and archive.exists():
             continue
         if not archive.exists():
-            # resumable, retried; a pinned digest is checked before the file appears (psdif.download)
+            # resumable, retried; a pinned digest is checked before the file appears (psdif.data.download)
             fetch(url, archive, pin.lower() if pin else None, retries=retries, timeout=timeout, backoff=backoff)
         digest = sha256_file(archive)
         if not pin:

@@ -1,7 +1,7 @@
 """Running a depth net over test sets: batched prediction, the Eigen and Make3D protocols, reference rows.
 
-The per-image protocols live in :mod:`psdif.metrics`; this module feeds them: images resized to the
-network size exactly as in training (``psdif.data.resize_image``), the scale-0 sigmoid disparity
+The per-image protocols live in :mod:`psdif.evaluation.metrics`; this module feeds them: images resized to the
+network size exactly as in training (``psdif.data.dataset.resize_image``), the scale-0 sigmoid disparity
 predicted in batches (optionally with flip post-processing), then evaluated against the GT.
 """
 
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from psdif import kitti
-from psdif.data import resize_image
-from psdif.metrics import MAKE3D_KEYS, evaluate_depth, evaluate_make3d, flip_post_process, summarise
+from psdif.data import kitti
+from psdif.data.dataset import resize_image
+from psdif.evaluation.metrics import MAKE3D_KEYS, evaluate_depth, evaluate_make3d, flip_post_process, summarise
 
 
 class ConstantDisparity(nn.Module):
@@ -38,7 +38,7 @@ def predict_sigmoids(net: nn.Module, images: Iterable[np.ndarray], height: int, 
     """Scale-0 sigmoid disparities ``float32 [height, width]`` for RGB uint8 images of any size.
 
     ``net.forward_depth(images [B, 3, h, w] in [0, 1]) -> [B, 1, h, w]``. With ``post_process`` the
-    mirrored image is predicted too and blended (Monodepth v1, :func:`psdif.metrics.flip_post_process`).
+    mirrored image is predicted too and blended (Monodepth v1, :func:`psdif.evaluation.metrics.flip_post_process`).
     """
     out: list[np.ndarray] = []
     batch: list[np.ndarray] = []
@@ -78,7 +78,7 @@ def evaluate_eigen(net: nn.Module, raw_root: Path, frames: Sequence[kitti.FrameR
 
 def evaluate_make3d_set(net: nn.Module, samples, height: int, width: int, eval_cfg,
                         disp_range: tuple[float, float], device="cpu", progress: bool = False) -> dict:
-    """Make3D protocol (SPEC §4.4) over loaded samples (:func:`psdif.make3d.load_make3d_test`)."""
+    """Make3D protocol (SPEC §4.4) over loaded samples (:func:`psdif.data.make3d.load_make3d_test`)."""
     sigmoids = predict_sigmoids(net, (s.image for s in samples), height, width, eval_cfg.batch_size,
                                 eval_cfg.post_process, device, progress, len(samples))
     per_image = [evaluate_make3d(sig, s.depth_grid, True, eval_cfg.make3d_max_depth, disp_range)

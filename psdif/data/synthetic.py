@@ -37,7 +37,7 @@ Written per generation (``root`` = ``data.raw_root``)::
     <splits_dir>/synthetic_drives.txt          "<date>/<drive> train|val|test"
     <splits_dir>/synth_eigen/test_files.txt    "<date>/<drive> <frame> l" (moving test frames)
 
-Note (KITTI convention): ``psdif.kitti.generate_depth_map`` stores a point projected at pixel coordinate
+Note (KITTI convention): ``psdif.data.kitti.generate_depth_map`` stores a point projected at pixel coordinate
 ``x`` in column ``round(x) - 1``; with integer pixel centres, the velodyne GT is therefore one pixel up
 and left of the dense GT, exactly as on real KITTI with its 0-based P_rect.
 """
@@ -56,8 +56,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .config import SyntheticConfig
-from .io import atomic_write_bytes, atomic_write_text, params_hash
+from psdif.config import SyntheticConfig
+from psdif.io import atomic_write_bytes, atomic_write_text, params_hash
 
 GENERATOR_VERSION = 1
 DATE = "2030_01_01"

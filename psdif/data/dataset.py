@@ -32,9 +32,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
 from psdif.batch import FRAME_IDS, Batch
-from psdif.boundary import read_boundary_png
-from psdif.kitti import FrameRef, image_path, read_calib_file, read_image, read_split
-from psdif.segmentation import label_path, read_label_png
+from psdif.semantics.boundary import read_boundary_png
+from psdif.data.kitti import FrameRef, image_path, read_calib_file, read_image, read_split
+from psdif.semantics.segmentation import label_path, read_label_png
 
 VOID_LABEL = 255
 KITTI_NORMALISED_K = np.array([[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]])  # x (W, H): SPEC §4.2

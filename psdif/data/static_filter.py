@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from psdif import kitti
-from psdif.kitti import FrameRef, KittiError
+from psdif.data import kitti
+from psdif.data.kitti import FrameRef, KittiError
 
 
 @dataclass

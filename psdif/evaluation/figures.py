@@ -1,6 +1,6 @@
 """Paper-style figures: Figure 6 (qualitative depth rows) and Figure 5 (semantic-inconsistency maps).
 
-Figure 4 (B_t for several T and Z) is drawn by the boundary stage (:func:`psdif.boundary.boundary_figure`).
+Figure 4 (B_t for several T and Z) is drawn by the boundary stage (:func:`psdif.semantics.boundary.boundary_figure`).
 Every figure is written atomically as PNG with matplotlib's Agg backend.
 """
 
@@ -49,7 +49,7 @@ def qualitative_figure(images: Sequence[np.ndarray], disparities: dict[str, Sequ
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from psdif.metrics import sigmoid_to_disp
+    from psdif.evaluation.metrics import sigmoid_to_disp
 
     names = list(disparities)
     fig, axes = plt.subplots(len(images), 1 + len(names), figsize=(3.6 * (1 + len(names)), 1.4 * len(images)),

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .io import atomic_path
-from .metrics import MAKE3D_KEYS, METRIC_KEYS
-from .variants import VARIANTS
+from psdif.io import atomic_path
+from psdif.evaluation.metrics import MAKE3D_KEYS, METRIC_KEYS
+from psdif.variants import VARIANTS
 
 NOT_RUN = "not run"
 PUBLISHED = "published (paper)"

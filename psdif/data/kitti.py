@@ -1,0 +1,311 @@
+"""KITTI raw: split lists, images, calibration, velodyne, OXTS, timestamps, and the Eigen GT depth map.
+
+Layout (SPEC §4.1)::
+
+    <root>/<date>/calib_{cam_to_cam,velo_to_cam,imu_to_velo}.txt
+    <root>/<date>/<date>_drive_NNNN_sync/image_0{2,3}/data/%010d.{png,jpg}
+    <root>/<date>/<date>_drive_NNNN_sync/velodyne_points/data/%010d.bin   float32 x, y, z, reflectance
+    <root>/<date>/<date>_drive_NNNN_sync/oxts/data/%010d.txt              30 fields (oxts/dataformat.txt)
+    <root>/<date>/<date>_drive_NNNN_sync/<sensor>/timestamps.txt
+
+Split line format: ``<date>/<drive> <frame> <l|r>`` (l = image_02, r = image_03).
+Every reader raises :class:`KittiError` naming the file at fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from psdif.io import atomic_write_text
+
+SIDE_TO_CAM = {"l": 2, "r": 3}
+OXTS_FIELDS = 30
+OXTS_VF, OXTS_VL, OXTS_VU = 8, 9, 10  # forward / left / up speed in m/s (0-based fields)
+
+
+class KittiError(RuntimeError):
+    """A KITTI file is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, order=True)
+class FrameRef:
+    """One frame of one camera: ``folder`` = ``<date>/<date>_drive_NNNN_sync``, side ``l`` or ``r``."""
+
+    folder: str
+    frame: int
+    side: str
+
+    @property
+    def date(self) -> str:
+        return self.folder.split("/")[0]
+
+    @property
+    def cam(self) -> int:
+        return SIDE_TO_CAM[self.side]
+
+    def shifted(self, offset: int) -> "FrameRef":
+        return FrameRef(self.folder, self.frame + offset, self.side)
+
+    def line(self) -> str:
+        return f"{self.folder} {self.frame} {self.side}"
+
+
+# ------------------------------------------------------------------------------------------ split files
+
+def parse_split_line(line: str, where: str = "<string>") -> FrameRef:
+    parts = line.split()
+    if len(parts) != 3 or parts[2] not in SIDE_TO_CAM or not parts[1].isdigit() or "/" not in parts[0]:
+        raise KittiError(f"{where}: expected '<date>/<drive> <frame> <l|r>', got {line.strip()!r}")
+    return FrameRef(parts[0], int(parts[1]), parts[2])
+
+
+def read_split(path: str | Path) -> list[FrameRef]:
+    """Read a split list (eigen test uses 10-digit frame numbers, eigen_zhou plain ints: both parse)."""
+    path = Path(path)
+    if not path.exists():
+        raise KittiError(f"{path}: split file not found")
+    frames = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            frames.append(parse_split_line(line, f"{path}:{i}"))
+    return frames
+
+
+def write_split(path: str | Path, frames: list[FrameRef]) -> None:
+    atomic_write_text(path, "".join(f.line() + "\n" for f in frames))
+
+
+# ------------------------------------------------------------------------------------------ paths
+
+def drive_dir(root: str | Path, folder: str) -> Path:
+    return Path(root) / folder
+
+
+def image_path(root: str | Path, ref: FrameRef, ext: str = "png") -> Path:
+    return drive_dir(root, ref.folder) / f"image_0{ref.cam}" / "data" / f"{ref.frame:010d}.{ext}"
+
+
+def velodyne_path(root: str | Path, folder: str, frame: int) -> Path:
+    return drive_dir(root, folder) / "velodyne_points" / "data" / f"{frame:010d}.bin"
+
+
+def oxts_path(root: str | Path, folder: str, frame: int) -> Path:
+    return drive_dir(root, folder) / "oxts" / "data" / f"{frame:010d}.txt"
+
+
+def calib_dir(root: str | Path, folder: str) -> Path:
+    return Path(root) / folder.split("/")[0]
+
+
+def list_frames(root: str | Path, folder: str, cam: int = 2) -> list[int]:
+    """Frame indices present on disk for one camera of one drive (png or jpg), sorted."""
+    data = drive_dir(root, folder) / f"image_0{cam}" / "data"
+    if not data.is_dir():
+        raise KittiError(f"{data}: image folder not found")
+    return sorted({int(p.stem) for p in data.iterdir() if p.suffix in (".png", ".jpg") and p.stem.isdigit()})
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB image as ``uint8 [H, W, 3]``; a missing, truncated or undecodable file raises naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise KittiError(f"{path}: image not found")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decodes fully: a truncated file raises here
+            return np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise KittiError(f"{path}: unreadable or truncated image ({exc}); re-extract or re-download it") from None
+
+
+def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
+    """``key: numbers`` lines as float64 arrays; non-numeric values (``calib_time``) are skipped."""
+    path = Path(path)
+    if not path.exists():
+        raise KittiError(f"{path}: calibration file not found")
+    out: dict[str, np.ndarray] = {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        if ":" not in line:
+            raise KittiError(f"{path}:{i}: expected 'key: values', got {line.strip()!r}")
+        key, value = line.split(":", 1)
+        try:
+            out[key.strip()] = np.array([float(v) for v in value.split()], dtype=np.float64)
+        except ValueError:
+            continue  # e.g. calib_time: 09-Jan-2012 13:57:47
+    return out
+
+
+def _calib_entry(calib: dict, key: str, size: int, path) -> np.ndarray:
+    if key not in calib:
+        raise KittiError(f"{path}: missing calibration entry {key!r}")
+    if calib[key].size != size:
+        raise KittiError(f"{path}: {key} has {calib[key].size} values, expected {size}")
+    return calib[key]
+
+
+def _rigid_transform(path: Path) -> np.ndarray:
+    """``[4, 4]`` from a calibration file's ``R`` (9 values) and ``T`` (3 values)."""
+    calib = read_calib_file(path)
+    m = np.eye(4)
+    m[:3, :3] = _calib_entry(calib, "R", 9, path).reshape(3, 3)
+    m[:3, 3] = _calib_entry(calib, "T", 3, path)
+    return m
+
+
+def velo_to_cam_matrix(calib_dir_: str | Path) -> np.ndarray:
+    """``[4, 4]`` rigid transform velodyne -> cam0 (unrectified) from ``calib_velo_to_cam.txt``."""
+    return _rigid_transform(Path(calib_dir_) / "calib_velo_to_cam.txt")
+
+
+def imu_to_velo_matrix(calib_dir_: str | Path) -> np.ndarray:
+    """``[4, 4]`` rigid transform IMU -> velodyne from ``calib_imu_to_velo.txt``."""
+    return _rigid_transform(Path(calib_dir_) / "calib_imu_to_velo.txt")
+
+
+@dataclass(frozen=True)
+class CameraCalib:
+    """Rectified camera ``cam``: ``P_rect [3, 4]``, ``R_rect_00 [4, 4]``, image size ``(H, W)``."""
+
+    P_rect: np.ndarray
+    R_rect_00: np.ndarray
+    image_size: tuple[int, int]
+
+    @property
+    def K(self) -> np.ndarray:
+        """``[3, 3]`` intrinsics in pixels of the rectified image."""
+        return self.P_rect[:, :3].copy()
+
+
+def read_camera_calib(calib_dir_: str | Path, cam: int = 2) -> CameraCalib:
+    path = Path(calib_dir_) / "calib_cam_to_cam.txt"
+    calib = read_calib_file(path)
+    P = _calib_entry(calib, f"P_rect_0{cam}", 12, path).reshape(3, 4)
+    R = np.eye(4)
+    R[:3, :3] = _calib_entry(calib, "R_rect_00", 9, path).reshape(3, 3)
+    s = _calib_entry(calib, f"S_rect_0{cam}", 2, path)
+    return CameraCalib(P_rect=P, R_rect_00=R, image_size=(int(s[1]), int(s[0])))
+
+
+def read_velodyne(path: str | Path) -> np.ndarray:
+    """Velodyne scan ``float32 [N, 4]`` (x, y, z, reflectance)."""
+    path = Path(path)
+    if not path.exists():
+        raise KittiError(f"{path}: velodyne scan not found")
+    raw = np.fromfile(path, dtype=np.float32)
+    if raw.size % 4:
+        raise KittiError(f"{path}: {raw.size * 4} bytes is not a whole number of (x, y, z, r) float32 points; "
+                         "the file is truncated")
+    return raw.reshape(-1, 4)
+
+
+def read_oxts(path: str | Path) -> np.ndarray:
+    """One OXTS packet: ``float64 [30]`` (see ``oxts/dataformat.txt``)."""
+    path = Path(path)
+    if not path.exists():
+        raise KittiError(f"{path}: OXTS file not found")
+    try:
+        values = np.array([float(v) for v in path.read_text().split()], dtype=np.float64)
+    except ValueError as exc:
+        raise KittiError(f"{path}: non-numeric OXTS field ({exc})") from None
+    if values.size != OXTS_FIELDS:
+        raise KittiError(f"{path}: {values.size} OXTS fields, expected {OXTS_FIELDS}")
+    return values
+
+
+def oxts_speed(packet: np.ndarray) -> float:
+    """Ground speed in m/s from the forward and leftward velocities (fields 8, 9)."""
+    return float(np.hypot(packet[OXTS_VF], packet[OXTS_VL]))
+
+
+def read_timestamps(path: str | Path) -> np.ndarray:
+    """KITTI ``timestamps.txt`` -> seconds since the Unix epoch (UTC), ``float64 [N]``; ns digits kept."""
+    path = Path(path)
+    if not path.exists():
+        raise KittiError(f"{path}: timestamps file not found")
+    out = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            stamp, _, frac = line.partition(".")
+            dt = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+            out.append(dt.timestamp() + (float("0." + frac) if frac else 0.0))
+        except ValueError:
+            raise KittiError(f"{path}:{i}: malformed timestamp {line!r}") from None
+    return np.asarray(out, dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------ GT depth
+
+def generate_depth_map(calib_dir: str | Path, velo_path: str | Path, cam: int = 2,
+                       vel_depth: bool = False) -> np.ndarray:
+    """Project a velodyne scan into rectified camera ``cam``: ``float32 [H, W]`` metres, 0 = no point.
+
+    SPEC §4.3, reproduced bit for bit: ``P = P_rect_0cam · R_rect_00 · [R|T]_velo->cam``; points with
+    x_velo >= 0; pixel ``round(·) - 1``; later points overwrite earlier ones; then points grouped by the
+    linear index ``v·(W-1) + u - 1`` (the original code's off-by-one, kept on purpose) write their group's
+    minimum at the pixel of the group's first point; negatives -> 0. ``vel_depth`` stores x_velo instead
+    of the projected depth (the Eigen GT export uses it).
+    """
+    calib_dir = Path(calib_dir)
+    cc = read_camera_calib(calib_dir, cam)
+    height, width = cc.image_size
+    P_velo2im = cc.P_rect @ cc.R_rect_00 @ velo_to_cam_matrix(calib_dir)
+
+    velo = read_velodyne(velo_path).copy()
+    velo[:, 3] = 1.0
+    velo = velo[velo[:, 0] >= 0]
+
+    pts = (P_velo2im @ velo.T).T  # float64 [N, 3]
+    pts[:, :2] = pts[:, :2] / pts[:, 2:3]
+    if vel_depth:
+        pts[:, 2] = velo[:, 0]
+    pts[:, 0] = np.round(pts[:, 0]) - 1
+    pts[:, 1] = np.round(pts[:, 1]) - 1
+    keep = (pts[:, 0] >= 0) & (pts[:, 1] >= 0) & (pts[:, 0] < width) & (pts[:, 1] < height)
+    pts = pts[keep]
+    u = pts[:, 0].astype(np.int64)
+    v = pts[:, 1].astype(np.int64)
+
+    depth = np.zeros((height, width), dtype=np.float64)
+    depth[v, u] = pts[:, 2]  # a later point overwrites an earlier one
+
+    # groups of the (off-by-one) linear index: min of the group at the group's first point
+    lin = v * (width - 1) + u - 1
+    order = np.argsort(lin, kind="stable")  # stable: the first of each group is its first in file order
+    lin_sorted = lin[order]
+    starts = np.flatnonzero(np.r_[True, lin_sorted[1:] != lin_sorted[:-1]])
+    counts = np.diff(np.r_[starts, lin_sorted.size])
+    group_min = np.minimum.reduceat(pts[order, 2], starts) if starts.size else np.zeros(0)
+    first = order[starts]
+    dup = counts > 1
+    depth[v[first[dup]], u[first[dup]]] = group_min[dup]
+
+    depth[depth < 0] = 0
+    return depth.astype(np.float32)
+
+
+def read_depth_png(path: str | Path) -> np.ndarray:
+    """KITTI depth GT / dense depth PNG (uint16, value/256 m; 0 = invalid) -> ``float32 [H, W]`` metres."""
+    path = Path(path)
+    if not path.exists():
+        raise KittiError(f"{path}: depth PNG not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise KittiError(f"{path}: unreadable depth PNG ({exc})") from None
+    if arr.dtype != np.uint16 and arr.dtype != np.int32:
+        raise KittiError(f"{path}: depth PNG must be 16-bit, got {arr.dtype}")
+    return arr.astype(np.float32) / 256.0

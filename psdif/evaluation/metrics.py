@@ -1,0 +1,272 @@
+"""Evaluation protocols: KITTI Eigen (SPEC §4.3) and Make3D Test134 (SPEC §4.4).
+
+Everything here is numpy on one image at a time, float64 arithmetic, so the numbers can be compared with
+the reference evaluation code of the field (Monodepth2's ``evaluate_depth.py``) frame by frame.
+
+Eigen protocol for one test frame (``evaluate_depth``)::
+
+    sigmoid σ [h, w] --disp_scaled = 1/max_d + (1/min_d - 1/max_d)·σ--> disparity [h, w]
+      --cv2.resize bilinear to the GT size (W, H)--> disparity [H, W] --1/disp--> depth [H, W] (m)
+      mask = (1e-3 < gt < 80) ∩ Eigen crop;  ratio = median(gt) / median(pred);  pred ·= ratio
+      pred clamped to [1e-3, 80];  abs_rel, sq_rel, rmse, rmse_log (ln), a1, a2, a3
+
+Make3D protocol (``evaluate_make3d``)::
+
+    σ --disp_scaled--> disparity --1/disp--> depth, cv2.resize nearest to (305 wide, 21 high)
+      GT = Position3DGrid[:, :, 3][17:38, :]  (21 x 305 m);  mask 0 < gt < 70;  median scaling;
+      pred capped at 70;  abs_rel, sq_rel, rmse, rmse_log on log10 (plus ``log10`` = mean |Δlog10|)
+
+Ragged ground truth (Eigen GT maps of different sizes) is stored by ``save_gt_depths`` as an .npz of
+flat values plus shapes, loadable without ``allow_pickle``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from psdif.io import atomic_path
+
+METRIC_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+MAKE3D_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log")
+
+# Eigen crop of Garg et al. as fractions of the GT size (rows, then columns); int truncation.
+EIGEN_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
+# Make3D: GT rows kept (of 55) and the size the prediction is resized to (cv2 dsize = (width, height)).
+MAKE3D_GT_ROWS = (17, 38)
+MAKE3D_GRID_SHAPE = (55, 305)
+MAKE3D_DSIZE = (305, 21)
+
+
+# ------------------------------------------------------------------------------------------ shared pieces
+
+def sigmoid_to_disp(sigmoid: np.ndarray, min_depth: float = 0.1, max_depth: float = 100.0) -> np.ndarray:
+    """Network sigmoid σ in [0, 1] → scaled disparity ``1/max_depth + (1/min_depth − 1/max_depth)·σ``.
+
+    Same mapping as training (SPEC §3, Monodepth2 ``disp_to_depth``); ``min_depth``/``max_depth`` are the
+    model's depth range (0.1 m, 100 m), not the evaluation cap. Returns float32 with σ's shape.
+    """
+    min_disp = 1.0 / max_depth
+    max_disp = 1.0 / min_depth
+    return (min_disp + (max_disp - min_disp) * np.asarray(sigmoid, dtype=np.float64)).astype(np.float32)
+
+
+def _as_2d(name: str, array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    array = np.squeeze(array)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a single [H, W] map (extra axes of size 1 allowed), "
+                         f"got shape {np.shape(array)}")
+    return array
+
+
+# ------------------------------------------------------------------------------------------ Eigen (§4.3)
+
+def compute_depth_errors(gt: np.ndarray, pred: np.ndarray) -> dict:
+    """The seven KITTI depth metrics of already masked, scaled and clamped depths.
+
+    gt, pred: [N] metres (any shape, same size), all > 0. Returns float64 values:
+    abs_rel = mean(|gt−pred|/gt), sq_rel = mean((gt−pred)²/gt), rmse = sqrt(mean((gt−pred)²)),
+    rmse_log = sqrt(mean((ln gt − ln pred)²)), a_k = share of max(gt/pred, pred/gt) < 1.25^k.
+    """
+    gt = np.asarray(gt, dtype=np.float64).ravel()
+    pred = np.asarray(pred, dtype=np.float64).ravel()
+    if gt.shape != pred.shape:
+        raise ValueError(f"gt has {gt.size} values but pred has {pred.size}")
+    if gt.size == 0:
+        raise ValueError("no valid ground-truth pixels to evaluate (empty mask)")
+    thresh = np.maximum(gt / pred, pred / gt)
+    diff = gt - pred
+    return {
+        "abs_rel": float(np.mean(np.abs(diff) / gt)),
+        "sq_rel": float(np.mean(diff ** 2 / gt)),
+        "rmse": float(np.sqrt(np.mean(diff ** 2))),
+        "rmse_log": float(np.sqrt(np.mean((np.log(gt) - np.log(pred)) ** 2))),
+        "a1": float(np.mean(thresh < 1.25)),
+        "a2": float(np.mean(thresh < 1.25 ** 2)),
+        "a3": float(np.mean(thresh < 1.25 ** 3)),
+    }
+
+
+def eigen_crop_mask(h: int, w: int) -> np.ndarray:
+    """Garg/Eigen crop as a bool mask [h, w]: rows [0.40810811·h, 0.99189189·h), cols
+    [0.03594771·w, 0.96405229·w), bounds truncated to int (KITTI 375×1242 → rows 153..370, cols 44..1196).
+    """
+    top, bottom, left, right = (np.array(EIGEN_CROP) * [h, h, w, w]).astype(np.int32)
+    mask = np.zeros((h, w), dtype=bool)
+    mask[top:bottom, left:right] = True
+    return mask
+
+
+def evaluate_depth(pred_disp: np.ndarray, gt_depth: np.ndarray, median_scaling: bool = True,
+                   min_depth: float = 1e-3, max_depth: float = 80.0,
+                   disp_range: tuple[float, float] = (0.1, 100.0)) -> dict:
+    """Eigen protocol for one image (SPEC §4.3).
+
+    pred_disp: [h, w] the network's sigmoid output at network size (e.g. 192×640).
+    gt_depth: [H, W] metres, 0 where there is no LiDAR point (e.g. 375×1242).
+    min_depth, max_depth: evaluation range (1e-3, 80 m); disp_range: the model's (min, max) depth used to
+    scale the sigmoid (0.1, 100 m). With ``median_scaling`` the prediction is multiplied by
+    ``median(gt)/median(pred)`` over the valid pixels before clamping; otherwise ratio = 1.
+    Returns the seven metrics of ``compute_depth_errors`` plus ``ratio`` (float64).
+    """
+    sigmoid = _as_2d("pred_disp", pred_disp).astype(np.float32)
+    gt = _as_2d("gt_depth", gt_depth).astype(np.float64)
+    gt_h, gt_w = gt.shape
+    disp = sigmoid_to_disp(sigmoid, *disp_range)
+    disp = cv2.resize(disp, (gt_w, gt_h), interpolation=cv2.INTER_LINEAR)
+    pred = 1.0 / disp.astype(np.float64)
+    mask = (gt > min_depth) & (gt < max_depth) & eigen_crop_mask(gt_h, gt_w)
+    gt_valid, pred_valid = gt[mask], pred[mask]
+    if gt_valid.size == 0:
+        raise ValueError(f"gt_depth [{gt_h}, {gt_w}] has no pixel in ({min_depth}, {max_depth}) m inside "
+                         "the Eigen crop; check the GT export")
+    ratio = float(np.median(gt_valid) / np.median(pred_valid)) if median_scaling else 1.0
+    pred_valid = np.clip(pred_valid * ratio, min_depth, max_depth)
+    errors = compute_depth_errors(gt_valid, pred_valid)
+    errors["ratio"] = ratio
+    return errors
+
+
+def flip_post_process(disp: np.ndarray, disp_flipped: np.ndarray) -> np.ndarray:
+    """Monodepth (v1) flip post-processing of disparities [..., H, W].
+
+    ``disp`` is the prediction for the image, ``disp_flipped`` the prediction for the horizontally flipped
+    image, NOT flipped back (this function flips it). With x = linspace(0, 1, W) and the ramp
+    ``l_mask = 1 − clip(20·(x − 0.05), 0, 1)`` (1 on the leftmost 5 %, 0 from 10 % on), ``r_mask`` its
+    mirror, the result is ``r_mask·disp + l_mask·back + (1 − l_mask − r_mask)·(disp + back)/2``, where
+    back = disp_flipped flipped back: the left border comes from the flipped pass, the right border from
+    the plain pass, the middle is their mean. The weights sum to 1 everywhere, so the blend commutes
+    with the affine sigmoid → disparity map: post-processing the sigmoid outputs and then calling
+    ``evaluate_depth`` equals Monodepth2's post-processing of scaled disparities.
+    """
+    disp = np.asarray(disp, dtype=np.float64)
+    back = np.asarray(disp_flipped, dtype=np.float64)[..., ::-1]
+    if disp.shape != back.shape:
+        raise ValueError(f"disp {disp.shape} and disp_flipped {back.shape} must have the same shape")
+    width = disp.shape[-1]
+    x = np.linspace(0.0, 1.0, width)
+    l_mask = 1.0 - np.clip(20.0 * (x - 0.05), 0.0, 1.0)
+    r_mask = l_mask[::-1]
+    mean = 0.5 * (disp + back)
+    return r_mask * disp + l_mask * back + (1.0 - l_mask - r_mask) * mean
+
+
+def summarise(per_image: Sequence[dict], keys: Iterable[str] = METRIC_KEYS) -> dict:
+    """Mean of each metric over images, plus the median-scaling ratio spread.
+
+    per_image: dicts of ``evaluate_depth`` (or ``evaluate_make3d``). Returns the mean of every key in
+    ``keys``, ``ratio_median`` = median of the ratios and ``ratio_std`` = std(ratios / ratio_median)
+    (Monodepth2's "Scaling ratios | med | std" line: a relative, unitless spread), and ``n_images``.
+    """
+    if not per_image:
+        raise ValueError("no per-image results to summarise (empty test set?)")
+    out = {}
+    for key in keys:
+        values = np.array([r[key] for r in per_image], dtype=np.float64)
+        out[key] = float(values.mean())
+    ratios = np.array([r.get("ratio", 1.0) for r in per_image], dtype=np.float64)
+    med = float(np.median(ratios))
+    out["ratio_median"] = med
+    out["ratio_std"] = float(np.std(ratios / med)) if med != 0 else float("nan")
+    out["n_images"] = len(per_image)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ Make3D (§4.4)
+
+def make3d_errors(gt: np.ndarray, pred: np.ndarray) -> dict:
+    """Make3D metrics of masked, scaled, capped depths [N] (m): abs_rel, sq_rel, rmse and rmse_log, the
+    last on log10 (Make3D convention of the Monodepth line of work), plus ``log10`` = mean |log10 gt −
+    log10 pred| (the metric older Make3D tables call "log10"). float64.
+    """
+    gt = np.asarray(gt, dtype=np.float64).ravel()
+    pred = np.asarray(pred, dtype=np.float64).ravel()
+    if gt.shape != pred.shape:
+        raise ValueError(f"gt has {gt.size} values but pred has {pred.size}")
+    if gt.size == 0:
+        raise ValueError("no valid Make3D ground-truth cells to evaluate (empty mask)")
+    diff = gt - pred
+    dlog = np.log10(gt) - np.log10(pred)
+    return {
+        "abs_rel": float(np.mean(np.abs(diff) / gt)),
+        "sq_rel": float(np.mean(diff ** 2 / gt)),
+        "rmse": float(np.sqrt(np.mean(diff ** 2))),
+        "rmse_log": float(np.sqrt(np.mean(dlog ** 2))),
+        "log10": float(np.mean(np.abs(dlog))),
+    }
+
+
+def make3d_gt(depth_grid: np.ndarray) -> np.ndarray:
+    """GT depth [21, 305] m from a Make3D grid: ``Position3DGrid[:, :, 3]`` (or an already extracted
+    [55, 305] depth channel), rows 17:38 (the band that matches the 2:1 centre crop of the image)."""
+    grid = np.asarray(depth_grid)
+    if grid.ndim == 3:
+        grid = grid[:, :, 3]
+    if grid.shape != MAKE3D_GRID_SHAPE:
+        raise ValueError(f"Make3D depth grid must be {MAKE3D_GRID_SHAPE} (x4), got {np.shape(depth_grid)}")
+    return grid[MAKE3D_GT_ROWS[0]:MAKE3D_GT_ROWS[1], :].astype(np.float64)
+
+
+def evaluate_make3d(pred_disp: np.ndarray, depth_grid: np.ndarray, median_scaling: bool = True,
+                    max_depth: float = 70.0, disp_range: tuple[float, float] = (0.1, 100.0)) -> dict:
+    """Make3D Test134 protocol for one image (SPEC §4.4).
+
+    pred_disp: [h, w] sigmoid output for the 2:1 centre crop of the image (network size).
+    depth_grid: [55, 305, 4] ``Position3DGrid`` (or its [55, 305] depth channel), metres.
+    Depth = 1/disp_scaled, resized nearest to 305 wide × 21 high; mask 0 < gt < max_depth (70 m);
+    median scaling; prediction capped at max_depth. Returns ``make3d_errors`` keys plus ``ratio``.
+    """
+    sigmoid = _as_2d("pred_disp", pred_disp).astype(np.float32)
+    gt = make3d_gt(depth_grid)
+    depth = (1.0 / sigmoid_to_disp(sigmoid, *disp_range)).astype(np.float32)
+    pred = cv2.resize(depth, MAKE3D_DSIZE, interpolation=cv2.INTER_NEAREST).astype(np.float64)
+    mask = (gt > 0) & (gt < max_depth)
+    gt_valid, pred_valid = gt[mask], pred[mask]
+    if gt_valid.size == 0:
+        raise ValueError(f"Make3D GT band rows {MAKE3D_GT_ROWS} has no cell in (0, {max_depth}) m")
+    ratio = float(np.median(gt_valid) / np.median(pred_valid)) if median_scaling else 1.0
+    pred_valid = np.minimum(pred_valid * ratio, max_depth)
+    errors = make3d_errors(gt_valid, pred_valid)
+    errors["ratio"] = ratio
+    return errors
+
+
+# ------------------------------------------------------------------------------------------ ragged GT I/O
+
+def save_gt_depths(path: str | Path, depths: Sequence[np.ndarray]) -> None:
+    """Write a list of GT depth maps [H_i, W_i] (m; sizes may differ) to ``path`` (.npz), atomically.
+
+    Layout (no object arrays, so ``np.load`` needs no ``allow_pickle``): ``values`` float32 [ΣH_i·W_i]
+    (maps flattened in C order, concatenated), ``shapes`` int64 [N, 2].
+    """
+    arrays = [np.asarray(d, dtype=np.float32) for d in depths]
+    for i, d in enumerate(arrays):
+        if d.ndim != 2:
+            raise ValueError(f"GT depth {i} must be [H, W], got shape {d.shape}")
+    shapes = np.array([d.shape for d in arrays], dtype=np.int64).reshape(-1, 2)
+    values = np.concatenate([d.ravel() for d in arrays]) if arrays else np.zeros(0, np.float32)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no ".npz"
+        np.savez_compressed(f, values=values, shapes=shapes)
+
+
+def load_gt_depths(path: str | Path) -> list[np.ndarray]:
+    """Read ``save_gt_depths`` output: list of float32 [H_i, W_i] maps, in the order written."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no GT depth file; run the evaluate stage's GT export first")
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"values", "shapes"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path}: not a ragged GT file (missing {sorted(missing)}; has {data.files}); "
+                             "re-export it with psdif.evaluation.metrics.save_gt_depths")
+        values, shapes = data["values"], data["shapes"]
+    sizes = shapes[:, 0] * shapes[:, 1]
+    if int(sizes.sum()) != values.size:
+        raise ValueError(f"{path}: shapes describe {int(sizes.sum())} values but the file holds "
+                         f"{values.size}; the file is corrupt, re-export it")
+    splits = np.split(values, np.cumsum(sizes)[:-1]) if len(sizes) else []
+    return [v.reshape(int(h), int(w)) for v, (h, w) in zip(splits, shapes)]

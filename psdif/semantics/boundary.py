@@ -1,0 +1,201 @@
+"""Semantic boundary regions B_t (paper §3.4, Figure 4; SPEC §2) and their storage.
+
+A pixel p belongs to B_t when its Z x Z neighbourhood N(p) (p included) is mixed:
+``|count(P+) - count(P-)| <= T``, with P+ = pixels of N(p) with the label of p and P- = the others;
+pixels outside the image count as P- (negative). Since |P+| + |P-| = Z^2, the test is
+``|2 |P+| - Z^2| <= T``. The paper fixes T = 10; Z = 5 is our default (params ``boundary.z``, ``boundary.t``).
+
+The semantically inconsistent split B_ct / B_gt (Algorithm 1) needs depth and pose and lives with the
+metric loss; this module only extracts B_t from a label map.
+
+Storage: one 1-bit PNG (PIL mode ``"1"``) per frame in the KITTI layout of the pseudo-labels
+(``<root>/<date>/<drive>/image_0{2,3}/data/%010d.png``), written atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from psdif.io import atomic_path
+
+__all__ = [
+    "boundary_mask", "boundary_mask_torch", "boundary_figure", "save_png_atomic",
+    "write_boundary_png", "read_boundary_png", "boundary_frames",
+]
+
+
+def _check_zt(z: int, t: int) -> None:
+    if z < 1 or z % 2 == 0:
+        raise ValueError(f"boundary Z={z} must be a positive odd integer (centred Z x Z neighbourhood)")
+    if t < 0:
+        raise ValueError(f"boundary T={t} must be >= 0")
+
+
+def same_label_count(labels: np.ndarray, z: int = 5) -> np.ndarray:
+    """|P+| per pixel: pixels of the Z x Z neighbourhood (centre included) that share the centre's label.
+
+    labels: int [H, W] (any integer label values). Returns int32 [H, W] in [1, Z^2].
+    Out-of-image neighbours never match. Uses one unnormalised box filter per class present
+    (cost independent of Z), or shifted comparisons when Z^2 is below the class count.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be [H, W], got shape {labels.shape}")
+    classes = np.unique(labels)
+    if z * z < len(classes):
+        return _same_label_count_shifts(labels, z)
+    count = np.zeros(labels.shape, np.int32)
+    for c in classes:
+        member = labels == c
+        box = cv2.boxFilter(member.astype(np.uint8), cv2.CV_32S, (z, z), normalize=False,
+                            borderType=cv2.BORDER_CONSTANT)
+        count[member] = box[member]
+    return count
+
+
+def _same_label_count_shifts(labels: np.ndarray, z: int) -> np.ndarray:
+    """Same as :func:`same_label_count` by Z^2 shifted comparisons of a padded copy (sentinel = no match)."""
+    r = z // 2
+    h, w = labels.shape
+    lab = labels.astype(np.int64)
+    padded = np.pad(lab, r, constant_values=lab.min() - 1)  # the sentinel equals no label
+    count = np.zeros((h, w), np.int32)
+    for dy in range(z):
+        for dx in range(z):
+            count += padded[dy:dy + h, dx:dx + w] == lab
+    return count
+
+
+def boundary_mask(labels: np.ndarray, z: int = 5, t: int = 10) -> np.ndarray:
+    """B_t of one label map (SPEC §2, paper §3.4): ``|count(P+) - count(P-)| <= T`` over a Z x Z window.
+
+    labels: int [H, W] semantic labels (train ids; any integer values). z: odd window side Z.
+    t: threshold T. Returns bool [H, W], True on boundary pixels. Out-of-image neighbours are P-.
+    """
+    _check_zt(z, t)
+    pos = same_label_count(labels, z)
+    return np.abs(2 * pos - z * z) <= t
+
+
+def boundary_mask_torch(labels: torch.Tensor, z: int = 5, t: int = 10) -> torch.Tensor:
+    """Batched B_t on any device: labels int [B, H, W] (or [H, W]) -> bool of the same shape.
+
+    Z^2 shifted comparisons of a zero-padded copy and an in-image mask; no host sync, fixed shapes.
+    """
+    _check_zt(z, t)
+    squeeze = labels.dim() == 2
+    lab = labels[None] if squeeze else labels
+    lab = lab.long()
+    r = z // 2
+    h, w = lab.shape[-2:]
+    padded = torch.nn.functional.pad(lab, (r, r, r, r), value=0)
+    inside = torch.nn.functional.pad(torch.ones_like(lab, dtype=torch.uint8), (r, r, r, r), value=0).bool()
+    count = torch.zeros_like(lab, dtype=torch.int32)
+    for dy in range(z):
+        for dx in range(z):
+            same = (padded[:, dy:dy + h, dx:dx + w] == lab) & inside[:, dy:dy + h, dx:dx + w]
+            count += same.int()
+    mask = (2 * count - z * z).abs() <= t
+    return mask[0] if squeeze else mask
+
+
+# ----------------------------------------------------------------------------------------------- storage
+
+def save_png_atomic(image: Image.Image, path: str | Path) -> None:
+    """Save a PIL image as PNG through a temporary file in the same folder and ``os.replace``.
+
+    An interrupted write leaves the previous file (or none), never a truncated PNG.
+    """
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def write_boundary_png(path: str | Path, mask: np.ndarray) -> None:
+    """Store a bool [H, W] mask as a 1-bit PNG (mode ``"1"``), atomically."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"{path}: boundary mask must be [H, W], got shape {mask.shape}")
+    save_png_atomic(Image.fromarray(mask.astype(bool)), path)
+
+
+def read_boundary_png(path: str | Path) -> np.ndarray:
+    """Read a boundary mask written by :func:`write_boundary_png` -> bool [H, W]."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: boundary mask not found; run the boundary stage (dvc repro boundary)")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("1")).astype(bool)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{path}: corrupt or truncated boundary PNG ({exc}); delete it and rerun "
+                         "the boundary stage") from None
+
+
+def boundary_frames(label_paths: Sequence[Path], out_paths: Sequence[Path],
+                    read_labels: Callable[[Path], np.ndarray], z: int, t: int,
+                    skip_existing: bool = True, progress: bool = True) -> dict:
+    """Compute and store B_t for many frames; resumable (complete outputs are skipped).
+
+    Returns ``{"frames": n, "computed": n_new, "boundary_fraction": mean share of B_t pixels
+    over the newly computed frames (nan if none)}``.
+    """
+    from tqdm import tqdm
+
+    if len(label_paths) != len(out_paths):
+        raise ValueError(f"{len(label_paths)} label paths but {len(out_paths)} output paths")
+    computed, frac = 0, 0.0
+    for src, dst in tqdm(list(zip(label_paths, out_paths)), desc="boundary", disable=not progress):
+        if skip_existing and Path(dst).exists():
+            continue
+        mask = boundary_mask(read_labels(src), z, t)
+        write_boundary_png(dst, mask)
+        computed += 1
+        frac += float(mask.mean())
+    return {"frames": len(out_paths), "computed": computed,
+            "boundary_fraction": frac / computed if computed else float("nan")}
+
+
+# ----------------------------------------------------------------------------------------------- figure
+
+def boundary_figure(image: np.ndarray, labels: np.ndarray, t_values: Iterable[int],
+                    z_values: Iterable[int], out_png: str | Path, z: int = 5, t: int = 10,
+                    palette: np.ndarray | None = None) -> None:
+    """Figure-4-like panel: image, colour labels, B_t for each T (at Z = ``z``) and each Z (at T = ``t``).
+
+    image: uint8 [H, W, 3]; labels: int [H, W]; palette: uint8 [K, 3] label colours
+    (default: Cityscapes). Written with matplotlib (Agg) to a temporary PNG, then renamed.
+    """
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if palette is None:
+        from psdif.semantics.segmentation import CITYSCAPES_PALETTE
+        palette = CITYSCAPES_PALETTE
+    pal = np.zeros((256, 3), np.uint8)
+    pal[: len(palette)] = palette
+    panels = [("image", np.asarray(image)), ("labels", pal[np.asarray(labels).astype(np.uint8)])]
+    panels += [(f"B_t  T={tv}, Z={z}", boundary_mask(labels, z, tv)) for tv in t_values]
+    panels += [(f"B_t  Z={zv}, T={t}", boundary_mask(labels, zv, t)) for zv in z_values]
+    h, w = np.asarray(labels).shape
+    cols = 2
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 6, rows * 6 * h / w + 0.6), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (title, img) in zip(axes.ravel(), panels):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
