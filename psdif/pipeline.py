@@ -64,7 +64,7 @@ def build() -> dict:
     stages: dict = {
         "download": {
             "cmd": "python stages/download.py",
-            "deps": ["stages/download.py", "psdif/data/synthetic.py", "psdif/data/kitti.py"],
+            "deps": ["stages/download.py", "psdif/data/synthetic", "psdif/data/kitti.py"],
             "params": data_params + ["download", "synthetic"],
             "outs": [{RAW_MANIFEST: {"cache": False}}],
         },

@@ -1,0 +1,164 @@
+"""Writing drives in the KITTI raw layout, the split lists and the generator's ground truth."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+
+import cv2
+import numpy as np
+from pathlib import Path
+from tqdm import tqdm
+
+from psdif.config import SyntheticConfig
+from psdif.data.synthetic.render import Renderer
+from psdif.data.synthetic.rig import (DATE, GENERATOR_VERSION, MAX_DEPTH_PNG, OXTS_DATAFORMAT, oxts_line,
+                                      timestamps_text, calib_texts, kitti_intrinsics, make_trajectory, oxts_packet)
+from psdif.data.synthetic.scene import make_scene
+from psdif.io import atomic_write_bytes, atomic_write_text, params_hash
+
+
+# ============================================================================================ files
+
+def _atomic_png(path: Path, image: np.ndarray) -> None:
+    """PNG of ``image`` (``[H, W]`` uint8/uint16 or ``[H, W, 3]`` RGB uint8)."""
+    if image.ndim == 3:
+        image = np.ascontiguousarray(image[..., ::-1])  # OpenCV writes BGR
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError(f"{path}: PNG encoding failed")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def drive_name(index: int) -> str:
+    """Folder name of generated drive ``index`` (1-based): ``2030_01_01_drive_NNNN_sync``."""
+    return f"{DATE}_drive_{index:04d}_sync"
+
+
+def gt_dir(root: Path, drive: str) -> Path:
+    """Ground-truth folder of a generated drive (beside, not inside, the KITTI folders)."""
+    return Path(root) / "synthetic_gt" / drive
+
+
+# ============================================================================================ drives
+
+def _drive_seed(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index), 7331]))
+
+
+def _depth_png(depth: np.ndarray) -> np.ndarray:
+    ok = (depth > 0) & (depth <= MAX_DEPTH_PNG)
+    return np.where(ok, np.round(depth * 256.0), 0).astype(np.uint16)
+
+
+def generate_drive(cfg: SyntheticConfig, index: int, root: Path, progress: bool = True) -> dict:
+    """Render and write drive ``index`` (1-based). Returns ``{"drive", "frames", "stationary"}``."""
+    rng = _drive_seed(cfg.seed, index)
+    intr = kitti_intrinsics(cfg.image_width, cfg.image_height)
+    n = cfg.frames_per_drive
+    road_half = rng.uniform(4.8, 5.6)
+    traj = make_trajectory(rng, n, lane_y=-(road_half - 2.2) / 2)
+    stop_x = float(traj.x[traj.stationary[0]])
+    scene = make_scene(rng, float(traj.x.min()) - 130.0, float(traj.x.max()) + 200.0, stop_x, road_half)
+    renderer = Renderer(scene, intr, cfg.supersample)
+    name = drive_name(index)
+    ddir = Path(root) / DATE / name
+    gdir = gt_dir(root, name)
+    start = 12 * 3600 + 600.0 * index
+    poses = []
+    for i in tqdm(range(n), desc=name, unit="frame", disable=not progress, leave=False):
+        for cam in (2, 3):
+            T = traj.T_world_cam(i, cam)
+            if cam == 2:
+                poses.append(T[:3].ravel())
+            frame = renderer.camera(T)
+            _atomic_png(ddir / f"image_0{cam}" / "data" / f"{i:010d}.png", frame.rgb)
+            _atomic_png(gdir / f"depth_0{cam}" / f"{i:010d}.png", _depth_png(frame.depth))
+            _atomic_png(gdir / f"semantic_0{cam}" / f"{i:010d}.png", frame.semantic)
+        scan = renderer.velodyne(traj.T_world_velo(i))
+        atomic_write_bytes(ddir / "velodyne_points" / "data" / f"{i:010d}.bin", scan.tobytes())
+        atomic_write_text(ddir / "oxts" / "data" / f"{i:010d}.txt", oxts_line(oxts_packet(traj, i)))
+    for cam in (2, 3):
+        atomic_write_text(ddir / f"image_0{cam}" / "timestamps.txt", timestamps_text(start, n))
+    atomic_write_text(ddir / "oxts" / "timestamps.txt", timestamps_text(start, n, 0.002))
+    atomic_write_text(ddir / "oxts" / "dataformat.txt", OXTS_DATAFORMAT)
+    atomic_write_text(ddir / "velodyne_points" / "timestamps.txt", timestamps_text(start, n, -0.01))
+    atomic_write_text(ddir / "velodyne_points" / "timestamps_start.txt", timestamps_text(start, n, -0.06))
+    atomic_write_text(ddir / "velodyne_points" / "timestamps_end.txt", timestamps_text(start, n, 0.04))
+    atomic_write_text(gdir / "poses.txt", "".join(" ".join(f"{v:.12e}" for v in row) + "\n" for row in poses))
+    atomic_write_text(gdir / "stationary.txt", "".join(f"{i}\n" for i in traj.stationary))
+    return {"drive": f"{DATE}/{name}", "frames": n, "stationary": int(traj.stationary.size),
+            "moving": [int(i) for i in range(1, n - 1) if traj.speed[i] > 0]}
+
+
+def write_calibration(cfg: SyntheticConfig, root: Path) -> Path:
+    """Write the three calibration files of the generated rig to ``<root>/2030_01_01``; returns that folder."""
+    folder = Path(root) / DATE
+    for fname, text in calib_texts(kitti_intrinsics(cfg.image_width, cfg.image_height)).items():
+        atomic_write_text(folder / fname, text)
+    return folder
+
+
+def drive_roles(cfg: SyntheticConfig) -> list[tuple[int, str]]:
+    """(drive index, train|val|test) of every generated drive."""
+    roles = ["train"] * cfg.train_drives + ["val"] * cfg.val_drives + ["test"] * cfg.test_drives
+    return [(k + 1, r) for k, r in enumerate(roles)]
+
+
+def params_key(cfg: SyntheticConfig) -> str:
+    return params_hash({"v": GENERATOR_VERSION, **dataclasses.asdict(cfg)})
+
+
+def _write_splits(cfg: SyntheticConfig, splits_dir: Path, drives: list[dict], roles: list[tuple[int, str]]) -> None:
+    atomic_write_text(Path(splits_dir) / "synthetic_drives.txt",
+                 "".join(f"{d['drive']} {role}\n" for d, (_, role) in zip(drives, roles)))
+    lines = []
+    for d, (_, role) in zip(drives, roles):
+        if role != "test":
+            continue
+        moving = d["moving"]
+        k = min(cfg.test_frames_per_drive, len(moving))
+        pick = [moving[int(round(q))] for q in np.linspace(0, len(moving) - 1, k)] if k else []
+        lines += [f"{d['drive']} {f} l\n" for f in sorted(set(pick))]
+    atomic_write_text(Path(splits_dir) / "synth_eigen" / "test_files.txt", "".join(lines))
+
+
+def generate_mini_kitti(cfg: SyntheticConfig, root: Path, splits_dir: Path, progress: bool = True) -> dict:
+    """Generate (or reuse) the mini-KITTI of ``cfg`` under ``root`` and its split files in ``splits_dir``.
+
+    Returns a summary: drives (list of ``<date>/<drive>``), roles, frames (total), stationary (per drive),
+    seconds, reused. A previous output is reused only when ``<root>/synthetic_gt/manifest.json`` (written
+    last) carries the same params hash; otherwise the generator's own folders (``<root>/2030_01_01``,
+    ``<root>/synthetic_gt``) are deleted and rewritten.
+    """
+    root, splits_dir = Path(root), Path(splits_dir)
+    manifest = root / "synthetic_gt" / "manifest.json"
+    key = params_key(cfg)
+    roles = drive_roles(cfg)
+    if manifest.exists():
+        try:
+            old = json.loads(manifest.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if old.get("key") == key:
+            _write_splits(cfg, splits_dir, old["drive_info"], roles)
+            return {**old["summary"], "reused": True}
+        manifest.unlink()
+    for owned in (root / DATE, root / "synthetic_gt"):
+        if owned.exists():
+            shutil.rmtree(owned)
+    t0 = time.perf_counter()
+    write_calibration(cfg, root)
+    drives = []
+    for index, role in tqdm(roles, desc="mini-KITTI", unit="drive", disable=not progress):
+        drives.append(generate_drive(cfg, index, root, progress))
+    _write_splits(cfg, splits_dir, drives, roles)
+    summary = {"drives": [d["drive"] for d in drives], "roles": [r for _, r in roles],
+               "frames": sum(d["frames"] for d in drives),
+               "stationary": {d["drive"]: d["stationary"] for d in drives},
+               "seconds": round(time.perf_counter() - t0, 2), "reused": False}
+    atomic_write_text(manifest, json.dumps({"key": key, "params": dataclasses.asdict(cfg), "version": GENERATOR_VERSION,
+                                       "summary": summary, "drive_info": drives}, indent=1) + "\n")
+    return summary
