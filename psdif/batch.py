@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Sequence
 
 import torch
 
@@ -11,7 +12,7 @@ FRAME_IDS = (0, -1, 1)  # temporal offsets of the frames stacked in a batch, tar
 
 @dataclass
 class Batch:
-    """A batch of (t, t-1, t+1) triplets at network resolution.
+    """A batch of (t, t-1, t+1) triplets at network resolution (a dataset item is one without the B axis).
 
     images:     [B, 3, 3, H, W] float in [0, 1]; frames in FRAME_IDS order; originals (losses use these)
     images_aug: [B, 3, 3, H, W] colour-jittered copies (the networks' input); equal to images without jitter
@@ -34,6 +35,11 @@ class Batch:
 
     def pin_memory(self) -> "Batch":
         return replace(self, **{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+
+    @classmethod
+    def stack(cls, items: Sequence["Batch"]) -> "Batch":
+        """Stack dataset items (no batch axis) along a new first axis."""
+        return cls(**{f.name: torch.stack([getattr(it, f.name) for it in items]) for f in fields(cls)})
 
     @property
     def batch_size(self) -> int:

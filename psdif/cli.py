@@ -32,11 +32,6 @@ def stage_args(stage: str, argv=None, extra=None) -> tuple[Params, argparse.Name
     return params, args
 
 
-def progress_enabled() -> bool:
-    """tqdm bars on a terminal, quiet in CI and logs."""
-    return sys.stderr.isatty() and not os.environ.get("CI")
-
-
 def cmd_preset(args) -> int:
     src = preset_path(args.name)
     dest = Path(args.output)

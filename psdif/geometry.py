@@ -168,12 +168,19 @@ def warp(src: torch.Tensor, depth: torch.Tensor, T_target_to_src: torch.Tensor, 
 
 # ---------------------------------------------------------------------------------------- depth range
 
-def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sigmoid output -> ``(disp_scaled, depth)`` (SPEC §3).
+def sigmoid_to_disparity(sigmoid, min_depth: float, max_depth: float):
+    """The network's sigmoid output σ in [0, 1] -> scaled disparity ``1/max_depth + (1/min_depth - 1/max_depth)·σ``.
 
-    ``disp_scaled = 1/max_depth + (1/min_depth - 1/max_depth) * disp``, ``depth = 1 / disp_scaled`` (metres).
+    The one home of this mapping (training, evaluation, figures, ``psdif predict``). Works on torch tensors and
+    numpy arrays alike and keeps their dtype; ``min_depth`` / ``max_depth`` are the model's depth range
+    (``model.min_depth``, ``model.max_depth``: 0.1 m and 100 m), not the evaluation cap.
     """
     min_disp = 1.0 / max_depth
     max_disp = 1.0 / min_depth
-    scaled = min_disp + (max_disp - min_disp) * disp
+    return min_disp + (max_disp - min_disp) * sigmoid
+
+
+def disp_to_depth(sigmoid: torch.Tensor, min_depth: float, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sigmoid output -> ``(disp_scaled, depth)``, ``depth = 1 / disp_scaled`` in metres (Monodepth2's convention)."""
+    scaled = sigmoid_to_disparity(sigmoid, min_depth, max_depth)
     return scaled, 1.0 / scaled

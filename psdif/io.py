@@ -1,14 +1,32 @@
-"""Atomic writes and small file helpers shared by the stages (nothing is half-written on interruption)."""
+"""Atomic writes, hashes, manifests and the progress switch shared by the library and the stages.
+
+Nothing is half-written on interruption: every writer goes through :func:`atomic_path`.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+
+@functools.lru_cache(maxsize=None)
+def file_mode() -> int:
+    """The permissions ``open()`` gives a new file under the process's umask (read once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def progress_enabled() -> bool:
+    """tqdm bars on a terminal, quiet in CI and logs (stderr not a TTY, or ``CI`` set)."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
 
 
 @contextmanager
@@ -18,6 +36,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, file_mode())  # mkstemp makes 0600 files; results get the user's usual permissions
     try:
         yield Path(tmp)
         os.replace(tmp, path)

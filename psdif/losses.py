@@ -37,11 +37,11 @@ import torch.nn.functional as F
 
 from psdif.batch import FRAME_IDS
 from psdif.geometry import backproject, disp_to_depth, project_to_pixels, warp
+from psdif.semantics.cityscapes import VOID_LABEL
 
 SSIM_C1 = 0.01 ** 2
 SSIM_C2 = 0.03 ** 2
 AUTOMASK_NOISE = 1e-5    # std of the tie-break noise added to the identity errors (Monodepth2)
-VOID_LABEL = 255         # pseudo-label of void / unknown pixels (psdif.batch.Batch.labels)
 _METRIC_EPS = 1e-9       # floor of the squared feature distance (SPEC §2)
 
 
@@ -191,7 +191,7 @@ def semantic_inconsistency(labels_src: Sequence[torch.Tensor], labels_t: torch.T
 
 # ------------------------------------------------------------------------------------------ metric loss
 
-def resize_nearest(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def nearest_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest subsampling of a label map ``[B, H, W]`` to ``size`` (h, w), dtype kept: output (i, j)
     takes input ``(floor((i + 0.5) H / h), floor((j + 0.5) W / w))`` (the block centre)."""
     return F.interpolate(labels[:, None].float(), size=size, mode="nearest-exact")[:, 0].to(labels.dtype)
@@ -264,7 +264,7 @@ def metric_loss(features: Mapping[int, torch.Tensor], labels: torch.Tensor, boun
 
     features: ``{scale: [B, C, h, w]}`` depth-decoder features (any sizes); labels: S_GT(t) ``[B, H, W]``;
     boundary (B_t), inconsistent (B_c of Algorithm 1): ``[B, 1, H, W]`` bool at input size. Labels and
-    masks are brought to each feature grid: labels by nearest subsampling (:func:`resize_nearest`), B_t and
+    masks are brought to each feature grid: labels by nearest subsampling (:func:`nearest_labels`), B_t and
     B_ct = B_t & B_c by block-OR (:func:`resize_any`); B_gt = B_t - B_ct. Returns a scalar tensor
     (0 for an empty boundary set, with finite gradients).
     """
@@ -275,7 +275,7 @@ def metric_loss(features: Mapping[int, torch.Tensor], labels: torch.Tensor, boun
     for feat in features.values():
         size = tuple(feat.shape[-2:])
         per_scale.append(metric_loss_single_scale(
-            feat, resize_nearest(labels, size), resize_any(boundary[:, 0], size),
+            feat, nearest_labels(labels, size), resize_any(boundary[:, 0], size),
             resize_any(inconsistent_boundary, size), z, margin, gamma1, gamma2, distance, ignore_index))
     return torch.stack(per_scale).mean()
 

@@ -77,7 +77,7 @@ def build() -> dict:
         },
         "pseudolabel": {
             "cmd": "python stages/pseudolabel.py",
-            "deps": ["stages/pseudolabel.py", "psdif/semantics/segmentation.py", RAW_MANIFEST,
+            "deps": ["stages/pseudolabel.py", "psdif/semantics", RAW_MANIFEST,
                      f"{SPLITS}/${{data.train_split}}"],
             "params": data_params + ["pseudolabel"],
             "outs": [{LABELS_MANIFEST: {"cache": False}}],

@@ -5,7 +5,7 @@
 Each input image (or video frame) of any size is resized to the model's training size, its scale-0
 sigmoid disparity predicted in batches (:func:`psdif.evaluation.evaluate.predict_sigmoids`), resized back to the
 input's own size (bilinear, on disparity, as the Eigen protocol does) and turned into depth with
-:func:`psdif.models.disp_to_depth` (the model's min/max depth). Per input it writes
+:func:`psdif.geometry.disp_to_depth` (the model's min/max depth). Per input it writes
 
     OUTDIR/<name>_depth.png   colour map of the disparity (near = bright)
     OUTDIR/<name>_depth.npy   float32 [H, W]: relative depth × --scale (1.0 = relative, no unit)
@@ -246,10 +246,10 @@ def depth_from_sigmoid(sigmoid: np.ndarray, height: int, width: int, min_depth: 
     import cv2
     import torch
 
-    from psdif.models import disp_to_depth
+    from psdif.geometry import disp_to_depth
 
     full = cv2.resize(sigmoid.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    depth = disp_to_depth(torch.from_numpy(full), min_depth, max_depth).numpy() * np.float32(scale)
+    depth = disp_to_depth(torch.from_numpy(full), min_depth, max_depth)[1].numpy() * np.float32(scale)
     return full, depth.astype(np.float32)
 
 
@@ -351,7 +351,7 @@ def _check_args(args) -> None:
 
 def cmd_predict(args) -> int:
     """Run ``psdif predict``; exit status 0 = all inputs written, 1 = some bad inputs, 2 = nothing run."""
-    from psdif.cli import progress_enabled
+    from psdif.io import progress_enabled
 
     from tqdm import tqdm
 

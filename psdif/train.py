@@ -43,9 +43,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from psdif.batch import FRAME_IDS, Batch
-from psdif.cli import progress_enabled
 from psdif.config import Params, to_dict
-from psdif.io import params_hash, save_torch
+from psdif.io import params_hash, progress_enabled, save_torch
 from psdif.variants import Variant, params_read_by, select_params
 
 CHECKPOINT_NAME = "last.pt"

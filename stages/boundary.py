@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from psdif.data import kitti
+from psdif.data.images import read_image
 from psdif.semantics.boundary import boundary_figure, boundary_frames
-from psdif.cli import progress_enabled, stage_args
+from psdif.cli import stage_args
+from psdif.io import progress_enabled
 from psdif.io import params_hash, prepare_output_tree, read_json, tree_manifest, write_json
-from psdif.semantics.segmentation import read_label_png
+from psdif.semantics.labels import read_label_png
 
 LABELS = Path("data/pseudolabels")
 OUT = Path("data/boundaries")
@@ -37,7 +38,7 @@ def main(argv=None) -> None:
     if labels:  # Figure 4: the middle frame of the list, with its camera image
         rel = Path(labels[len(labels) // 2])
         image = Path(p.data.raw_root) / rel.with_suffix(f".{p.data.img_ext}")
-        boundary_figure(kitti.read_image(image), read_label_png(LABELS / rel), b.figure_t, b.figure_z,
+        boundary_figure(read_image(image), read_label_png(LABELS / rel), b.figure_t, b.figure_z,
                         FIGURE, z=b.z, t=b.t)
     write_json(MANIFEST, {"config": config, **info, "files": tree_manifest(OUT, "**/*.png")})
     print(f"wrote {MANIFEST}: {info}")

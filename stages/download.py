@@ -6,7 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from psdif.data import kitti
-from psdif.cli import progress_enabled, stage_args
+from psdif.cli import stage_args
+from psdif.io import progress_enabled
 from psdif.io import params_hash, tree_manifest, write_json
 
 MANIFEST = Path("data/manifests/raw.json")

@@ -7,7 +7,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from psdif.data import kitti
-from psdif.cli import progress_enabled, stage_args
+from psdif.cli import stage_args
+from psdif.io import progress_enabled
 from psdif.evaluation.metrics import save_gt_depths
 
 OUT = Path("data/eval/gt_depths.npz")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from psdif.data.images import read_image
 from psdif.data import kitti
 from psdif.cli import stage_args
 from psdif.data.dataset import TripletDataset, collate
@@ -26,7 +27,7 @@ def main(argv=None) -> None:
     if bad:
         raise SystemExit(f"error: eval.figure_frames {bad} outside the test split's {len(frames)} frames")
     picked = [frames[i] for i in p.eval.figure_frames]
-    images = [kitti.read_image(kitti.image_path(p.data.raw_root, f, p.data.img_ext)) for f in picked]
+    images = [read_image(kitti.image_path(p.data.raw_root, f, p.data.img_ext)) for f in picked]
 
     disparities, nets = {}, {}
     for name in ("baseline", "full"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from psdif.data import kitti
-from psdif.cli import progress_enabled, stage_args
+from psdif.cli import stage_args
+from psdif.io import progress_enabled
 from psdif.io import write_json
 from psdif.data.static_filter import agreement, filter_drives, read_drive_roles
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from psdif.data.images import read_image
 from psdif.data import kitti
-from psdif.semantics import segmentation as seg
-from psdif.cli import progress_enabled, stage_args
+from psdif.semantics import cityscapes, deeplab, labels, teacher
+from psdif.cli import stage_args
+from psdif.io import progress_enabled
 from psdif.io import params_hash, prepare_output_tree, read_json, tree_manifest, write_json
 
 OUT = Path("data/pseudolabels")
@@ -54,17 +56,17 @@ def get_teacher(p, root: Path, frames, roles, progress: bool, config: str):
     if TEACHER.exists():
         import torch
         if torch.load(TEACHER, map_location="cpu", weights_only=True).get("config") == config:
-            return seg.load_teacher(TEACHER)
+            return teacher.load_teacher(TEACHER)
     q = p.pseudolabel
     train = [(kitti.image_path(root, r, p.data.img_ext), gt_label_path(root, r))
              for r in frames if roles[r.folder] == "train"]
-    model = seg.build_teacher(q.teacher_encoder, 19, q.teacher_decoder_channels)
-    hist = seg.train_teacher(model, train, q.teacher_steps, q.teacher_batch_size, q.teacher_lr,
+    model = teacher.build_teacher(q.teacher_encoder, 19, q.teacher_decoder_channels)
+    hist = teacher.train_teacher(model, train, q.teacher_steps, q.teacher_batch_size, q.teacher_lr,
                              q.teacher_height, q.teacher_width, q.teacher_seed, tuple(q.teacher_scale),
                              q.teacher_weight_decay, progress=progress,
                              class_weighting=q.teacher_class_weighting)
     print(f"teacher: {q.teacher_steps} steps in {hist['seconds']:.0f} s, final loss {hist['loss'][-1]:.3f}")
-    seg.save_teacher(model, TEACHER, {"config": config, "seconds": hist["seconds"], "loss": hist["loss"]})
+    teacher.save_teacher(model, TEACHER, {"config": config, "seconds": hist["seconds"], "loss": hist["loss"]})
     return model
 
 
@@ -74,9 +76,9 @@ def held_out_miou(root: Path, frames, roles) -> dict:
     conf = np.zeros((19, 19), np.int64)
     held = [r for r in frames if roles[r.folder] != "train"]
     for r in held:
-        pred = seg.read_label_png(seg.label_path(OUT, r.folder, r.side, r.frame))
-        conf += seg.confusion_matrix(seg.read_label_png(gt_label_path(root, r)), pred, 19)
-    return {**seg.miou_from_confusion(conf), "n_images": len(held)}
+        pred = labels.read_label_png(labels.label_path(OUT, r.folder, r.side, r.frame))
+        conf += labels.confusion_matrix(labels.read_label_png(gt_label_path(root, r)), pred, 19)
+    return {**labels.miou_from_confusion(conf), "n_images": len(held)}
 
 
 def main(argv=None) -> None:
@@ -90,15 +92,15 @@ def main(argv=None) -> None:
     prepare_output_tree(OUT, config, "relabelling everything")
 
     if p.pseudolabel.checkpoint:
-        model = seg.load_cityscapes_deeplab(p.pseudolabel.checkpoint)
+        model = deeplab.load_cityscapes_deeplab(p.pseudolabel.checkpoint)
     else:
         model = get_teacher(p, root, frames, roles, progress, config)
-    hist = seg.label_frames(lambda imgs: seg.predict_labels(model, imgs, p.pseudolabel.batch_size),
-                            frames, lambda r: kitti.read_image(kitti.image_path(root, r, p.data.img_ext)),
+    hist = labels.label_frames(lambda imgs: labels.predict_labels(model, imgs, p.pseudolabel.batch_size),
+                            frames, lambda r: read_image(kitti.image_path(root, r, p.data.img_ext)),
                             OUT, p.pseudolabel.batch_size, progress=progress)
     total = max(int(hist.sum()), 1)
     report = {"frames": len(frames),
-              "class_fraction": {n: round(int(c) / total, 6) for n, c in zip(seg.CITYSCAPES_CLASSES, hist)}}
+              "class_fraction": {n: round(int(c) / total, 6) for n, c in zip(cityscapes.CITYSCAPES_CLASSES, hist)}}
     if p.data.source == "synthetic" and not p.pseudolabel.checkpoint:
         report["teacher_heldout"] = held_out_miou(root, frames, roles)
         print(f"teacher mIoU on held-out drives: {report['teacher_heldout']['miou']:.3f}")

@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from psdif.cli import progress_enabled, stage_args
+from psdif.cli import stage_args
+from psdif.io import progress_enabled
 from psdif.io import atomic_path, write_json
 from psdif.variants import VARIANTS, get_variant
 

@@ -12,10 +12,11 @@ from PIL import Image
 
 from psdif.batch import FRAME_IDS, Batch
 from psdif.semantics.boundary import boundary_mask, write_boundary_png
-from psdif.data.dataset import (DataError, TripletDataset, collate, frames_from_split, resize_image,
+from psdif.data.images import resize_image
+from psdif.data.dataset import (DataError, TripletDataset, collate, frames_from_split, 
                         sample_augmentation)
 from psdif.data.kitti import FrameRef, write_split
-from psdif.semantics.segmentation import label_path, write_label_png
+from psdif.semantics.labels import label_path, write_label_png
 
 DATE = "2011_09_26"
 FOLDER = f"{DATE}/{DATE}_drive_0001_sync"

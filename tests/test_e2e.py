@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from psdif.data.images import read_image
 from psdif.variants import VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,11 +178,12 @@ def test_pseudolabels_equal_the_teachers_argmax(project):
     import numpy as np
 
     from psdif.data import kitti
-    from psdif.semantics.segmentation import label_path, load_teacher, predict_labels, read_label_png
+    from psdif.semantics.labels import label_path, predict_labels, read_label_png
+    from psdif.semantics.teacher import load_teacher
 
     teacher = load_teacher(project / "data" / "teacher" / "teacher.pt")
     test = kitti.read_split(project / "data" / "splits" / "synth_eigen" / "test_files.txt")[:3]
-    images = np.stack([kitti.read_image(kitti.image_path(project / "data" / "kitti_raw", f)) for f in test])
+    images = np.stack([read_image(kitti.image_path(project / "data" / "kitti_raw", f)) for f in test])
     expected = predict_labels(teacher, images)
     for f, exp in zip(test, expected):
         stored = read_label_png(label_path(project / "data" / "pseudolabels", f.folder, f.side, f.frame))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from psdif.data.images import ImageError, read_image
 from psdif.data import kitti
 
 DRIVE = "2011_09_26/2011_09_26_drive_0001_sync"
@@ -94,7 +95,7 @@ def test_depth_map_duplicate_groups_hand_case(tmp_path):
 
 
 def test_readers_on_real_sample(kitti_mini):
-    img = kitti.read_image(kitti.image_path(kitti_mini, kitti.FrameRef(DRIVE, 0, "r")))
+    img = read_image(kitti.image_path(kitti_mini, kitti.FrameRef(DRIVE, 0, "r")))
     assert img.shape == (375, 1242, 3) and img.dtype == np.uint8
     packet = kitti.read_oxts(kitti.oxts_path(kitti_mini, DRIVE, 0))
     assert packet.shape == (30,)
@@ -125,10 +126,10 @@ def test_errors_name_the_file(tmp_path, kitti_mini):
     src = kitti.image_path(kitti_mini, kitti.FrameRef(DRIVE, 0, "l"))
     trunc = tmp_path / "0000000000.png"
     trunc.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
-    with pytest.raises(kitti.KittiError, match="0000000000.png.*truncated"):
-        kitti.read_image(trunc)
-    with pytest.raises(kitti.KittiError, match="missing.png: image not found"):
-        kitti.read_image(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="0000000000.png.*truncated"):
+        read_image(trunc)
+    with pytest.raises(ImageError, match="missing.png: image not found"):
+        read_image(tmp_path / "missing.png")
     date = tmp_path / "2011_09_26"
     shutil.copytree(kitti_mini / "2011_09_26", date, ignore=shutil.ignore_patterns("*_sync"))
     text = (date / "calib_cam_to_cam.txt").read_text().replace("P_rect_02", "P_rect_2x")

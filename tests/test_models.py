@@ -13,7 +13,8 @@ import torch
 import torchvision
 
 from psdif.config import default_params
-from psdif.models import (DepthOutput, DepthPredictor, build_depth_net, build_pose_net, disp_to_depth,
+from psdif.geometry import disp_to_depth
+from psdif.models import (DepthOutput, DepthPredictor, build_depth_net, build_pose_net,
                           export_onnx)
 from psdif.models.layers import CoordinateAttention, ResNet18Encoder, SpatialAttention, upsample2x
 from psdif.models.msfan import MSFAN, load_encoder_weights
@@ -220,7 +221,7 @@ def test_msfan_levels_concatenate_every_stage(cfg):
 
 
 def test_disp_to_depth_hand_values():
-    d = disp_to_depth(torch.tensor([0.0, 1.0, 0.5]), 0.1, 100.0)
+    d = disp_to_depth(torch.tensor([0.0, 1.0, 0.5]), 0.1, 100.0)[1]
     torch.testing.assert_close(d, torch.tensor([100.0, 0.1, 1 / (0.01 + 0.5 * 9.99)]))
 
 

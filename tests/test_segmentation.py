@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from collections import namedtuple
 
 import numpy as np
@@ -11,11 +12,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from psdif.semantics import segmentation as seg
-from psdif.semantics.segmentation import (CheckpointError, CityscapesDeepLabV3Plus, build_teacher, describe_model,
-                                evaluate_miou, label_frames, label_path, load_cityscapes_deeplab,
-                                normalize_images, predict_labels, read_label_png, train_teacher,
-                                write_label_png)
+from psdif.semantics import labels, teacher
+from psdif.semantics.deeplab import CheckpointError, CityscapesDeepLabV3Plus, describe_model, load_cityscapes_deeplab
+from psdif.semantics.labels import evaluate_miou, label_frames, label_path, normalize_images, predict_labels, read_label_png, write_label_png
+from psdif.semantics.teacher import build_teacher, train_teacher
 
 Ref = namedtuple("Ref", "folder frame side")
 
@@ -181,15 +181,15 @@ def test_teacher_learns_toy_scenes():
 
 def test_class_weights_by_hand():
     counts = np.array([6, 3, 0, 1])  # f = 0.6, 0.3, 0, 0.1
-    np.testing.assert_array_equal(seg.class_weights(counts, "none"), np.ones(4))
+    np.testing.assert_array_equal(teacher.class_weights(counts, "none"), np.ones(4))
     # sqrt_inverse: w_c = f_c^-1/2 / sum_k f_k * f_k^-1/2 = 1 / (sqrt(f_c) * sum_k sqrt(f_k)); absent class 0
     s = np.sqrt(0.6) + np.sqrt(0.3) + np.sqrt(0.1)
-    np.testing.assert_allclose(seg.class_weights(counts, "sqrt_inverse"),
+    np.testing.assert_allclose(teacher.class_weights(counts, "sqrt_inverse"),
                                [1 / (np.sqrt(0.6) * s), 1 / (np.sqrt(0.3) * s), 0, 1 / (np.sqrt(0.1) * s)])
     # median_frequency: median(0.6, 0.3, 0.1) = 0.3 -> 0.5, 1, 0, 3; sum f w = 0.9 -> divide by 0.9
-    np.testing.assert_allclose(seg.class_weights(counts, "median_frequency"), [5 / 9, 10 / 9, 0, 10 / 3])
+    np.testing.assert_allclose(teacher.class_weights(counts, "median_frequency"), [5 / 9, 10 / 9, 0, 10 / 3])
     with pytest.raises(ValueError, match="teacher_class_weighting"):
-        seg.class_weights(counts, "inverse")
+        teacher.class_weights(counts, "inverse")
 
 
 @pytest.mark.parametrize("weighting", ["none", "sqrt_inverse"])
@@ -242,8 +242,8 @@ def test_predict_labels_full_size_is_argmax():
 
 
 def test_miou_by_hand():
-    conf = seg.confusion_matrix(np.array([0, 0, 1, 1, 255]), np.array([0, 1, 1, 1, 0]), 3)
-    res = seg.miou_from_confusion(conf, ("a", "b", "c"))
+    conf = labels.confusion_matrix(np.array([0, 0, 1, 1, 255]), np.array([0, 1, 1, 1, 0]), 3)
+    res = labels.miou_from_confusion(conf, ("a", "b", "c"))
     # class a: tp 1, fn 1, fp 0 -> 1/2; class b: tp 2, fp 1 -> 2/3; class c absent
     assert res["per_class"] == {"a": 0.5, "b": pytest.approx(2 / 3), "c": None}
     assert res["miou"] == pytest.approx((0.5 + 2 / 3) / 2)
@@ -329,19 +329,16 @@ def test_interrupted_run_leaves_no_partial_png(tmp_path, monkeypatch):
     for p in written:
         read_label_png(p)  # complete
 
-    # a crash inside the PNG encoder, after some bytes hit the disk
-    from PIL import Image
+    # a crash while the PNG bytes go to disk (a full disk), after some bytes hit the disk
+    real_write = Path.write_bytes
 
-    real_save = Image.Image.save
-
-    def broken_save(self, fp, *args, **kwargs):
-        with open(fp, "wb") as f:
-            f.write(b"\x89PNG\r\n\x1a\n partial")
+    def broken_write(self, data):
+        real_write(self, data[:10])
         raise OSError("disk full")
 
-    monkeypatch.setattr(Image.Image, "save", broken_save)
+    monkeypatch.setattr(Path, "write_bytes", broken_write)
     target = tmp_path / "crash" / "0000000000.png"
     with pytest.raises(OSError, match="disk full"):
         write_label_png(target, np.zeros((4, 4), np.uint8))
-    monkeypatch.setattr(Image.Image, "save", real_save)
+    monkeypatch.setattr(Path, "write_bytes", real_write)
     assert not target.exists() and not list(target.parent.iterdir())

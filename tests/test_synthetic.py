@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from psdif.data.images import read_image
 from psdif.data import kitti
 from psdif.data import synthetic as syn
 from psdif.config import default_params
@@ -93,7 +94,7 @@ def test_layout_matches_real_kitti(tiny, kitti_mini):
         np.testing.assert_allclose(np.diff(stamps), 0.1, atol=1e-6)
     for i in range(n):
         assert kitti.read_oxts(drive / "oxts" / "data" / f"{i:010d}.txt").size == 30
-        img = kitti.read_image(drive / "image_02" / "data" / f"{i:010d}.png")
+        img = read_image(drive / "image_02" / "data" / f"{i:010d}.png")
         assert img.shape == (cfg.image_height, cfg.image_width, 3) and img.dtype == np.uint8
         scan = kitti.read_velodyne(drive / "velodyne_points" / "data" / f"{i:010d}.bin")
         assert scan.shape[0] > 20000
@@ -108,7 +109,7 @@ def test_semantics_and_depth_pngs(tiny):
     gt = syn.gt_dir(root, syn.drive_name(1))
     seen = set()
     for i in (0, 8, 15):
-        sem = kitti.read_image(gt / "semantic_02" / f"{i:010d}.png")[..., 0]
+        sem = read_image(gt / "semantic_02" / f"{i:010d}.png")[..., 0]
         depth = kitti.read_depth_png(gt / "depth_02" / f"{i:010d}.png")
         seen |= set(np.unique(sem).tolist())
         assert set(np.unique(sem).tolist()) <= TRAIN_IDS
@@ -238,7 +239,7 @@ def test_stationary_frames(tiny):
             same = np.array_equal(poses[i], poses[i + 1])
             assert same == (i in stationary and i + 1 in stationary), i
         a, b = stationary[0], stationary[-1]
-        img = [kitti.read_image(drive / "image_02" / "data" / f"{i:010d}.png") for i in (a, b, b + 1)]
+        img = [read_image(drive / "image_02" / "data" / f"{i:010d}.png") for i in (a, b, b + 1)]
         assert np.array_equal(img[0], img[1]) and not np.array_equal(img[1], img[2])
 
 
@@ -287,7 +288,7 @@ def _warp_ratio(root: Path, cfg, index: int = 1, min_speed: float = 3.0) -> floa
     for t in range(n - 1):
         if min(speed[t], speed[t + 1]) < min_speed:
             continue
-        img_t, img_s = (torch.from_numpy(kitti.read_image(drive / "image_02" / "data" / f"{i:010d}.png").copy())
+        img_t, img_s = (torch.from_numpy(read_image(drive / "image_02" / "data" / f"{i:010d}.png").copy())
                         .permute(2, 0, 1).float()[None] / 255 for i in (t, t + 1))
         d_t = kitti.read_depth_png(gt / "depth_02" / f"{t:010d}.png").astype(np.float64)
         d_s = kitti.read_depth_png(gt / "depth_02" / f"{t + 1:010d}.png").astype(np.float64)
@@ -338,8 +339,8 @@ def test_deterministic_and_drives_differ(tiny, tmp_path):
             assert (tmp_path / rel / f).read_bytes() == (base / f).read_bytes(), f
     _, d1 = _drive(root, 1)
     _, d2 = _drive(root, 2)
-    a = kitti.read_image(d1 / "image_02" / "data" / "0000000000.png").astype(int)
-    b = kitti.read_image(d2 / "image_02" / "data" / "0000000000.png").astype(int)
+    a = read_image(d1 / "image_02" / "data" / "0000000000.png").astype(int)
+    b = read_image(d2 / "image_02" / "data" / "0000000000.png").astype(int)
     assert np.abs(a - b).mean() > 10
 
 

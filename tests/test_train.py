@@ -21,7 +21,7 @@ from psdif.config import default_params
 from psdif.data.kitti import write_split
 from psdif.train import NonFiniteLossError, StaleCheckpointError, train
 from psdif.variants import get_variant
-from tests.test_data import FOLDER, targets, write_tiny_kitti
+from tests.test_data import targets, write_tiny_kitti
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 32, 64

@@ -1,6 +1,7 @@
 """Training data: (t, t-1, t+1) triplets from a KITTI raw layout, augmentation, and the collate into a Batch.
 
-Files -> :class:`TripletDataset` item (:class:`Triplet`) -> :func:`collate` -> :class:`psdif.batch.Batch`.
+Files -> :class:`TripletDataset` item (a :class:`psdif.batch.Batch` without the batch dimension) -> :func:`collate`
+-> :class:`psdif.batch.Batch`.
 
 - Images are resized to the network size with an anti-aliased filter (``cv2.INTER_AREA`` when shrinking,
   bilinear when enlarging); intrinsics are scaled by the same factors.
@@ -21,11 +22,10 @@ Files -> :class:`TripletDataset` item (:class:`Triplet`) -> :func:`collate` -> :
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -33,10 +33,11 @@ from torchvision.transforms import functional as TF
 
 from psdif.batch import FRAME_IDS, Batch
 from psdif.semantics.boundary import read_boundary_png
-from psdif.data.kitti import FrameRef, image_path, read_calib_file, read_image, read_split
-from psdif.semantics.segmentation import label_path, read_label_png
+from psdif.data.images import read_image, resize_image, resize_nearest
+from psdif.data.kitti import FrameRef, image_path, read_calib_file, read_split
+from psdif.semantics.cityscapes import VOID_LABEL
+from psdif.semantics.labels import label_path, read_label_png
 
-VOID_LABEL = 255
 KITTI_NORMALISED_K = np.array([[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]])  # x (W, H): SPEC §4.2
 JITTER_RANGE = 0.2   # brightness, contrast, saturation factors in [1 - 0.2, 1 + 0.2]   (SPEC §4.2)
 HUE_RANGE = 0.1      # hue shift in [-0.1, 0.1] of a full turn
@@ -97,21 +98,6 @@ def camera_intrinsics(raw_root: str | Path, ref: FrameRef, image_hw: tuple[int, 
     return K.astype(np.float32)
 
 
-def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 [h, w, 3] -> uint8 [height, width, 3]; INTER_AREA (anti-aliased) when shrinking."""
-    if image.shape[:2] == (height, width):
-        return image
-    shrink = height <= image.shape[0] and width <= image.shape[1]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Labels / masks [h, w] -> [height, width] by nearest neighbour (never mixes classes)."""
-    if mask.shape[:2] == (height, width):
-        return mask
-    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-
-
 # ------------------------------------------------------------------------------------------ augmentation
 
 @dataclass(frozen=True)
@@ -155,26 +141,9 @@ def color_jitter(images: torch.Tensor, aug: Augmentation) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------ dataset
 
-@dataclass
-class Triplet:
-    """One dataset item; :func:`collate` stacks these into a :class:`Batch` (same fields, batch dim first).
-
-    images, images_aug: [3, 3, H, W] float32 in [0, 1], frames in FRAME_IDS order (t, t-1, t+1)
-    K, inv_K: [4, 4] float32 (pixels, network size)
-    labels: [3, H, W] int64 (255 = void); boundary: [1, H, W] bool (B_t of frame t)
-    """
-
-    images: torch.Tensor
-    images_aug: torch.Tensor
-    K: torch.Tensor
-    inv_K: torch.Tensor
-    labels: torch.Tensor
-    boundary: torch.Tensor
-
-
-def collate(items: Sequence[Triplet]) -> Batch:
-    """Stack items into one :class:`Batch` (moved to the device later with a single ``batch.to``)."""
-    return Batch(**{f.name: torch.stack([getattr(it, f.name) for it in items]) for f in fields(Triplet)})
+def collate(items: Sequence[Batch]) -> Batch:
+    """Stack dataset items (each a :class:`Batch` without the batch dimension) into one :class:`Batch`."""
+    return Batch.stack(items)
 
 
 class TripletDataset(Dataset):
@@ -233,7 +202,7 @@ class TripletDataset(Dataset):
         mask = read_boundary_png(path).astype(np.uint8)
         return resize_nearest(mask, self.height, self.width)[None].astype(bool)
 
-    def __getitem__(self, index: int) -> Triplet:
+    def __getitem__(self, index: int) -> Batch:
         target = self.frames[index]
         raw = [self._read_frame(target, o) for o in FRAME_IDS]
         K = camera_intrinsics(self.raw_root, target, raw[0].shape[:2], (self.height, self.width),
@@ -244,7 +213,7 @@ class TripletDataset(Dataset):
         if aug.flip:
             images, labels, boundary = images[:, :, ::-1], labels[:, :, ::-1], boundary[:, :, ::-1]
         images_t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-        return Triplet(images=images_t, images_aug=color_jitter(images_t, aug), K=torch.from_numpy(K),
+        return Batch(images=images_t, images_aug=color_jitter(images_t, aug), K=torch.from_numpy(K),
                        inv_K=torch.from_numpy(np.linalg.inv(K).astype(np.float32)),
                        labels=torch.from_numpy(np.ascontiguousarray(labels)).long(),
                        boundary=torch.from_numpy(np.ascontiguousarray(boundary)))

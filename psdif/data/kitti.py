@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from psdif.data.images import open_image
 from psdif.io import atomic_write_text
 
 SIDE_TO_CAM = {"l": 2, "r": 3}
@@ -111,19 +111,6 @@ def list_frames(root: str | Path, folder: str, cam: int = 2) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------ readers
-
-def read_image(path: str | Path) -> np.ndarray:
-    """RGB image as ``uint8 [H, W, 3]``; a missing, truncated or undecodable file raises naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise KittiError(f"{path}: image not found")
-    try:
-        with Image.open(path) as im:
-            im.load()  # decodes fully: a truncated file raises here
-            return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise KittiError(f"{path}: unreadable or truncated image ({exc}); re-extract or re-download it") from None
-
 
 def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
     """``key: numbers`` lines as float64 arrays; non-numeric values (``calib_time``) are skipped."""
@@ -297,15 +284,8 @@ def generate_depth_map(calib_dir: str | Path, velo_path: str | Path, cam: int = 
 
 def read_depth_png(path: str | Path) -> np.ndarray:
     """KITTI depth GT / dense depth PNG (uint16, value/256 m; 0 = invalid) -> ``float32 [H, W]`` metres."""
-    path = Path(path)
-    if not path.exists():
-        raise KittiError(f"{path}: depth PNG not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = np.asarray(im)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise KittiError(f"{path}: unreadable depth PNG ({exc})") from None
+    with open_image(path, "depth PNG", "use the uint16 PNGs of KITTI's depth annotations") as im:
+        arr = np.asarray(im)
     if arr.dtype != np.uint16 and arr.dtype != np.int32:
         raise KittiError(f"{path}: depth PNG must be 16-bit, got {arr.dtype}")
     return arr.astype(np.float32) / 256.0

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 import scipy.io
 
 from psdif.data.download import fetch
+from psdif.data.images import read_image
 from psdif.io import sha256_file
 from psdif.evaluation.metrics import MAKE3D_GRID_SHAPE
 
@@ -83,14 +83,6 @@ def read_depth_grid(path: Path) -> np.ndarray:
     return grid[:, :, 3].astype(np.float64)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """JPEG → uint8 RGB [H, W, 3]; errors name the file."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{path}: cannot decode the image; re-extract Test134")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
 def _index(root: Path, prefix: str, suffix: str) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(root.rglob(f"{prefix}*{suffix}")):
@@ -122,7 +114,7 @@ def load_make3d_test(root: str | Path) -> list[Make3DSample]:
     """Every Test134 pair below ``root`` as ``Make3DSample`` (sorted by name), image centre-cropped 2:1."""
     samples = []
     for name, image_path, depth_path in list_make3d_pairs(root):
-        image = centre_crop_2to1(read_image(image_path))
+        image = centre_crop_2to1(read_image(image_path, hint="re-extract Test134"))
         samples.append(Make3DSample(name=name, image=np.ascontiguousarray(image),
                                     depth_grid=read_depth_grid(depth_path),
                                     image_path=image_path, depth_path=depth_path))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from psdif.data.images import read_image
 from psdif.data import kitti
 from psdif.data.kitti import FrameRef, KittiError
 
@@ -31,7 +32,7 @@ class DriveMotion:
 
 
 def _grey_small(path: Path) -> np.ndarray:
-    img = kitti.read_image(path).astype(np.float32)
+    img = read_image(path).astype(np.float32)
     grey = img @ np.array([0.299, 0.587, 0.114], np.float32)
     h, w = grey.shape[0] // 4 * 4, grey.shape[1] // 4 * 4
     return grey[:h, :w].reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3))

@@ -1,7 +1,7 @@
 """Running a depth net over test sets: batched prediction, the Eigen and Make3D protocols, reference rows.
 
 The per-image protocols live in :mod:`psdif.evaluation.metrics`; this module feeds them: images resized to the
-network size exactly as in training (``psdif.data.dataset.resize_image``), the scale-0 sigmoid disparity
+network size exactly as in training (``psdif.data.images.resize_image``), the scale-0 sigmoid disparity
 predicted in batches (optionally with flip post-processing), then evaluated against the GT.
 """
 
@@ -15,8 +15,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from psdif.data.images import read_image
 from psdif.data import kitti
-from psdif.data.dataset import resize_image
+from psdif.data.images import resize_image
 from psdif.evaluation.metrics import MAKE3D_KEYS, evaluate_depth, evaluate_make3d, flip_post_process, summarise
 
 
@@ -68,7 +69,7 @@ def evaluate_eigen(net: nn.Module, raw_root: Path, frames: Sequence[kitti.FrameR
     """Eigen protocol over a test split: (summary, per-image results, sigmoid predictions)."""
     if len(frames) != len(gt_depths):
         raise ValueError(f"{len(frames)} test frames but {len(gt_depths)} GT maps: re-run the export_gt stage")
-    images = (kitti.read_image(kitti.image_path(raw_root, f, img_ext)) for f in frames)
+    images = (read_image(kitti.image_path(raw_root, f, img_ext)) for f in frames)
     sigmoids = predict_sigmoids(net, images, height, width, eval_cfg.batch_size, eval_cfg.post_process,
                                 device, progress, len(frames))
     per_image = [evaluate_depth(s, gt, True, eval_cfg.min_depth, eval_cfg.max_depth, disp_range)

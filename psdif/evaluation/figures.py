@@ -13,19 +13,14 @@ import numpy as np
 import torch
 
 from psdif.io import atomic_path
-
-# Cityscapes train-id colours (the dataset's published palette), void black
-CITYSCAPES_COLOURS = np.array([
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32)], np.uint8)
+from psdif.semantics.cityscapes import CITYSCAPES_PALETTE
 
 
 def colour_labels(labels: np.ndarray) -> np.ndarray:
     """Train ids [H, W] -> RGB uint8 [H, W, 3]; ids outside 0..18 (void) are black."""
     out = np.zeros((*labels.shape, 3), np.uint8)
-    valid = labels < len(CITYSCAPES_COLOURS)
-    out[valid] = CITYSCAPES_COLOURS[labels[valid]]
+    valid = labels < len(CITYSCAPES_PALETTE)
+    out[valid] = CITYSCAPES_PALETTE[labels[valid]]
     return out
 
 
@@ -99,11 +94,11 @@ def inconsistency_figure(rows: Sequence[dict], out_png: str | Path) -> Path:
 def inconsistency_rows(depth_net, pose_net, batch, min_depth: float, max_depth: float) -> list[dict]:
     """Algorithm 1 on a :class:`psdif.batch.Batch` with a trained depth and pose net: B_c per item."""
     from psdif.losses import semantic_inconsistency
-    from psdif.models import disp_to_depth
+    from psdif.geometry import disp_to_depth
     from psdif.train import Networks
 
     nets = Networks(depth_net, pose_net).eval()
-    depth = disp_to_depth(depth_net.forward_depth(batch.images[:, 0]), min_depth, max_depth)
+    depth = disp_to_depth(depth_net.forward_depth(batch.images[:, 0]), min_depth, max_depth)[1]
     poses = nets.predict_poses(batch.images)
     labels = batch.labels
     inc = semantic_inconsistency([labels[:, 1], labels[:, 2]], labels[:, 0], depth, [poses[-1], poses[1]],

@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
+from psdif.geometry import sigmoid_to_disparity
 from psdif.io import atomic_path
 
 METRIC_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
@@ -44,14 +45,8 @@ MAKE3D_DSIZE = (305, 21)
 # ------------------------------------------------------------------------------------------ shared pieces
 
 def sigmoid_to_disp(sigmoid: np.ndarray, min_depth: float = 0.1, max_depth: float = 100.0) -> np.ndarray:
-    """Network sigmoid σ in [0, 1] → scaled disparity ``1/max_depth + (1/min_depth − 1/max_depth)·σ``.
-
-    Same mapping as training (SPEC §3, Monodepth2 ``disp_to_depth``); ``min_depth``/``max_depth`` are the
-    model's depth range (0.1 m, 100 m), not the evaluation cap. Returns float32 with σ's shape.
-    """
-    min_disp = 1.0 / max_depth
-    max_disp = 1.0 / min_depth
-    return (min_disp + (max_disp - min_disp) * np.asarray(sigmoid, dtype=np.float64)).astype(np.float32)
+    """:func:`psdif.geometry.sigmoid_to_disparity` computed in float64 and returned as float32 (σ's shape)."""
+    return sigmoid_to_disparity(np.asarray(sigmoid, dtype=np.float64), min_depth, max_depth).astype(np.float32)
 
 
 def _as_2d(name: str, array: np.ndarray) -> np.ndarray:

@@ -3,46 +3,30 @@
 - ``build_depth_net(variant, cfg)``: MSFAN + PSDIFM (psdifm.py, msfan.py) or the ResNet-18 baseline
   (baseline.py); forward(images [B, 3, H, W] in [0, 1]) -> :class:`DepthOutput`.
 - ``build_pose_net(cfg)``: pose.py; forward(pair [B, 6, H, W]) -> (axisangle [B, 1, 3], translation [B, 1, 3]).
-- ``DepthPredictor``: images -> metric-free depth [B, 1, H, W] via :func:`disp_to_depth`; ``export_onnx``.
+- ``DepthPredictor``: images -> metric-free depth [B, 1, H, W] via :func:`psdif.geometry.disp_to_depth`; ``export_onnx``.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from psdif.config import ModelConfig
+from psdif.geometry import disp_to_depth
 from psdif.io import atomic_path
+from psdif.models.baseline import BaselineDepthNet
+from psdif.models.layers import load_resnet18_weights
+from psdif.models.msfan import MSFAN, load_encoder_weights
+from psdif.models.outputs import DepthOutput
+from psdif.models.pose import PoseNet, load_pose_weights
+from psdif.models.psdifm import PSDIFNet
+from psdif.variants import Variant
 
 
-@dataclass
-class DepthOutput:
-    """What a depth net returns.
-
-    disparities: 4 sigmoid maps, scale s = 0..3 at 1/2^s of the input: [B, 1, H / 2^s, W / 2^s] in (0, 1).
-    seg_logits:  [B, num_classes, H, W] semantic logits (None without the semantic decoder).
-    features:    depth-decoder features for the metric loss, scale s = 1, 2, 3 -> [B, C_s, H / 2^s, W / 2^s]
-                 (PSDIFM: FF_0, FF_1, FF_2 = F_1, F_2, F_3 of Eq. 7; baseline: its decoder's F_1..F_3).
-    """
-
-    disparities: list[torch.Tensor]
-    seg_logits: torch.Tensor | None
-    features: dict[int, torch.Tensor]
-
-
-# Submodules import DepthOutput from here, so they come after its definition.
-from psdif.config import ModelConfig  # noqa: E402
-from psdif.models.baseline import BaselineDepthNet  # noqa: E402
-from psdif.models.msfan import MSFAN, load_encoder_weights  # noqa: E402
-from psdif.models.pose import PoseNet, load_pose_weights  # noqa: E402
-from psdif.models.psdifm import PSDIFNet  # noqa: E402
-from psdif.models.layers import load_resnet18_weights  # noqa: E402
-from psdif.variants import Variant  # noqa: E402
-
-__all__ = ["DepthOutput", "build_depth_net", "build_pose_net", "disp_to_depth", "DepthPredictor",
+__all__ = ["DepthOutput", "build_depth_net", "build_pose_net", "DepthPredictor",
            "export_onnx", "MSFAN", "PSDIFNet", "BaselineDepthNet", "PoseNet", "load_encoder_weights"]
 
 
@@ -75,12 +59,6 @@ def build_pose_net(cfg: ModelConfig) -> PoseNet:
     return net
 
 
-def disp_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
-    """Sigmoid disparity -> depth: ``1 / (1/max + (1/min - 1/max) * disp)``; same shape, depth in [min, max]."""
-    min_disp, max_disp = 1.0 / max_depth, 1.0 / min_depth
-    return 1.0 / (min_disp + (max_disp - min_disp) * disp)
-
-
 class DepthPredictor(nn.Module):
     """Inference wrapper: images [B, 3, H, W] in [0, 1] -> depth [B, 1, H, W] (scale-0 disparity only)."""
 
@@ -89,7 +67,7 @@ class DepthPredictor(nn.Module):
         self.net, self.min_depth, self.max_depth = net, float(min_depth), float(max_depth)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return disp_to_depth(self.net.forward_depth(images), self.min_depth, self.max_depth)
+        return disp_to_depth(self.net.forward_depth(images), self.min_depth, self.max_depth)[1]
 
 
 class _DispOnly(nn.Module):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from psdif.models import DepthOutput  # defined before the submodules are imported
+from psdif.models.outputs import DepthOutput
 from psdif.models.layers import ConvELU, DispHead, ImageNormalize, SpatialAttention, upsample2x
 from psdif.models.msfan import MSFAN
 

@@ -20,12 +20,13 @@ from typing import Callable, Iterable, Sequence
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
+from psdif.data.images import open_image, write_png
 from psdif.io import atomic_path
+from psdif.semantics.cityscapes import CITYSCAPES_PALETTE
 
 __all__ = [
-    "boundary_mask", "boundary_mask_torch", "boundary_figure", "save_png_atomic",
+    "boundary_mask", "boundary_mask_torch", "boundary_figure",
     "write_boundary_png", "read_boundary_png", "boundary_frames",
 ]
 
@@ -107,35 +108,18 @@ def boundary_mask_torch(labels: torch.Tensor, z: int = 5, t: int = 10) -> torch.
 
 # ----------------------------------------------------------------------------------------------- storage
 
-def save_png_atomic(image: Image.Image, path: str | Path) -> None:
-    """Save a PIL image as PNG through a temporary file in the same folder and ``os.replace``.
-
-    An interrupted write leaves the previous file (or none), never a truncated PNG.
-    """
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
-
-
 def write_boundary_png(path: str | Path, mask: np.ndarray) -> None:
     """Store a bool [H, W] mask as a 1-bit PNG (mode ``"1"``), atomically."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"{path}: boundary mask must be [H, W], got shape {mask.shape}")
-    save_png_atomic(Image.fromarray(mask.astype(bool)), path)
+    write_png(path, mask, bilevel=True)
 
 
 def read_boundary_png(path: str | Path) -> np.ndarray:
     """Read a boundary mask written by :func:`write_boundary_png` -> bool [H, W]."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: boundary mask not found; run the boundary stage (dvc repro boundary)")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert("1")).astype(bool)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"{path}: corrupt or truncated boundary PNG ({exc}); delete it and rerun "
-                         "the boundary stage") from None
+    with open_image(path, "boundary mask", "delete it and rerun the boundary stage (dvc repro boundary)") as im:
+        return np.asarray(im.convert("1")).astype(bool)
 
 
 def boundary_frames(label_paths: Sequence[Path], out_paths: Sequence[Path],
@@ -177,7 +161,6 @@ def boundary_figure(image: np.ndarray, labels: np.ndarray, t_values: Iterable[in
     import matplotlib.pyplot as plt
 
     if palette is None:
-        from psdif.semantics.segmentation import CITYSCAPES_PALETTE
         palette = CITYSCAPES_PALETTE
     pal = np.zeros((256, 3), np.uint8)
     pal[: len(palette)] = palette

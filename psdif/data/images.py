@@ -1,0 +1,106 @@
+"""Image files and arrays: the one reader and one atomic PNG writer of the project, resizing, normalisation.
+
+Every image the pipeline reads (KITTI frames, Make3D photos, a user's photos for ``psdif predict``,
+pseudo-label and boundary PNGs, depth PNGs) goes through :func:`open_image`, which decodes the whole file
+(a truncated file fails here, not later) and raises :class:`ImageError` naming the file and saying what
+to do. Every PNG the pipeline writes goes through :func:`write_png` (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from psdif.io import atomic_write_bytes
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB mean / std of ImageNet, the input normalisation of every
+IMAGENET_STD = (0.229, 0.224, 0.225)   # encoder here (HRNet, ResNet-18, DeepLabv3+)
+
+
+class ImageError(ValueError):
+    """An image file is unreadable or not what was expected; the message names it."""
+
+
+class MissingImageError(ImageError, FileNotFoundError):
+    """An image file is not there; the message names it and says which stage writes it."""
+
+
+def open_image(path: str | Path, what: str = "image", hint: str = "re-extract or re-download it",
+               max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode ``path`` with PIL; returns the loaded image (caller converts it).
+
+    what: words for the message ("label PNG"); hint: what the user should do about a bad file;
+    max_pixels: refuse larger images (PIL's decompression-bomb guard becomes an :class:`ImageError`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingImageError(f"{path}: {what} {'is not a file' if path.exists() else 'not found'}; {hint}")
+    im = None
+    try:
+        im = Image.open(path)
+        if max_pixels is not None and im.width * im.height > max_pixels:
+            raise ImageError(f"{path}: {im.width} x {im.height} pixels is more than the {max_pixels} allowed")
+        im.load()  # decodes fully: a truncated file raises here
+        return im
+    except BaseException as exc:
+        if im is not None:
+            im.close()
+        if isinstance(exc, ImageError):
+            raise
+        if isinstance(exc, Image.DecompressionBombError):
+            raise ImageError(f"{path}: {what} too large to decode safely ({exc})") from None
+        if isinstance(exc, (OSError, SyntaxError, ValueError)):
+            raise ImageError(f"{path}: unreadable or truncated {what} ({exc}); {hint}") from None
+        raise
+
+
+def read_image(path: str | Path, exif: bool = False, max_pixels: int | None = None,
+               hint: str = "re-extract or re-download it") -> np.ndarray:
+    """RGB image as ``uint8 [H, W, 3]``; ``exif``: apply the EXIF orientation (photos from a phone)."""
+    im = open_image(path, "image", hint, max_pixels)
+    with im:
+        if exif:
+            from PIL import ImageOps
+            im = ImageOps.exif_transpose(im)
+        return np.asarray(im.convert("RGB"))
+
+
+def write_png(path: str | Path, image: np.ndarray, bilevel: bool = False) -> None:
+    """Write ``image`` as PNG atomically (a killed write leaves the previous file or none).
+
+    image: ``uint8 [H, W, 3]`` RGB, ``uint8`` or ``uint16 [H, W]`` grey, or ``bool [H, W]`` with
+    ``bilevel=True`` (a 1-bit PNG, mode ``"1"`` when read back).
+    """
+    image = np.asarray(image)
+    if image.ndim == 3:
+        if image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"{path}: expected uint8 [H, W, 3] RGB, got {image.dtype} {image.shape}")
+        image = np.ascontiguousarray(image[..., ::-1])  # OpenCV encodes BGR
+    elif image.ndim != 2:
+        raise ValueError(f"{path}: expected an [H, W] or [H, W, 3] image, got shape {image.shape}")
+    flags = []
+    if bilevel:
+        image = image.astype(bool).astype(np.uint8) * 255
+        flags = [cv2.IMWRITE_PNG_BILEVEL, 1]
+    ok, buf = cv2.imencode(".png", image, flags)
+    if not ok:
+        raise ImageError(f"{path}: PNG encoding failed ({image.dtype} {image.shape})")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 [h, w, 3] -> uint8 [height, width, 3]; INTER_AREA (anti-aliased) when shrinking."""
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = height <= image.shape[0] and width <= image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Labels / masks [h, w] -> [height, width] by nearest neighbour (never mixes classes)."""
+    if mask.shape[:2] == (height, width):
+        return mask
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)

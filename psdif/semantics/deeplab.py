@@ -1,0 +1,162 @@
+"""The public Cityscapes DeepLabv3+ / ResNet-101 (output stride 16) pseudo-labeller, rebuilt exactly.
+
+Real KITTI gets its 19-class Cityscapes train-id labels from the public checkpoint
+``best_deeplabv3plus_resnet101_cityscapes_os16.pth``: :func:`load_cityscapes_deeplab` rebuilds its
+architecture (torchvision ResNet-101 names, dilation only in layer4 after its first block, ASPP rates
+6/12/18, 48-channel low-level projection concatenated first, bilinear resizing with align_corners=False)
+and loads it strictly. ``docs/design.md`` ("Pseudo-labels") lists the facts this follows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from psdif.semantics.cityscapes import CITYSCAPES_CLASSES
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable or does not match the architecture; the message names it."""
+
+
+# ===================================================================== Cityscapes DeepLabv3+ / ResNet-101
+
+class _ResNet101OS16(nn.Module):
+    """torchvision ResNet-101 trunk (no avgpool / fc) at output stride 16.
+
+    ``replace_stride_with_dilation=[False, False, True]``: layer4 keeps stride 1; its first block is
+    undilated (torchvision gives it the previous dilation, 1) and blocks 2-3 use dilation 2.
+    Parameter names are torchvision's, so the checkpoint's ``backbone.*`` keys load as they are.
+    """
+
+    def __init__(self):
+        super().__init__()
+        import torchvision
+
+        net = torchvision.models.resnet101(weights=None, replace_stride_with_dilation=[False, False, True])
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            setattr(self, name, getattr(net, name))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, 3, H, W] -> (low-level layer1 [B, 256, H/4, W/4], layer4 [B, 2048, H/16, W/16])."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        low = self.layer1(x)
+        return low, self.layer4(self.layer3(self.layer2(low)))
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class _DeepLabV3PlusHead(nn.Module):
+    """DeepLabv3+ head of the public Cityscapes checkpoint (SPEC §4.5).
+
+    ``project``: 1x1 256->48 on layer1; ``aspp``: 1x1, three 3x3 convs at rates 6/12/18 and image pooling
+    (smp's ASPP with full convolutions: the same modules and key names), 1x1 1280->256 + dropout 0.1;
+    ``classifier``: full 3x3 304->256, BN, ReLU, 1x1 256->C. The low-level features come FIRST in the
+    concatenation; the ASPP output is resized bilinearly (align_corners=False) to the low-level size.
+    """
+
+    def __init__(self, num_classes: int = 19):
+        super().__init__()
+        from segmentation_models_pytorch.decoders.deeplabv3.decoder import ASPP
+
+        self.project = _conv_bn_relu(256, 48)
+        self.aspp = ASPP(2048, 256, (6, 12, 18), separable=False, dropout=0.1)
+        self.classifier = nn.Sequential(_conv_bn_relu(304, 256, 3)[0], nn.BatchNorm2d(256), nn.ReLU(),
+                                        nn.Conv2d(256, num_classes, 1))
+
+    def forward(self, low: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """low: [B, 256, h, w], out: [B, 2048, h', w'] -> logits [B, C, h, w]."""
+        low = self.project(low)
+        context = F.interpolate(self.aspp(out), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.classifier(torch.cat([low, context], dim=1))
+
+
+class CityscapesDeepLabV3Plus(nn.Module):
+    """DeepLabv3+ / ResNet-101, output stride 16, of ``best_deeplabv3plus_resnet101_cityscapes_os16.pth``.
+
+    forward: ImageNet-normalised RGB [B, 3, H, W] (any H, W) -> logits [B, C, H, W], resized from 1/4
+    to the input size bilinearly (align_corners=False). 58.75 M parameters, 674 state tensors
+    (BatchNorm running statistics and ``num_batches_tracked`` included, as in the checkpoint).
+    """
+
+    input_multiple = 1  # any input size works: no padding needed in predict_labels
+
+    def __init__(self, num_classes: int = 19):
+        super().__init__()
+        self.backbone = _ResNet101OS16()
+        self.classifier = _DeepLabV3PlusHead(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low, out = self.backbone(x)
+        logits = self.classifier(low, out)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def describe_model(model: nn.Module) -> dict:
+    """``{"params": trainable + frozen parameter count, "state_tensors": len(state_dict())}``."""
+    return {"params": sum(p.numel() for p in model.parameters()), "state_tensors": len(model.state_dict())}
+
+
+def _state_dict_mismatch(expected: dict, got: dict, limit: int = 5) -> str:
+    """Human-readable difference of two state dicts ('' when keys and shapes agree)."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [(k, tuple(got[k].shape), tuple(v.shape)) for k, v in expected.items()
+              if k in got and hasattr(got[k], "shape") and tuple(got[k].shape) != tuple(v.shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys, first: {missing[:limit]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:limit]}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches, first: " + ", ".join(
+            f"{k}: file {a} vs model {b}" for k, a, b in shapes[:limit]))
+    return "; ".join(parts)
+
+
+def _torch_load(path: Path):
+    """``torch.load`` with errors that name the file.
+
+    ``weights_only=False`` because the public checkpoint stores a numpy scalar (``best_score``):
+    unpickling can execute code, so only load checkpoint files from a source you trust.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: checkpoint not found; set pseudolabel.checkpoint to the downloaded "
+            "best_deeplabv3plus_resnet101_cityscapes_os16.pth, or to null to train the in-pipeline teacher")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated zip, random bytes, pickle of something else
+        raise CheckpointError(f"{path}: not a readable torch checkpoint, probably truncated or another "
+                              f"format ({type(exc).__name__}: {exc}); download the file again") from None
+
+
+def load_cityscapes_deeplab(path: str | Path) -> nn.Module:
+    """Load the public Cityscapes DeepLabv3+ / ResNet-101 (OS 16) checkpoint strictly (SPEC §4.5, §7).
+
+    path: a dict with ``model_state`` (674 tensors). Returns the model in eval mode on the CPU;
+    forward: normalised RGB [B, 3, H, W] -> logits [B, 19, H, W]. Raises FileNotFoundError or
+    :class:`CheckpointError` naming the file and the first mismatching keys.
+    """
+    path = Path(path)
+    ckpt = _torch_load(path)
+    if not isinstance(ckpt, dict) or "model_state" not in ckpt:
+        found = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path}: expected a dict with key 'model_state' (DeepLabV3Plus-Pytorch "
+                              f"checkpoint format), found {found}")
+    state = ckpt["model_state"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: 'model_state' is a {type(state).__name__}, expected a state dict")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    model = CityscapesDeepLabV3Plus(len(CITYSCAPES_CLASSES))
+    problem = _state_dict_mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{path}: 'model_state' does not match DeepLabv3+ / ResNet-101 OS16: {problem}")
+    model.load_state_dict(state, strict=True)
+    return model.eval()

@@ -1,0 +1,219 @@
+"""Pseudo-labels: inference with either labeller, mIoU, and storage as 8-bit PNGs in the KITTI layout.
+
+Labels are Cityscapes train ids stored as ``<root>/<date>/<drive>/image_0{2,3}/data/%010d.png``, written
+atomically (:func:`label_frames` is resumable and shardable: finished files are kept and counted).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from psdif.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageError, open_image, read_image, write_png
+from psdif.semantics.cityscapes import CITYSCAPES_CLASSES
+
+
+def normalize_images(images) -> torch.Tensor:
+    """uint8 RGB [B, H, W, 3] (numpy or torch) -> ImageNet-normalised float [B, 3, H, W].
+
+    A float tensor [B, 3, H, W] is taken as already normalised and returned unchanged.
+    """
+    if isinstance(images, torch.Tensor) and images.is_floating_point():
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"normalised images must be [B, 3, H, W], got {tuple(images.shape)}")
+        return images
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4 or x.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 [B, H, W, 3], got {tuple(x.shape)}")
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+# ================================================================================ inference, evaluation
+
+def load_rgb(item) -> np.ndarray:
+    """An image given as a uint8 [H, W, 3] array or as a path (read with :func:`psdif.data.images.read_image`)."""
+    if isinstance(item, np.ndarray):
+        return item
+    return read_image(item)
+
+
+def _input_multiple(model: nn.Module) -> int:
+    return int(getattr(model, "input_multiple", 16))
+
+
+def predict_logits(model: nn.Module, images, device: str | torch.device | None = None) -> torch.Tensor:
+    """Logits at full image size: images uint8 [B, H, W, 3] (or normalised float [B, 3, H, W]) ->
+    float [B, C, H, W] on ``device``.
+
+    Models that need sizes divisible by ``model.input_multiple`` (16 for smp) get the input padded
+    bottom/right by edge replication and the logits cropped back (no resampling of the labels).
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    x = normalize_images(images).to(device)
+    h, w = x.shape[-2:]
+    m = _input_multiple(model)
+    ph, pw = (-h) % m, (-w) % m
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return model(x)[..., :h, :w]
+
+
+def predict_labels(model: nn.Module, images, batch_size: int = 8,
+                   device: str | torch.device | None = None) -> np.ndarray:
+    """Argmax train ids at FULL image size: images uint8 [B, H, W, 3] -> uint8 [B, H, W].
+
+    Batched, on the GPU when available (``device=None``); the model is put in eval mode.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device).eval()
+    n = len(images)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, n, batch_size):
+            logits = predict_logits(model, images[i:i + batch_size], device)
+            out.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0,), np.uint8)
+
+
+def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """int64 [C, C], rows = ground truth, cols = prediction; GT labels >= C (void 255) are ignored."""
+    gt = np.asarray(gt).ravel().astype(np.int64)
+    pred = np.asarray(pred).ravel().astype(np.int64)
+    keep = gt < num_classes
+    return np.bincount(gt[keep] * num_classes + np.minimum(pred[keep], num_classes - 1),
+                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def miou_from_confusion(conf: np.ndarray, names: Sequence[str] = CITYSCAPES_CLASSES) -> dict:
+    """IoU per class present in the ground truth, their mean (``miou``) and the pixel accuracy."""
+    tp = np.diag(conf).astype(np.float64)
+    gt_count, pred_count = conf.sum(1), conf.sum(0)
+    present = gt_count > 0
+    iou = tp / np.maximum(gt_count + pred_count - tp, 1)
+    per_class = {names[c] if c < len(names) else str(c): (float(iou[c]) if present[c] else None)
+                 for c in range(len(conf))}
+    return {"miou": float(iou[present].mean()) if present.any() else float("nan"),
+            "pixel_acc": float(tp.sum() / max(conf.sum(), 1)),
+            "per_class": per_class, "classes_present": int(present.sum())}
+
+
+def evaluate_miou(model: nn.Module, samples: Sequence, batch_size: int = 8, num_classes: int = 19,
+                  device: str | None = None, progress: bool = True) -> dict:
+    """mIoU over the classes present in the ground truth (void 255 ignored), at full image size.
+
+    samples: (image, label) pairs as in :func:`train_teacher`. Returns :func:`miou_from_confusion`'s
+    dict (``miou``, ``pixel_acc``, ``per_class`` IoU or None, ``classes_present``) plus ``n_images``.
+    """
+    from tqdm import tqdm
+
+    conf = np.zeros((num_classes, num_classes), np.int64)
+    batch: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def flush():
+        pred = predict_labels(model, np.stack([b[0] for b in batch]), batch_size, device)
+        conf[...] += confusion_matrix(np.stack([b[1] for b in batch]), pred, num_classes)
+        batch.clear()
+
+    for image, label in tqdm(samples, desc="teacher mIoU", disable=not progress):
+        img = load_rgb(image)
+        lab = label if isinstance(label, np.ndarray) else read_label_png(label)
+        if batch and (len(batch) == batch_size or batch[0][0].shape != img.shape):
+            flush()
+        batch.append((img, lab))
+    if batch:
+        flush()
+    return {**miou_from_confusion(conf), "n_images": len(samples)}
+
+
+# ================================================================================================ storage
+
+def _cam(side) -> int:
+    cams = {"l": 2, "r": 3, 2: 2, 3: 3, "2": 2, "3": 3, "image_02": 2, "image_03": 3}
+    if side not in cams:
+        raise ValueError(f"side {side!r}: expected 'l' (image_02) or 'r' (image_03)")
+    return cams[side]
+
+
+def label_path(root: str | Path, folder: str, side, frame: int) -> Path:
+    """``<root>/<date>/<drive>/image_0{2,3}/data/%010d.png`` (side ``l``/``r`` or camera 2/3)."""
+    return Path(root) / folder / f"image_0{_cam(side)}" / "data" / f"{int(frame):010d}.png"
+
+
+def write_label_png(path: str | Path, labels: np.ndarray) -> None:
+    """Store train ids uint8 [H, W] as an 8-bit greyscale PNG, atomically (temp file + os.replace)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"{path}: labels must be [H, W], got shape {labels.shape}")
+    if labels.dtype != np.uint8:
+        if labels.size and (labels.min() < 0 or labels.max() > 255):
+            raise ValueError(f"{path}: labels outside 0..255 cannot be stored as an 8-bit PNG")
+        labels = labels.astype(np.uint8)
+    write_png(path, labels)  # uint8 [H, W] -> 8-bit greyscale (mode L)
+
+
+def read_label_png(path: str | Path) -> np.ndarray:
+    """Read an 8-bit label PNG -> uint8 [H, W]; a missing, truncated or corrupt file raises naming it."""
+    with open_image(path, "label PNG", "delete it and rerun the pseudolabel stage (dvc repro pseudolabel)") as im:
+        if im.mode not in ("L", "P"):
+            raise ImageError(f"{path}: label PNG has mode {im.mode}, expected 8-bit greyscale (L); delete it and "
+                             "rerun the pseudolabel stage")
+        return np.array(im)
+
+
+def label_frames(model_fn: Callable[[np.ndarray], np.ndarray], frames: Sequence, image_loader: Callable,
+                 out_root: str | Path, batch_size: int, skip_existing: bool = True, rank: int = 0,
+                 world_size: int = 1, progress: bool = True, num_classes: int = 19) -> np.ndarray:
+    """Label frames and store them as PNGs; resumable, shardable, batched.
+
+    frames: objects with ``folder``, ``frame``, ``side`` (psdif.data.kitti.FrameRef). This call handles
+    ``frames[rank::world_size]``. image_loader(frame) -> uint8 [H, W, 3]; model_fn(uint8 [B, H, W, 3])
+    -> uint8 [B, H, W] train ids. Existing outputs are complete (atomic writes) and are skipped when
+    ``skip_existing`` (still counted in the histogram). Consecutive frames of equal size share a batch.
+    Returns the class histogram int64 [num_classes] (pixels per train id) over this shard.
+    """
+    from tqdm import tqdm
+
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
+    hist = np.zeros(num_classes, np.int64)
+
+    def count(labels: np.ndarray, where) -> None:
+        top = int(labels.max()) if labels.size else 0
+        if top >= num_classes:
+            raise ValueError(f"{where}: label {top} >= num_classes={num_classes}")
+        hist[:] += np.bincount(labels.ravel(), minlength=num_classes)[:num_classes]
+
+    pending: list[tuple[object, np.ndarray]] = []
+
+    def flush() -> None:
+        labels = np.asarray(model_fn(np.stack([img for _, img in pending])))
+        if labels.shape != (len(pending),) + pending[0][1].shape[:2]:
+            raise ValueError(f"model_fn returned {labels.shape} for {len(pending)} images of "
+                             f"{pending[0][1].shape[:2]}")
+        for (ref, _), lab in zip(pending, labels):
+            count(lab, label_path(out_root, ref.folder, ref.side, ref.frame))
+            write_label_png(label_path(out_root, ref.folder, ref.side, ref.frame), lab)
+        pending.clear()
+
+    for ref in tqdm(list(frames)[rank::world_size], desc=f"pseudolabel[{rank}]", disable=not progress):
+        out = label_path(out_root, ref.folder, ref.side, ref.frame)
+        if skip_existing and out.exists():
+            count(read_label_png(out), out)
+            continue
+        img = image_loader(ref)
+        if pending and (len(pending) == batch_size or pending[0][1].shape != img.shape):
+            flush()
+        pending.append((ref, img))
+    if pending:
+        flush()
+    return hist
