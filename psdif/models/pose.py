@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from psdif.models.layers import ImageNormalize, ResNet18Encoder, load_resnet18_weights, scaled_width
+from psdif.models.layers import ImageNormalize, ResNet18Encoder, scaled_width
+from psdif.models.weights import load_pose_weights  # noqa: F401  (moved to weights.py; kept importable)
 
 POSE_SCALE = 0.01  # Monodepth2's output scaling of the pose decoder
 
@@ -48,7 +49,3 @@ class PoseNet(nn.Module):
     def forward(self, pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decoder(self.encoder(self.normalize(pair))[-1])
 
-
-def load_pose_weights(net: PoseNet, path) -> None:
-    """torchvision resnet18 state dict -> pose encoder; conv1 duplicated over the 2 frames and halved."""
-    load_resnet18_weights(net.encoder, path, key="model.pose_weights")
