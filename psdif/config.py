@@ -113,8 +113,8 @@ class ModelConfig:
     decoder_channels: list[int]              # decoder widths at output scales 0..4 (1/2^s): F_0, levels 0..3
     baseline_width: float = _rng(gt=0, le=1)  # width multiplier of the ResNet-18 baseline (1.0 = paper)
     pose_width: float = _rng(gt=0, le=1)      # width multiplier of the pose ResNet-18 (1.0 = paper)
-    encoder_weights: Optional[str]    # timm-format HRNet-W18 / HRNet Cityscapes checkpoint path
-    pose_weights: Optional[str]       # torchvision ResNet-18 state dict for the pose encoder
+    encoder_weights: Optional[str]    # null | imagenet | HRNet file (timm, HRNet-Cls/-Seg, mmseg): models/weights.py
+    pose_weights: Optional[str]       # null | imagenet | torchvision ResNet-18 file (pose + baseline encoders)
     num_classes: int = _rng(ge=2)
     min_depth: float = _rng(gt=0)
     max_depth: float = _rng(gt=0)

@@ -17,8 +17,9 @@ from psdif.geometry import disp_to_depth
 from psdif.models import (DepthOutput, DepthPredictor, build_depth_net, build_pose_net,
                           export_onnx)
 from psdif.models.layers import CoordinateAttention, ResNet18Encoder, SpatialAttention, upsample2x
-from psdif.models.msfan import MSFAN, load_encoder_weights
-from psdif.models.pose import PoseNet, load_pose_weights
+from psdif.models.msfan import MSFAN
+from psdif.models.pose import PoseNet
+from psdif.models.weights import load_encoder_weights, load_pose_weights
 from psdif.variants import VARIANTS
 
 torch.set_num_threads(1)

@@ -18,11 +18,11 @@ from psdif.config import ModelConfig
 from psdif.geometry import disp_to_depth
 from psdif.io import atomic_path
 from psdif.models.baseline import BaselineDepthNet
-from psdif.models.layers import load_resnet18_weights
-from psdif.models.msfan import MSFAN, load_encoder_weights
+from psdif.models.msfan import MSFAN
 from psdif.models.outputs import DepthOutput
-from psdif.models.pose import PoseNet, load_pose_weights
+from psdif.models.pose import PoseNet
 from psdif.models.psdifm import PSDIFNet
+from psdif.models.weights import load_encoder_weights, load_pose_weights, load_resnet18_weights
 from psdif.variants import Variant
 
 

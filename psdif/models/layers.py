@@ -161,31 +161,3 @@ class ResNet18Encoder(nn.Module):
         e4 = self.layer4(e3)
         return [e0, e1, e2, e3, e4]
 
-
-def load_resnet18_weights(encoder: ResNet18Encoder, path, key: str) -> None:
-    """Load a torchvision ``resnet18`` state dict (``fc.*`` ignored) into ``encoder`` strictly.
-
-    When ``encoder.conv1`` takes 3k input channels (k stacked frames), the RGB conv1 weight [64, 3, 7, 7] is
-    repeated k times along the input channels and divided by k (so a stack of k equal frames gives the
-    pretrained response). ``key`` names the params entry in error messages.
-    """
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{key}={path}: no such file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{key}={path}: not a state dict")
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    w = state.get("conv1.weight")
-    in_ch = encoder.conv1.in_channels
-    if w is not None and w.shape[1] == 3 and in_ch != 3:
-        if in_ch % 3:
-            raise ValueError(f"{key}={path}: cannot spread RGB conv1 weights over {in_ch} input channels")
-        state["conv1.weight"] = torch.cat([w] * (in_ch // 3), dim=1) / (in_ch // 3)
-    try:
-        encoder.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{key}={path}: not a torchvision resnet18 state dict matching width "
-                         f"{encoder.channels[-1] / 512:g} (width multiplier must be 1.0): {exc}") from None

@@ -25,7 +25,6 @@ Output channels per level (``MSFAN.channels``):
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 from timm.models.hrnet import HighResolutionNet, cfg_cls
@@ -51,12 +50,6 @@ HRNET_CFGS = {
     "w18_small": cfg_cls["hrnet_w18_small_v2"],
     "tiny": TINY_CFG,
 }
-
-# Keys of timm's classification head (hrnet_w18 state dict) that MSFAN does not use.
-TIMM_HEAD_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
-# Keys of HRNet-Semantic-Segmentation checkpoints' heads (HRNetV2 ``last_layer``, OCR heads, loss buffers).
-SEG_HEAD_PREFIXES = ("last_layer.", "loss.", "aux_head.", "conv3x3_ocr.", "ocr_gather_head.",
-                     "ocr_distri_head.", "cls_head.")
 
 
 def _expansion(block_type: str) -> int:
@@ -123,56 +116,3 @@ class MSFAN(nn.Module):
                 per_level[branch + 1].append(y)
         return [ca(torch.cat(ys, dim=1)) for ca, ys in zip(self.attention, per_level)]
 
-
-def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
-    """Find the tensor mapping inside a checkpoint (plain state dict or {'state_dict'|'model'|'model_state': ...})."""
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state", "model"):
-            if isinstance(obj.get(key), dict):
-                return _unwrap_state_dict(obj[key], path)
-    raise ValueError(f"{path}: no state dict of tensors found (expected a timm hrnet_w18 state dict or an "
-                     "HRNet Cityscapes checkpoint)")
-
-
-def map_hrnet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a timm-format or HRNet-Semantic-Segmentation state dict onto timm backbone names.
-
-    Mapping assumption (HRNet-Semantic-Segmentation, HRNetV2): its keys are ``model.`` + the same module
-    path as timm (conv1/bn1/conv2/bn2, layer1, transition{1,2,3}, stage{2,3,4}.<module>.branches/fuse_layers
-    with identical Sequential indices; timm's extra ``Upsample`` / ``Identity`` entries hold no parameters),
-    optionally under a DataParallel ``module.`` prefix. Heads (timm classifier, seg ``last_layer``, OCR, loss
-    buffers) are dropped by name. Note: HRNetV2-seg fuses with bilinear upsampling, timm with nearest.
-    """
-    mapped = {}
-    for key, value in state.items():
-        for prefix in ("module.", "model."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-        if key.startswith(TIMM_HEAD_PREFIXES + SEG_HEAD_PREFIXES):
-            continue
-        mapped[key] = value
-    return mapped
-
-
-def load_encoder_weights(encoder: MSFAN, path: str | Path) -> None:
-    """Load HRNet weights into ``encoder.backbone`` strictly (every backbone key, no extra key but the heads).
-
-    Accepts a timm ``hrnet_w18`` state dict (``torch.save(model.state_dict())``) or an HRNet Cityscapes
-    segmentation checkpoint (see :func:`map_hrnet_keys`). The coordinate-attention layers keep their init.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model.encoder_weights={path}: no such file")
-    state = map_hrnet_keys(_unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path))
-    own = encoder.backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    bad_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or bad_shape:
-        raise ValueError(
-            f"{path}: does not match the MSFAN backbone (model.msfan_size={encoder.size!r}): "
-            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
-            f"{len(bad_shape)} with another shape (e.g. {bad_shape[:3]}); HRNet-W18 weights need msfan_size w18")
-    encoder.backbone.load_state_dict(state, strict=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from psdif.models.layers import ImageNormalize, ResNet18Encoder, load_resnet18_weights, scaled_width
+from psdif.models.layers import ImageNormalize, ResNet18Encoder, scaled_width
 
 POSE_SCALE = 0.01  # Monodepth2's output scaling of the pose decoder
 
@@ -48,7 +48,3 @@ class PoseNet(nn.Module):
     def forward(self, pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decoder(self.encoder(self.normalize(pair))[-1])
 
-
-def load_pose_weights(net: PoseNet, path) -> None:
-    """torchvision resnet18 state dict -> pose encoder; conv1 duplicated over the 2 frames and halved."""
-    load_resnet18_weights(net.encoder, path, key="model.pose_weights")
