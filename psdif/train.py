@@ -1,27 +1,14 @@
-"""The training loop: one readable function, :func:`train`, plus the small pieces it uses.
+"""The training loop: :func:`train`, read top to bottom, plus the one-step pieces it shares with the benchmarks.
 
-Read top to bottom: set up (distributed, seeds, networks, optimiser, data) -> resume from ``last.pt`` ->
-loop over epochs and batches (forward, loss, backward, step) -> log / check / checkpoint -> ``model.pt``.
+set up (processes, seeds, networks, optimiser, data) -> resume (``psdif.checkpoint.resume``) -> epochs of
+batches: forward + losses, backward, Adam step -> every ``train.log_every`` steps a log line and the
+non-finite check, every ``train.checkpoint_every`` steps and at each epoch end ``last.pt`` -> ``model.pt``.
 
-Throughput (SPEC §5): the batch moves to the device in one ``batch.to``; the step has no host-device
-sync: the loss terms are accumulated on the device and read only every ``train.log_every`` steps and at
-checkpoints. Non-finite losses are therefore detected at those points, not at the step they happen:
-a device flag records the first non-finite step and its loss terms, and it is checked (together with the
-finiteness of the weights) before every checkpoint and before ``model.pt``, so a NaN never reaches a
-file and the last good checkpoint stays as it was. The run then stops with an error that names the
-step and each term's value.
-
-Exact resume: ``last.pt`` (written atomically every ``train.checkpoint_every`` steps and at every epoch
-end) holds the networks, optimiser, scheduler, the python / numpy / torch RNG states of every rank, the
-epoch and the number of batches done in it. The shuffled order depends on (train.seed, epoch) only and
-the augmentation on (train.seed, epoch, index), so a restarted run skips the batches already done and
-continues bit for bit. A checkpoint written with different parameters is refused. A completed run
-writes ``model.pt`` and removes ``last.pt``.
-
-Distributed: under ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK set) the networks are wrapped in DDP
-(NCCL on GPU, gloo on CPU); ``train.batch_size`` is the GLOBAL batch, split evenly over the ranks, so a
-run gives the same gradients on any number of processes (up to BatchNorm statistics, which are per rank).
-Only rank 0 writes files.
+Throughput: the batch moves to the device in one ``batch.to``; the step has no host-device sync (the loss
+terms accumulate on the device and are read only at log and checkpoint steps). Resume is exact: the
+shuffled order depends on (train.seed, epoch), the augmentation on (train.seed, epoch, index), and
+``last.pt`` holds every RNG state (``psdif.checkpoint``). Distributed: under ``torchrun`` the networks are
+wrapped in DDP (NCCL on GPU, gloo on CPU), ``train.batch_size`` is the global batch, only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -29,27 +16,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
-import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from psdif.batch import FRAME_IDS, Batch
+from psdif.checkpoint import (CHECKPOINT_NAME, MODEL_NAME, NonFiniteGuard, NonFiniteLossError,  # noqa: F401
+                              Progress, StaleCheckpointError, hashed_params, resume, rng_state, save_checkpoint,
+                              seed_everything)
 from psdif.config import Params, to_dict
-from psdif.io import params_hash, progress_enabled, save_torch
-from psdif.variants import Variant, params_read_by, select_params
-
-CHECKPOINT_NAME = "last.pt"
-MODEL_NAME = "model.pt"
-CHECKPOINT_FORMAT = 1
+from psdif.distributed import DistInfo, EpochSampler, init_distributed
+from psdif.io import params_hash, progress_enabled, save_torch  # noqa: F401  (params_hash: the run-key hash)
+from psdif.variants import Variant
 
 
 @dataclass
@@ -60,14 +45,6 @@ class TrainResult:
     steps: int                                   # optimiser steps done in total (including resumed ones)
     final_losses: dict = field(default_factory=dict)  # mean of each loss term over the last log interval
     samples_per_second: float = float("nan")     # global samples / s of this process's run (incl. data)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss (or the weights) became NaN / inf; the message names the step and the loss terms."""
-
-
-class StaleCheckpointError(RuntimeError):
-    """``last.pt`` was written with other parameters; the message names the file and the differences."""
 
 
 # ------------------------------------------------------------------------------------------ networks
@@ -162,144 +139,44 @@ def make_forward_loss(model: nn.Module, params: Params, variant: Variant,
 
 
 def train_step(forward_loss: Callable[[Batch], dict[str, torch.Tensor]], batch: Batch,
-               optimizer: torch.optim.Optimizer, autocast=contextlib.nullcontext()) -> dict[str, torch.Tensor]:
+               optimizer: torch.optim.Optimizer, autocast=contextlib.nullcontext(),
+               before_backward: Optional[Callable[[dict], None]] = None) -> dict[str, torch.Tensor]:
     """One optimiser step on a batch already on the device: forward + losses (under ``autocast``), backward,
-    Adam step. Returns the loss terms (device tensors; no host-device sync happens here)."""
+    Adam step. Returns the loss terms (device tensors; no host-device sync happens here).
+    ``before_backward(terms)`` may stop the step before its backward (the CPU non-finite check)."""
     with autocast:
         terms = forward_loss(batch)
+    if before_backward is not None:
+        before_backward(terms)
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
     optimizer.step()
     return terms
 
 
-# ------------------------------------------------------------------------------------------ distributed
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int
-    world: int
-    local_rank: int
-    initialised_here: bool
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(cuda: bool) -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPU, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if world == 1:
-        return DistInfo(0, 1, 0, False)
-    here = not dist.is_initialized()
-    if cuda:
-        torch.cuda.set_device(local_rank)
-    if here:
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return DistInfo(rank, world, local_rank, here)
-
-
-class EpochSampler(Sampler[int]):
-    """This rank's share of a (seed, epoch)-shuffled order, optionally skipping the batches already done.
-
-    Order: ``randperm(n)`` from a generator seeded with ``seed + epoch``, cut to a multiple of ``world``;
-    rank r takes positions r, r + world, ... (as DistributedSampler with drop_last). ``set_epoch(e, skip)``
-    starts the epoch ``skip`` samples in (resume mid-epoch).
-    """
-
-    def __init__(self, n: int, rank: int, world: int, seed: int, shuffle: bool = True):
-        self.n, self.rank, self.world, self.seed, self.shuffle = n, rank, world, seed, shuffle
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        order = order[: self.n // self.world * self.world]
-        return order[self.rank:: self.world]
-
-    def __iter__(self):
-        return iter(self.indices()[self.skip:])
-
-    def __len__(self) -> int:
-        return self.n // self.world - self.skip
-
-
-# ------------------------------------------------------------------------------------------ checkpoints
-
-def hashed_params(params: Params, variant: Variant) -> dict:
-    """The parameters a checkpoint depends on: the keys the variant's train stage lists in dvc.yaml
-    (:func:`psdif.variants.params_read_by`), ``data.intrinsics``, and the variant name."""
-    keys = sorted(set(params_read_by(variant)) | {"data.intrinsics"})
-    return {"variant": variant.name, **select_params(to_dict(params), keys)}
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def params_differences(old: dict, new: dict) -> list[str]:
-    """``key: old -> new`` for every key that differs between two :func:`hashed_params` dicts."""
-    a, b = _flatten(old), _flatten(new)
-    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
-            for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
-
-
-def rng_state(device: torch.device) -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def all_finite(tensors) -> torch.Tensor:
-    """One bool tensor (no sync): every element of every tensor is finite (a norm is inf / nan otherwise)."""
-    tensors = [t.detach() for t in tensors]
-    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: foreach kernels
-        return torch.nn.utils.get_total_norm(tensors).isfinite()
-    return torch.stack([t.float().norm() for t in tensors]).isfinite().all()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def load_checkpoint(path: Path, hashed: dict) -> dict:
-    """Read ``last.pt``; refuse it when it was written with other parameters (names the differences)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("params_hash") != params_hash(hashed):
-        diffs = params_differences(ckpt.get("params", {}), hashed) if "params" in ckpt else ["unknown format"]
-        raise StaleCheckpointError(
-            f"{path}: checkpoint was written with different parameters ({'; '.join(diffs[:8])}"
-            f"{'; ...' if len(diffs) > 8 else ''}); delete {path} to start over, or train into a fresh "
-            "output directory")
-    return ckpt
-
-
 # ------------------------------------------------------------------------------------------ logging
+
+class LossLog:
+    """Mean of each loss term over the steps since the last log line, accumulated on the device."""
+
+    def __init__(self, state: Optional[dict] = None, device: Optional[torch.device] = None):
+        state = state or {}
+        self.sum = state["log_sum"].to(device) if state.get("log_sum") is not None else None
+        self.count = state.get("log_count", 0)
+
+    def add(self, values: torch.Tensor) -> None:
+        self.sum = values if self.sum is None or self.count == 0 else self.sum + values
+        self.count += 1
+
+    def pop_means(self) -> list[float]:
+        """The means since the last call (one host sync), then start over."""
+        means = (self.sum / self.count).tolist()
+        self.sum, self.count = torch.zeros_like(self.sum), 0
+        return means
+
+    def state(self) -> dict:
+        return {"log_sum": None if self.sum is None else self.sum.cpu(), "log_count": self.count}
+
 
 def open_live(live_dir: Path, resume_step: Optional[int]):
     """DVCLive logger (no dvc.yaml, no DVC experiment); on resume, drop rows logged after the checkpoint."""
@@ -313,8 +190,16 @@ def open_live(live_dir: Path, resume_step: Optional[int]):
             rows = [r for r in rows if int(r.split("\t")[step_col]) <= resume_step]
             tmp = tsv.with_suffix(".tsv.tmp")
             tmp.write_text("".join(head + rows))
-            os.replace(tmp, tsv)
+            tmp.replace(tsv)
     return Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resume_step is not None)
+
+
+def log_line(variant: str, step: int, total: int, losses: dict[str, float], samples_per_s: float,
+             eta: float) -> str:
+    """One plain progress line for logs without a terminal (nohup, CI, a cluster job): step, terms, speed, ETA."""
+    terms = " ".join(f"{k} {v:.4g}" for k, v in losses.items())
+    return (f"train {variant}: step {step}/{total}  {terms}  {samples_per_s:.1f} samples/s  "
+            f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
 
 
 # ------------------------------------------------------------------------------------------ the loop
@@ -333,33 +218,34 @@ def make_dataset(params: Params, variant: Variant, frames, labels_root, boundary
 def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=None, boundary_root=None,
           live_dir: Optional[str | Path] = None, frames=None, dataset=None, device=None,
           build_models: Callable = build_networks, loss_fn: Callable = default_loss_fn,
-          progress: Optional[bool] = None) -> TrainResult:
+          progress: Optional[bool] = None, inputs: Optional[dict] = None) -> TrainResult:
     """Train ``variant`` with ``params`` into ``out_dir`` (``last.pt`` while running, then ``model.pt``).
 
     labels_root / boundary_root: pseudo-label and boundary PNG roots (needed by seg / metric-loss variants);
     live_dir: DVCLive folder (default ``out_dir/dvclive``); frames: target frames (default: the train list
     of ``data.train_split``); dataset: a ready dataset with ``set_epoch`` (overrides frames);
-    build_models(variant, model_cfg) -> (depth_net, pose_net); loss_fn: see :func:`default_loss_fn`.
-    Resumes from ``out_dir/last.pt`` when present (refused if written with other parameters); a run that
-    completes writes ``model.pt`` and then deletes ``last.pt``, so a later run with other parameters
-    (``dvc exp run -S ...``) starts fresh instead of being refused.
+    build_models(variant, model_cfg) -> (depth_net, pose_net); loss_fn: see :func:`default_loss_fn`;
+    inputs: ``{name: digest}`` of the files the run reads, part of the run key (``psdif.checkpoint``).
+    Resumes from ``out_dir/last.pt`` when present (refused if written under another run key); a run that
+    completes writes ``model.pt`` and then deletes ``last.pt``.
     """
     cuda = (torch.device(device).type == "cuda") if device is not None else torch.cuda.is_available()
     dinfo = init_distributed(cuda)
     try:
         return _train(params, variant, Path(out_dir), dinfo, cuda, labels_root=labels_root,
                       boundary_root=boundary_root, live_dir=live_dir, frames=frames, dataset=dataset,
-                      device=device, build_models=build_models, loss_fn=loss_fn, progress=progress)
+                      device=device, build_models=build_models, loss_fn=loss_fn, progress=progress, inputs=inputs)
     finally:
         if dinfo.initialised_here:
             dist.destroy_process_group()
 
 
 def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cuda: bool, *, labels_root,
-           boundary_root, live_dir, frames, dataset, device, build_models, loss_fn, progress) -> TrainResult:
+           boundary_root, live_dir, frames, dataset, device, build_models, loss_fn, progress,
+           inputs) -> TrainResult:
     tc = params.train
     device = torch.device(device if device is not None else (f"cuda:{dinfo.local_rank}" if cuda else "cpu"))
-    hashed = hashed_params(params, variant)
+    key = hashed_params(params, variant, inputs)
     ckpt_path = out_dir / CHECKPOINT_NAME
 
     # networks (identical initialisation on every rank), then a per-rank stream for noise / dropout
@@ -386,133 +272,90 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
                          "lower train.batch_size or add frames")
     total_steps = min(tc.max_steps or math.inf, tc.epochs * steps_per_epoch)
 
-    # resume
-    step, epoch, batch_in_epoch, resumed = 0, 0, 0, False
-    log_sum, log_count = None, 0
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, hashed)
-        nets.depth.load_state_dict(ckpt["depth"])
-        nets.pose.load_state_dict(ckpt["pose"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        step, epoch, batch_in_epoch, resumed = ckpt["step"], ckpt["epoch"], ckpt["batch"], True
-        if ckpt["world_size"] == dinfo.world:
-            set_rng_state(ckpt["rng"][dinfo.rank], device)
-        else:  # exact resume needs the same number of processes; continue reproducibly anyway
-            seed_everything(tc.seed + dinfo.rank + 7919 * step)
-        if ckpt.get("log_sum") is not None:
-            log_sum, log_count = ckpt["log_sum"].to(device), ckpt["log_count"]
-        del ckpt
+    resumed, log_state = resume(ckpt_path, key, nets, optimizer, scheduler, dinfo.rank, dinfo.world, tc.seed,
+                                device)
+    at = resumed or Progress()
+    losses = LossLog(log_state, device)
 
-    # static_graph: the same parameters take part in every step. (With the default, the real MSFAN's
-    # coordinate-attention conv_w layers made DDP stop at step 2 claiming they got no gradient, although
-    # they do; static_graph records the graph once and avoids find_unused_parameters' per-step traversal.)
+    # static_graph: the same parameters take part in every step (it also avoids a false "no gradient"
+    # alarm on MSFAN's coordinate-attention convs and find_unused_parameters' per-step traversal)
     model = nn.parallel.DistributedDataParallel(nets, device_ids=[device.index] if device.type == "cuda" else None,
                                                 static_graph=True) if dinfo.world > 1 else nets
     autocast = autocast_context(tc.amp, device)
     forward_loss = make_forward_loss(model, params, variant, loss_fn)
     step_fn = torch.compile(forward_loss) if tc.compile else forward_loss
 
-    live = open_live(Path(live_dir) if live_dir else out_dir / "dvclive", step if resumed else None) \
+    live = open_live(Path(live_dir) if live_dir else out_dir / "dvclive", at.step if resumed else None) \
         if dinfo.main else None
     show = progress_enabled() if progress is None else progress
     from tqdm import tqdm
-    pbar = tqdm(total=total_steps, initial=step, desc=f"train {variant.name}", disable=not (show and dinfo.main))
-
-    names: Optional[list[str]] = None
+    pbar = tqdm(total=total_steps, initial=at.step, desc=f"train {variant.name}", disable=not (show and dinfo.main))
+    guard = NonFiniteGuard(device, dinfo.rank)
+    reduce_max = (lambda t: dist.all_reduce(t, op=dist.ReduceOp.MAX)) if dinfo.world > 1 else None
     final_losses: dict[str, float] = {}
-    bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # first non-finite step, -1 = none
-    bad_terms: Optional[torch.Tensor] = None
 
-    def check_finite(weights: bool = False) -> None:
-        """Sync point: stop if a loss was non-finite since the start, or (``weights``) a weight is, on any rank."""
-        weights_ok = all_finite(nets.parameters()) if weights else torch.ones((), dtype=torch.bool, device=device)
-        flags = torch.stack([(bad_step >= 0).long(), (~weights_ok).long()])
-        if dinfo.world > 1:
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        if not flags.any():
-            return
-        last = f"the last good checkpoint {ckpt_path} is kept" if ckpt_path.exists() else "no checkpoint was written"
-        if bad_step >= 0:
-            values = ", ".join(f"{n}={v:.6g}" for n, v in zip(names, bad_terms.tolist()))
-            msg = f"non-finite loss at step {int(bad_step)} (rank {dinfo.rank}): {values}"
-        elif flags[0]:
-            msg = "non-finite loss on another rank"
-        else:
-            msg = f"non-finite weights after step {step} (the loss was finite: a gradient overflowed)"
-        raise NonFiniteLossError(f"{msg}; training stopped, {last}. Lower train.lr, or inspect that "
-                                 "batch's inputs; a rerun resumes from the checkpoint")
+    def kept() -> str:
+        return f"the last good checkpoint {ckpt_path} is kept" if ckpt_path.exists() else "no checkpoint was written"
 
-    def save_checkpoint() -> None:
-        check_finite(weights=True)
+    def checkpoint() -> None:
+        guard.check(list(nets.parameters()), kept(), reduce_max, at.step)
         rngs = [None] * dinfo.world
         if dinfo.world > 1:
             dist.all_gather_object(rngs, rng_state(device))
         else:
             rngs[0] = rng_state(device)
         if dinfo.main:
-            save_torch(ckpt_path, {
-                "format": CHECKPOINT_FORMAT, "params_hash": params_hash(hashed), "params": hashed,
-                "step": step, "epoch": epoch, "batch": batch_in_epoch, "world_size": dinfo.world,
-                "depth": nets.depth.state_dict(), "pose": nets.pose.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs,
-                "log_sum": None if log_sum is None else log_sum.cpu(), "log_count": log_count,
-            })
+            save_checkpoint(ckpt_path, key, at, nets, optimizer, scheduler, rngs, losses.state())
+
+    start_step, start_time = at.step, time.perf_counter()
 
     def log() -> None:
-        nonlocal log_sum, log_count
-        check_finite()
-        final_losses.update(zip(names, (log_sum / log_count).tolist()))
-        if live is not None:
-            live.step = step
-            for name, value in final_losses.items():
-                live.log_metric(f"train/{name}", value)
-            live.log_metric("train/lr", scheduler.get_last_lr()[0])
-            live.sync()
-            pbar.set_postfix(loss=f"{final_losses['total']:.4f}")
-        log_sum, log_count = torch.zeros_like(log_sum), 0
+        guard.check(None, kept(), reduce_max)
+        final_losses.update(zip(guard.names, losses.pop_means()))
+        if live is None:
+            return
+        live.step = at.step
+        for name, value in final_losses.items():
+            live.log_metric(f"train/{name}", value)
+        live.log_metric("train/lr", scheduler.get_last_lr()[0])
+        live.sync()
+        pbar.set_postfix(loss=f"{final_losses['total']:.4f}")
+        if not show:  # no terminal: one plain line per log interval
+            seconds, done = time.perf_counter() - start_time, max(at.step - start_step, 1)
+            print(log_line(variant.name, at.step, total_steps, final_losses, done * tc.batch_size / seconds,
+                           (total_steps - at.step) * seconds / done), file=sys.stderr, flush=True)
 
-    start_step, start_time = step, time.perf_counter()
-    while step < total_steps and epoch < tc.epochs:
-        dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch, skip=batch_in_epoch * per_rank)
+    while at.step < total_steps and at.epoch < tc.epochs:
+        dataset.set_epoch(at.epoch)
+        sampler.set_epoch(at.epoch, skip=at.batch * per_rank)
         for batch in loader:
-            terms = train_step(step_fn, batch.to(device), optimizer, autocast)
-            step, batch_in_epoch = step + 1, batch_in_epoch + 1
+            terms = train_step(step_fn, batch.to(device), optimizer, autocast,
+                               before_backward=lambda t: guard.before_backward(at.step + 1, t, kept()))
+            at.step, at.batch = at.step + 1, at.batch + 1
             pbar.update(1)
-
-            # bookkeeping on the device only (no sync): log sums, first non-finite step and its terms
-            values = torch.stack([v.detach().float().reshape(()) if torch.is_tensor(v)
-                                  else torch.tensor(float(v), device=device) for v in terms.values()])
-            if names is None:
-                names, bad_terms = list(terms), torch.zeros_like(values)
-            newly_bad = (bad_step < 0) & ~values.isfinite().all()
-            bad_step = torch.where(newly_bad, torch.full_like(bad_step, step), bad_step)
-            bad_terms = torch.where(newly_bad, values, bad_terms)
-            log_sum = values if log_sum is None or log_count == 0 else log_sum + values
-            log_count += 1
-
-            if step % tc.log_every == 0:
+            losses.add(guard.record(at.step, terms))  # device-side bookkeeping only
+            if at.step % tc.log_every == 0:
                 log()
-            if batch_in_epoch == steps_per_epoch or step >= total_steps:
+            if at.batch == steps_per_epoch or at.step >= total_steps:
                 break
-            if step % tc.checkpoint_every == 0:
-                save_checkpoint()
-        if batch_in_epoch == steps_per_epoch:  # epoch end: lr schedule (StepLR counts epochs)
+            if at.step % tc.checkpoint_every == 0:
+                checkpoint()
+        if at.batch == steps_per_epoch:  # epoch end: lr schedule (StepLR counts epochs)
             scheduler.step()
-            epoch, batch_in_epoch = epoch + 1, 0
-        save_checkpoint()
+            at.epoch, at.batch = at.epoch + 1, 0
+        checkpoint()
     pbar.close()
     seconds = time.perf_counter() - start_time
-    if log_count:  # the steps after the last multiple of log_every
+    if losses.count:  # the steps after the last multiple of log_every
         log()
 
-    check_finite(weights=True)
+    guard.check(list(nets.parameters()), kept(), reduce_max, at.step)
     if dinfo.main:
         save_torch(out_dir / MODEL_NAME, {"depth": nets.depth.state_dict(), "pose": nets.pose.state_dict(),
-                           "variant": dataclasses.asdict(variant), "model_cfg": to_dict(params.model),
-                           "height": params.data.height, "width": params.data.width, "step": step})
+                                          "variant": dataclasses.asdict(variant), "model_cfg": to_dict(params.model),
+                                          "height": params.data.height, "width": params.data.width,
+                                          "step": at.step})
         ckpt_path.unlink(missing_ok=True)  # complete: nothing to resume
     if live is not None:
         live.end()
-    return TrainResult(nets, step, final_losses, (step - start_step) * tc.batch_size / max(seconds, 1e-9))
+    return TrainResult(nets, at.step, final_losses, (at.step - start_step) * tc.batch_size / max(seconds, 1e-9))

@@ -31,7 +31,8 @@ def main(argv=None) -> None:
                                    f"--nproc_per_node={nproc}", __file__, *argv])
     p, args = stage_args("train", argv, _args)
 
-    from psdif.train import hashed_params, params_hash, train
+    from psdif.io import params_hash
+    from psdif.train import hashed_params, train
 
     variant = get_variant(args.variant)
     run_dir = Path("data/runs") / f"{variant.name}-{params_hash(hashed_params(p, variant))}"

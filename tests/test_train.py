@@ -219,8 +219,8 @@ def test_checkpoint_from_other_params_is_refused(tiny, tmp_path):
 
 
 def test_nan_stops_training_and_keeps_last_checkpoint(tiny, tmp_path):
-    """NaN in the batch of step 5; checkpoints every 2 steps, checks every 4 (log) or 2 (checkpoint):
-    the run stops at step 6, names step 5 and the terms, and last.pt (step 4) is byte-identical."""
+    """NaN in the batch of step 5 on the CPU: the run stops before that step's backward (a NaN warp's
+    backward can crash the CPU kernel), names step 5 and the terms, and last.pt (step 4) is byte-identical."""
     out = tmp_path / "nan"
     snapshot = {}
     loss = StandInLoss(nan_at=5, on_nan=lambda: snapshot.setdefault("bytes", (out / "last.pt").read_bytes()))
@@ -229,10 +229,26 @@ def test_nan_stops_training_and_keeps_last_checkpoint(tiny, tmp_path):
     msg = str(err.value)
     assert "step 5" in msg and "total=nan" in msg and "photometric=nan" in msg and "pose=" in msg
     assert str(out / "last.pt") in msg
-    assert loss.calls == 6  # detected at the first check after the NaN, without a sync every step
+    assert loss.calls == 5  # caught before the backward of step 5
     assert (out / "last.pt").read_bytes() == snapshot["bytes"]
     assert torch.load(out / "last.pt", weights_only=False)["step"] == 4
     assert not (out / "model.pt").exists()
+
+
+def test_guard_records_on_the_device_and_reports_at_the_next_check():
+    """The GPU path: record() keeps the FIRST non-finite step and its terms without a host sync; check() raises."""
+    from psdif.checkpoint import NonFiniteGuard
+
+    guard = NonFiniteGuard(torch.device("cpu"))
+    for step, total in ((1, 1.0), (2, float("nan")), (3, float("inf")), (4, 2.0)):
+        guard.record(step, {"total": torch.tensor(total), "ce": torch.tensor(0.5)})
+    with pytest.raises(NonFiniteLossError, match=r"step 2 \(rank 0\): total=nan, ce=0.5; training stopped, here"):
+        guard.check(None, "here")
+    clean = NonFiniteGuard(torch.device("cpu"))
+    clean.record(1, {"total": torch.tensor(1.0)})
+    clean.check([torch.ones(3)], "here")  # nothing to report
+    with pytest.raises(NonFiniteLossError, match="non-finite weights after step 7"):
+        clean.check([torch.tensor([1.0, float("inf")])], "here", step=7)
 
 
 def test_nan_gradient_never_reaches_a_checkpoint(tiny, tmp_path):
@@ -291,3 +307,12 @@ def test_real_networks_and_losses_full_variant(tmp_path):
     net.load_state_dict(model["depth"])  # strict: the saved weights fit the real network
     rows = (out / "dvclive" / "plots" / "metrics" / "train" / "metric.tsv").read_text().splitlines()
     assert len(rows) == 3 and all(float(r.split("\t")[-1]) >= 0 for r in rows[1:])
+
+
+def test_without_a_terminal_a_line_per_log_interval(tiny, tmp_path, capsys):
+    """nohup / CI / cluster logs: one plain line every train.log_every steps with step, terms, speed, ETA."""
+    run_standin(tiny, tmp_path / "quiet", max_steps=6, log_every=2, checkpoint_every=100)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("train baseline: step")]
+    assert [ln.split()[3] for ln in lines] == ["2/6", "4/6", "6/6"]
+    assert all("total " in ln and "photometric " in ln and "samples/s" in ln and "ETA" in ln for ln in lines)
+    assert lines[-1].endswith("ETA 0m00s")
