@@ -14,22 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from psdif.config import Params, ParamsError, load_params, preset_path
-
-
-def stage_args(stage: str, argv=None, extra=None) -> tuple[Params, argparse.Namespace]:
-    """Parse a stage's command line and validate params.yaml; a bad key exits with its name."""
-    parser = argparse.ArgumentParser(prog=f"stages/{stage}.py")
-    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
-    if extra:
-        extra(parser)
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-    except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2)
-    return params, args
+from psdif.config import ParamsError, load_params, preset_path
 
 
 def cmd_preset(args) -> int:

@@ -74,7 +74,8 @@ class SyntheticConfig:
 class FilterConfig:
     min_speed: float = _rng(ge=0)           # m/s; frames slower than this (OXTS) are static
     min_image_motion: float = _rng(ge=0)    # mean abs grey difference (0-255) when OXTS is missing
-    val_fraction: float = _rng(ge=0, lt=1)  # KITTI only: share of kept train frames moved to val
+    drop_static: bool                       # drop static frames from the train / val lists (false: report only)
+    val_fraction: float = _rng(ge=0, lt=1)  # share of kept train frames moved to val when the split has no val list
 
 
 @dataclass(frozen=True, kw_only=True)

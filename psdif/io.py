@@ -127,8 +127,27 @@ def params_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def tree_manifest(root: str | Path, pattern: str = "**/*") -> dict:
-    """Relative path -> size for every file under ``root`` (a cheap fingerprint of a large tree)."""
+def md5_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tree_manifest(root: str | Path, pattern: str = "**/*", content: bool = True) -> dict:
+    """Relative path -> fingerprint of every file under ``root`` matching ``pattern`` (hidden files skipped).
+
+    content=True: the MD5 of the bytes (generated data, labels, masks: any change is seen); content=False:
+    ``"<size>:<mtime_ns>"`` (a real KITTI copy, too large to read on every run: an edit that keeps both the
+    size and the modification time is not seen).
+    """
     root = Path(root)
     files = sorted(p for p in root.glob(pattern) if p.is_file() and not p.name.startswith("."))
-    return {str(p.relative_to(root)): p.stat().st_size for p in files}
+    if content:
+        return {str(p.relative_to(root)): md5_file(p) for p in files}
+    out = {}
+    for p in files:
+        st = p.stat()
+        out[str(p.relative_to(root))] = f"{st.st_size}:{st.st_mtime_ns}"
+    return out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from psdif.data.images import read_image
 from psdif.semantics.boundary import boundary_figure, boundary_frames
-from psdif.cli import stage_args
+from psdif.stage import stage_args
 from psdif.io import progress_enabled
 from psdif.io import params_hash, prepare_output_tree, read_json, tree_manifest, write_json
 from psdif.semantics.labels import read_label_png

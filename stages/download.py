@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from psdif.data import kitti
-from psdif.cli import stage_args
+from psdif.stage import stage_args
 from psdif.io import progress_enabled
 from psdif.io import params_hash, tree_manifest, write_json
 

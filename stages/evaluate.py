@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from psdif.data import kitti
-from psdif.cli import stage_args
+from psdif.stage import stage_args
 from psdif.io import progress_enabled
 from psdif.evaluation.evaluate import ConstantDisparity, evaluate_eigen, evaluate_make3d_set, untrained_net
 from psdif.io import write_json

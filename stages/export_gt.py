@@ -7,7 +7,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from psdif.data import kitti
-from psdif.cli import stage_args
+from psdif.stage import stage_args
 from psdif.io import progress_enabled
 from psdif.evaluation.metrics import save_gt_depths
 

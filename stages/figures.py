@@ -9,7 +9,7 @@ import torch
 
 from psdif.data.images import read_image
 from psdif.data import kitti
-from psdif.cli import stage_args
+from psdif.stage import stage_args
 from psdif.data.dataset import TripletDataset, collate
 from psdif.evaluation.evaluate import predict_sigmoids
 from psdif.evaluation.figures import inconsistency_figure, inconsistency_rows, qualitative_figure

@@ -1,14 +1,23 @@
-"""filter stage: drop static frames, write <splits_dir>/<train_split>/{train,val}_files.txt, metrics/filter.json."""
+"""filter stage: the lists training reads -> data/lists/{train,val}_files.txt, metrics/filter.json.
+
+Input: the train (and val) list of ``<data.splits_dir>/<data.train_split>/`` (Monodepth2 format: the published
+eigen_zhou lists, the generated set's synth_zhou lists, or a user's own); they are read, never written. Kept:
+the listed lines whose drive, frame and both neighbours are on disk, without static frames when
+``filter.drop_static`` (OXTS speed, or image motion where OXTS is missing). The report counts what was
+dropped and why, and how many listed frames the OXTS filter calls static (also when they are kept).
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from psdif.data import kitti
-from psdif.cli import stage_args
-from psdif.io import progress_enabled
-from psdif.io import write_json
-from psdif.data.static_filter import agreement, filter_drives, read_drive_roles
+from psdif.data.static_filter import filter_lists
+from psdif.io import progress_enabled, write_json
+from psdif.stage import stage_args
+
+OUT = Path("data/lists")
 
 
 def read_stationary(root: Path, folder: str) -> list[int]:
@@ -21,35 +30,36 @@ def read_stationary(root: Path, folder: str) -> list[int]:
 
 def main(argv=None) -> None:
     p, _ = stage_args("filter", argv)
-    root, splits = Path(p.data.raw_root), Path(p.data.splits_dir)
-    if p.data.source == "synthetic":
-        roles = read_drive_roles(splits / "synthetic_drives.txt")
-    else:
-        # the drives of the published eigen_zhou lists; frames go to val by a fixed hash
-        published = kitti.read_split(splits / "eigen_zhou" / "train_files.txt") + \
-            kitti.read_split(splits / "eigen_zhou" / "val_files.txt")
-        test_drives = {f.folder for f in kitti.read_split(splits / p.data.test_split / "test_files.txt")}
-        roles = {f.folder: "trainval" for f in published if f.folder not in test_drives}
-    result = filter_drives(root, roles, p.filter.min_speed, p.filter.min_image_motion,
-                           p.filter.val_fraction, p.data.img_ext, progress=progress_enabled())
-    out = splits / p.data.train_split
-    kitti.write_split(out / "train_files.txt", result.train)
-    kitti.write_split(out / "val_files.txt", result.val)
-
+    root, lists = Path(p.data.raw_root), Path(p.data.splits_dir) / p.data.train_split
+    train_file, val_file = lists / "train_files.txt", lists / "val_files.txt"
+    if not train_file.is_file():
+        raise SystemExit(f"error: {train_file}: no train list (data.splits_dir / data.train_split); a split folder "
+                         "holds train_files.txt and optionally val_files.txt, one '<date>/<drive> <frame> <l|r>' "
+                         "per line")
+    listed_train = kitti.read_split(train_file)
+    listed_val = kitti.read_split(val_file) if val_file.is_file() else []
+    f = p.filter
+    result = filter_lists(root, listed_train, listed_val, f.min_speed, f.min_image_motion, f.drop_static,
+                          f.val_fraction, p.data.img_ext, progress=progress_enabled())
     report = {
-        "drives": len(result.motions),
-        "train_lines": len(result.train),
-        "val_lines": len(result.val),
-        "static_frames": sum(len(m.static) for m in result.motions),
+        "train_split": str(lists), "listed_train": len(listed_train), "listed_val": len(listed_val),
+        "train_lines": len(result.train), "val_lines": len(result.val), "dropped": result.dropped,
+        "drives": len(result.motions), "static_frames": sum(len(m.static) for m in result.motions),
+        "static_listed": result.static_listed, "drop_static": f.drop_static,
     }
     if p.data.source == "synthetic":
-        expected = {d: read_stationary(root, d) for d, role in roles.items() if role != "test"}
-        found = result.static
+        found = {d: s for d, s in result.static.items()}
+        expected = {d: read_stationary(root, d) for d in found}
         report["static_true"] = sum(len(v) for v in expected.values())
         report["static_exact_match"] = found == expected
-    else:
-        report["eigen_zhou"] = agreement(result.train + result.val, published)
     write_json("metrics/filter.json", report)
+    if not result.train:
+        raise SystemExit(f"error: no training frame left from {train_file} ({len(listed_train)} listed; dropped: "
+                         f"{result.dropped}); check data.raw_root ({root}) and the list, or filter.drop_static")
+    kitti.write_split(OUT / "train_files.txt", result.train)
+    kitti.write_split(OUT / "val_files.txt", result.val)
+    if not result.val:
+        print(f"warning: the validation list is empty ({val_file})", file=sys.stderr)
     print(report)
 
 

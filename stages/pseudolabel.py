@@ -14,7 +14,8 @@ from pathlib import Path
 from psdif.data.images import read_image
 from psdif.data import kitti
 from psdif.semantics import cityscapes, deeplab, labels, teacher
-from psdif.cli import stage_args
+from psdif.stage import stage_args
+from psdif.paths import TRAIN_LIST, VAL_LIST
 from psdif.io import progress_enabled
 from psdif.io import params_hash, prepare_output_tree, read_json, tree_manifest, write_json
 
@@ -26,16 +27,15 @@ METRICS = Path("metrics/pseudolabel.json")
 
 
 def drive_roles(p) -> dict[str, str]:
-    """folder -> train|val|test for every drive the pipeline uses."""
+    """folder -> train|val|test for every drive the pipeline uses (the filtered lists and the test list)."""
     splits = Path(p.data.splits_dir)
     if p.data.source == "synthetic":
         from psdif.data.static_filter import read_drive_roles
         return read_drive_roles(splits / "synthetic_drives.txt")
     roles = {}
-    for name, role in ((f"{p.data.train_split}/train_files.txt", "train"),
-                       (f"{p.data.train_split}/val_files.txt", "val"),
-                       (f"{p.data.test_split}/test_files.txt", "test")):
-        for ref in kitti.read_split(splits / name):
+    for path, role in ((Path(TRAIN_LIST), "train"), (Path(VAL_LIST), "val"),
+                       (splits / p.data.test_split / "test_files.txt", "test")):
+        for ref in kitti.read_split(path):
             roles.setdefault(ref.folder, role)
     return roles
 

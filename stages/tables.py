@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from psdif.cli import stage_args
+from psdif.stage import stage_args
 from psdif.evaluation.tables import run_labels, write_tables
 
 

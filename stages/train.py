@@ -1,7 +1,9 @@
 """train stage: one Table-3 variant -> models/<variant>/model.pt, metrics/train/<variant>.json, dvclive/<variant>.
 
-The run lives in data/runs/<variant>-<params hash>/ (resumable ``last.pt``); an interrupted `dvc repro`
-resumes where it stopped, a run with other params starts in another folder. Several GPUs: set
+The run lives in data/runs/<variant>-<run key>/ (resumable ``last.pt``); the run key covers the params the
+variant reads and the content of every data file the stage depends on (lists, manifests, weight
+fingerprints), so an interrupted `dvc repro` resumes where it stopped and a run on other params or other data
+starts in another folder. Several GPUs: set
 PSDIF_NPROC=N and the stage re-executes itself under torchrun (one process per GPU, DDP).
 """
 
@@ -13,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from psdif.cli import stage_args
+import yaml
+
+from psdif.stage import stage_args
 from psdif.io import progress_enabled
 from psdif.io import atomic_path, write_json
 from psdif.variants import VARIANTS, get_variant
@@ -31,15 +35,20 @@ def main(argv=None) -> None:
                                    f"--nproc_per_node={nproc}", __file__, *argv])
     p, args = stage_args("train", argv, _args)
 
-    from psdif.io import params_hash
+    from psdif.data.kitti import read_split
+    from psdif.io import md5_file, params_hash
+    from psdif.paths import TRAIN_LIST
     from psdif.train import hashed_params, train
 
     variant = get_variant(args.variant)
-    run_dir = Path("data/runs") / f"{variant.name}-{params_hash(hashed_params(p, variant))}"
+    # the run key: params + the content of every data file this stage depends on in dvc.yaml
+    deps = yaml.safe_load(Path("dvc.yaml").read_text())["stages"][f"train_{variant.name}"]["deps"]
+    inputs = {d: md5_file(d) for d in deps if d.startswith("data/")}
+    run_dir = Path("data/runs") / f"{variant.name}-{params_hash(hashed_params(p, variant, inputs))}"
     start = time.perf_counter()
     result = train(p, variant, run_dir, labels_root=Path("data/pseudolabels"),
                    boundary_root=Path("data/boundaries"), live_dir=run_dir / "dvclive",
-                   progress=progress_enabled())
+                   progress=progress_enabled(), frames=read_split(Path(TRAIN_LIST)), inputs=inputs)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     model = Path("models") / variant.name / "model.pt"

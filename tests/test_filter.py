@@ -6,7 +6,8 @@ import numpy as np
 from PIL import Image
 
 from psdif.data import kitti
-from psdif.data.static_filter import agreement, candidate_frames, drive_motion, filter_drives
+from psdif.data.kitti import FrameRef
+from psdif.data.static_filter import agreement, candidate_frames, drive_motion, filter_lists
 
 FOLDER = "2000_01_01/2000_01_01_drive_0001_sync"
 
@@ -47,13 +48,31 @@ def test_image_motion_where_oxts_is_missing(tmp_path):
     assert dm.image_motion[1] > 1.0
 
 
-def test_filter_writes_roles_and_both_sides(tmp_path):
-    _write_drive(tmp_path, [8] * 6)
-    res = filter_drives(tmp_path, {FOLDER: "val"}, 0.5, 1.0, 0.0, progress=False)
-    assert res.train == [] and len(res.val) == 8
-    assert {f.side for f in res.val} == {"l", "r"}
-    res = filter_drives(tmp_path, {FOLDER: "test"}, 0.5, 1.0, 0.0, progress=False)
-    assert res.train == res.val == []
+def _listed(frames, sides=("l", "r"), folder=FOLDER):
+    return [FrameRef(folder, i, side) for i in frames for side in sides]
+
+
+def test_filter_keeps_listed_moving_frames_in_list_order(tmp_path):
+    speeds = [8, 8, 8, 0, 0, 0, 0.3, 8, 8, 8]
+    _write_drive(tmp_path, speeds)
+    train = _listed([8, 1, 2, 3, 4, 9]) + _listed([5], folder="2000_01_01/2000_01_01_drive_0002_sync")
+    val = _listed([7])
+    res = filter_lists(tmp_path, train, val, 0.5, 1.0, drop_static=True, val_fraction=0.0, progress=False)
+    assert res.train == _listed([8, 1, 2]) and res.val == _listed([7])   # order of the list kept
+    assert res.dropped == {"drive not on disk": 2, "frame or a neighbour not on disk": 2, "static": 4}
+    assert res.static_listed == 4
+    kept = filter_lists(tmp_path, train, val, 0.5, 1.0, drop_static=False, val_fraction=0.0, progress=False)
+    assert kept.train == _listed([8, 1, 2, 3, 4]) and kept.static_listed == 4 and kept.dropped["static"] == 0
+
+
+def test_filter_carves_val_by_hash_when_the_split_has_no_val_list(tmp_path):
+    _write_drive(tmp_path, [8] * 40)
+    train = _listed(range(1, 39))
+    res = filter_lists(tmp_path, train, [], 0.5, 1.0, drop_static=True, val_fraction=0.3, progress=False)
+    assert res.val and res.train and sorted(res.train + res.val) == sorted(train)
+    again = filter_lists(tmp_path, list(reversed(train)), [], 0.5, 1.0, drop_static=True, val_fraction=0.3,
+                         progress=False)
+    assert set(again.val) == set(res.val)  # the same frames, whatever the order
 
 
 def test_real_sample_is_moving(kitti_mini):

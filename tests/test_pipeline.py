@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from psdif import pipeline
@@ -45,5 +48,175 @@ def test_stage_scripts_exist_for_every_stage():
         script = stage["cmd"].split()[1]
         assert (REPO / script).exists(), f"{name}: {script} missing"
         for dep in stage["deps"]:
-            if "$" not in dep and not dep.startswith(("data/", "models/", "metrics/")):
+            if "$" not in dep and not dep.startswith(("data/", "models/", "metrics/", "psdif/splits/")):
                 assert (REPO / dep).exists(), f"{name}: dependency {dep} missing"
+
+
+# ------------------------------------------------------------------------------------------ derived deps
+
+def _text_imports(path: Path) -> set[str]:
+    """psdif modules a file imports, read with regular expressions (independent of psdif.pipeline's AST walk)."""
+    text = path.read_text()
+    found = set()
+    for m in re.finditer(r"^\s*from\s+(psdif[\w.]*)\s+import\s+(\([^)]*\)|[^\n#]*)", text, flags=re.M):
+        base = m.group(1)
+        found.add(base)
+        for name in re.findall(r"\w+", m.group(2)):
+            found.add(f"{base}.{name}")
+    for m in re.finditer(r"^\s*import\s+(psdif[\w.]*)", text, flags=re.M):
+        found.add(m.group(1))
+    return found
+
+
+def _file_of(module: str) -> Path | None:
+    base = REPO / Path(*module.split("."))
+    for p in (base.with_suffix(".py"), base / "__init__.py"):
+        if p.is_file():
+            return p
+    return None
+
+
+def _closure(script: str) -> set[str]:
+    todo, seen = [REPO / script], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module in _text_imports(path):
+            parts = module.split(".")
+            for i in range(1, len(parts) + 1):
+                if (f := _file_of(".".join(parts[:i]))) is not None:
+                    todo.append(f)
+    return {str(p.relative_to(REPO)) for p in seen}
+
+
+def test_code_deps_are_what_the_script_imports():
+    for name, stage in pipeline.build()["stages"].items():
+        script = stage["cmd"].split()[1]
+        code = {d for d in stage["deps"] if d.endswith(".py")}
+        assert code == _closure(script), f"{name}: {sorted(code ^ _closure(script))}"
+    # the modules the issue found missing are there
+    deps = {n: set(s["deps"]) for n, s in pipeline.build()["stages"].items()}
+    assert {"psdif/data/kitti.py", "psdif/config.py", "psdif/io.py"} <= deps["evaluate_full"]
+    assert {"psdif/semantics/boundary.py", "psdif/data/kitti.py"} <= deps["pseudolabel"] | deps["boundary"]
+    assert {"psdif/losses.py", "psdif/train.py", "psdif/models/psdifm.py"} <= deps["figures"]
+    assert all("psdif/config.py" in d and "psdif/io.py" in d for d in deps.values())
+
+
+def _resolve(path: str, params: dict) -> str:
+    def value(m):
+        node = params
+        for part in m.group(1).split("."):
+            node = node[part]
+        return str(node)
+    return re.sub(r"\$\{([\w.]+)\}", value, path)
+
+
+@pytest.fixture(scope="module")
+def committed_copy(tmp_path_factory):
+    """The tracked files in a fresh git repo whose dvc.lock records the current files (stand-in data and
+    outputs, `dvc commit`), so `dvc status` reports exactly what a later edit changes."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    dest = tmp_path_factory.mktemp("deps") / "psdif"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        if (REPO / f).is_file() and not f.startswith(("data/", "metrics/", "models/", "dvclive/")) and f != "dvc.lock":
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dest / f)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for stage in pipeline.build()["stages"].values():
+        for entry in stage["deps"] + [next(iter(o)) if isinstance(o, dict) else o
+                                      for key in ("outs", "metrics", "plots") for o in stage.get(key, [])]:
+            path = dest / _resolve(entry, params)
+            if path.exists():
+                continue
+            if path.suffix:  # a stand-in file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(f"stand-in {entry}\n")
+            else:            # a stand-in folder
+                (path / "stand-in.txt").parent.mkdir(parents=True, exist_ok=True)
+                (path / "stand-in.txt").write_text("stand-in\n")
+    env = dict(__import__("os").environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    dvc = str(Path(sys.executable).parent / "dvc")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"], [dvc, "commit", "-f", "-q"]):
+        subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True)
+
+    def status() -> dict:
+        out = subprocess.run([dvc, "status", "--json"], cwd=dest, env=env, check=True, capture_output=True,
+                             text=True).stdout
+        return json.loads(out or "{}")
+    assert set(status()) == {"check", "download"}  # the two stages that run on every repro
+    return dest, status
+
+
+def _stages_with_changed(status: dict, path: str) -> set[str]:
+    return {stage for stage, changes in status.items() for c in changes
+            if isinstance(c, dict) and path in c.get("changed deps", {})}
+
+
+@pytest.mark.parametrize("module", ["psdif/data/kitti.py", "psdif/losses.py", "psdif/config.py",
+                                    "psdif/semantics/boundary.py"])
+def test_dvc_status_names_every_stage_that_imports_an_edited_module(committed_copy, module):
+    dest, status = committed_copy
+    target = dest / module
+    original = target.read_text()
+    target.write_text(original + "\n# an edit\n")
+    try:
+        stale = _stages_with_changed(status(), module)
+    finally:
+        target.write_text(original)
+    importers = {name for name, s in pipeline.build()["stages"].items() if module in _closure(s["cmd"].split()[1])}
+    assert importers and stale == importers
+
+
+def test_dvc_status_sees_an_edited_split_list(committed_copy):
+    """Deleting two lines of the test list makes every stage that reads it stale (it was nobody's dep)."""
+    dest, status = committed_copy
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    test_list = _resolve(pipeline.TEST_LIST, params)
+    path = dest / test_list
+    original = path.read_text()
+    path.write_text("\n".join(original.splitlines()[2:]) + "\n")
+    try:
+        stale = _stages_with_changed(status(), test_list)
+    finally:
+        path.write_text(original)
+    assert stale == {"filter", "pseudolabel", "export_gt", "figures"}
+
+
+def test_check_stage_fingerprints_weight_files_by_content(tmp_path, monkeypatch, capsys):
+    """A weight file replaced at the same path (same size) changes its fingerprint; an untouched one does not,
+    so DVC reruns exactly the stages that read it (and nothing on an unchanged file)."""
+    import importlib.util
+
+    raw = yaml.safe_load((REPO / "psdif/presets/embedded.yaml").read_text())
+    weights = tmp_path / "pose.pth"
+    weights.write_bytes(b"A" * 1000)
+    raw["model"]["pose_weights"] = str(weights)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location("check_stage", REPO / "stages/check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    fp = tmp_path / pipeline.INPUT_FINGERPRINTS["model.pose_weights"]
+    check.main([])
+    first = fp.read_bytes()
+    check.main([])
+    assert fp.read_bytes() == first                       # unchanged file: identical fingerprint
+    weights.write_bytes(b"B" * 1000)                      # replaced at the same path, same size
+    check.main([])
+    assert fp.read_bytes() != first
+    assert json.loads(fp.read_text())["sha256"] == __import__("hashlib").sha256(b"B" * 1000).hexdigest()
+    raw["model"]["pose_weights"] = str(tmp_path / "missing.pth")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(SystemExit):
+        check.main([])
+    assert "model.pose_weights" in capsys.readouterr().err

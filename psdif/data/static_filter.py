@@ -100,31 +100,58 @@ class FilterResult:
     train: list[FrameRef]
     val: list[FrameRef]
     motions: list[DriveMotion]
+    dropped: dict[str, int]          # reason -> listed lines not kept
+    static_listed: int               # listed lines whose frame is static (dropped or not, see drop_static)
 
     @property
     def static(self) -> dict[str, list[int]]:
         return {m.folder: sorted(m.static) for m in self.motions}
 
 
-def filter_drives(root: Path, drive_roles: dict[str, str], min_speed: float, min_image_motion: float,
-                  val_fraction: float, img_ext: str = "png", sides: tuple[str, ...] = ("l", "r"),
-                  progress: bool = True) -> FilterResult:
-    """Static-frame filter over the train/val drives.
+def filter_lists(root: Path, train: list[FrameRef], val: list[FrameRef], min_speed: float, min_image_motion: float,
+                 drop_static: bool, val_fraction: float, img_ext: str = "png", progress: bool = True) -> FilterResult:
+    """Restrict published (or a user's) train / val lists to what can be trained on, keeping their order.
 
-    ``drive_roles`` maps a drive folder to ``train`` or ``val`` (``test`` drives are skipped) or to
-    ``trainval``: frames of such a drive go to val with probability ``val_fraction`` (a fixed hash of the
-    frame, so the lists do not depend on the order or the machine).
+    A listed line is kept when its drive, its frame and both neighbours (t-1, t+1) of its camera are on disk,
+    and, with ``drop_static``, when its frame is not static. With an empty ``val`` list a fixed hash of each
+    frame moves ``val_fraction`` of the kept train lines to val (independent of order and machine).
+    ``dropped`` counts the lines not kept per reason.
     """
-    train, val, motions = [], [], []
-    drives = [d for d, role in sorted(drive_roles.items()) if role != "test"]
+    dropped = {"drive not on disk": 0, "frame or a neighbour not on disk": 0, "static": 0}
+    drives = sorted({f.folder for f in (*train, *val)})
+    motions, on_disk = [], {}
     for folder in tqdm(drives, desc="filter", unit="drive", disable=not progress):
-        dm = drive_motion(root, folder, min_speed, min_image_motion, img_ext)
-        motions.append(dm)
-        role = drive_roles[folder]
-        for i in candidate_frames(dm):
-            to_val = role == "val" or (role == "trainval" and _in_val(folder, i, val_fraction))
-            (val if to_val else train).extend(FrameRef(folder, i, s) for s in sides)
-    return FilterResult(train, val, motions)
+        if not kitti.drive_dir(root, folder).is_dir():
+            continue
+        motions.append(drive_motion(root, folder, min_speed, min_image_motion, img_ext))
+        on_disk[folder] = {side: set(kitti.list_frames(root, folder, kitti.SIDE_TO_CAM[side]))
+                           if (kitti.drive_dir(root, folder) / f"image_0{kitti.SIDE_TO_CAM[side]}").is_dir() else set()
+                           for side in ("l", "r")}
+    static = {m.folder: m.static for m in motions}
+    static_listed = 0
+
+    def keep(ref: FrameRef) -> bool:
+        nonlocal static_listed
+        if ref.folder not in on_disk:
+            dropped["drive not on disk"] += 1
+            return False
+        present = on_disk[ref.folder][ref.side]
+        if not {ref.frame - 1, ref.frame, ref.frame + 1} <= present:
+            dropped["frame or a neighbour not on disk"] += 1
+            return False
+        if ref.frame in static[ref.folder]:
+            static_listed += 1
+            if drop_static:
+                dropped["static"] += 1
+                return False
+        return True
+
+    kept_train = [f for f in train if keep(f)]
+    kept_val = [f for f in val if keep(f)]
+    if not val and val_fraction > 0:
+        kept_val = [f for f in kept_train if _in_val(f.folder, f.frame, val_fraction)]
+        kept_train = [f for f in kept_train if not _in_val(f.folder, f.frame, val_fraction)]
+    return FilterResult(kept_train, kept_val, motions, dropped, static_listed)
 
 
 def agreement(kept: list[FrameRef], published: list[FrameRef]) -> dict:

@@ -496,6 +496,22 @@ def resolve_weights(value: str, key: str, msfan_size: str | None = None) -> Path
                                                      f"{exc})") from None
 
 
+def cached_weights_file(value: str | None, key: str, msfan_size: str | None = None) -> Path | None:
+    """The local file a weights param names, without downloading: the path itself, the cached ImageNet
+    file, or None (null, or ``imagenet`` not cached yet)."""
+    _check_key(key)
+    if value is None:
+        return None
+    if value != IMAGENET:
+        return Path(value) if Path(value).is_file() else None
+    if key == POSE_KEY:
+        return _torch_hub_file() if _torch_hub_file().is_file() else None
+    if msfan_size not in TIMM_IMAGENET:
+        return None
+    cached = _hf_cached(TIMM_IMAGENET[msfan_size])
+    return Path(cached) if cached else None
+
+
 def check_model_weights(model_cfg) -> None:
     """:func:`check_weights_source` for both weights params of a ``ModelConfig``."""
     check_weights_source(model_cfg.encoder_weights, ENCODER_KEY, model_cfg.msfan_size)

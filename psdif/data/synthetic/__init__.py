@@ -38,6 +38,8 @@ Written per generation (``root`` = ``data.raw_root``)::
     <root>/synthetic_gt/manifest.json                              written last (params hash)
     <splits_dir>/synthetic_drives.txt          "<date>/<drive> train|val|test"
     <splits_dir>/synth_eigen/test_files.txt    "<date>/<drive> <frame> l" (moving test frames)
+    <splits_dir>/synth_zhou/{train,val}_files.txt  every frame with both neighbours of the train / val drives,
+                                               both cameras, static frames included (the filter removes them)
 
 Note (KITTI convention): ``psdif.data.kitti.generate_depth_map`` stores a point projected at pixel coordinate
 ``x`` in column ``round(x) - 1``; with integer pixel centres, the velodyne GT is therefore one pixel up

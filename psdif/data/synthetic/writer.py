@@ -123,6 +123,12 @@ def _write_splits(cfg: SyntheticConfig, splits_dir: Path, drives: list[dict], ro
         pick = [moving[int(round(q))] for q in np.linspace(0, len(moving) - 1, k)] if k else []
         lines += [f"{d['drive']} {f} l\n" for f in sorted(set(pick))]
     atomic_write_text(Path(splits_dir) / "synth_eigen" / "test_files.txt", "".join(lines))
+    # the generated set's "published" training lists: every frame with both neighbours, both cameras, static
+    # frames included (the filter stage removes those, as Zhou et al. did for eigen_zhou)
+    for role in ("train", "val"):
+        listed = [f"{d['drive']} {i} {side}\n" for d, (_, r) in zip(drives, roles) if r == role
+                  for i in range(1, d["frames"] - 1) for side in ("l", "r")]
+        atomic_write_text(Path(splits_dir) / "synth_zhou" / f"{role}_files.txt", "".join(listed))
 
 
 def generate_mini_kitti(cfg: SyntheticConfig, root: Path, splits_dir: Path, progress: bool = True) -> dict:
