@@ -24,8 +24,12 @@ def main(argv=None) -> None:
         summary = generate_mini_kitti(p.synthetic, root, splits, progress=progress)
         if p.synthetic.make3d_images:
             generate_make3d(p.synthetic, MAKE3D_SYNTH)
+        # deterministic content only (no timings): an unchanged tree must give a byte-identical manifest, so
+        # that this always-run stage reruns nothing downstream
+        summary = {k: v for k, v in summary.items() if k not in ("seconds", "reused")}
         manifest = {"source": "synthetic", "params": params_hash(dataclasses.asdict(p.synthetic)),
-                    "summary": summary, "files": tree_manifest(root)}
+                    "summary": summary, "files": tree_manifest(root),
+                    "make3d": tree_manifest(MAKE3D_SYNTH) if MAKE3D_SYNTH.is_dir() else {}}
     else:
         from psdif.data.download import download_kitti, fetch_splits
 

@@ -361,8 +361,11 @@ def test_make3d_format_and_geometry(tmp_path):
     from psdif.data import make3d
 
     cfg = tiny_config(make3d_images=2)
-    syn.generate_make3d(cfg, tmp_path)
-    names = sorted(p.name for p in tmp_path.iterdir())
+    assert syn.generate_make3d(cfg, tmp_path)["reused"] is False
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert syn.generate_make3d(cfg, tmp_path)["reused"] is True          # same params: kept as they are
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    names = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
     assert names == ["depth_sph_corr-campus000.mat", "depth_sph_corr-campus001.mat",
                      "img-campus000.jpg", "img-campus001.jpg"]
     samples = make3d.load_make3d_test(tmp_path)

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from psdif.config import SyntheticConfig
 from psdif.data.synthetic.raycast import Rays, box_corners, camera_rects
 from psdif.data.synthetic.render import Renderer, cast_sparse
-from psdif.data.synthetic.rig import Intrinsics, make_transform
+from psdif.data.synthetic.rig import GENERATOR_VERSION, Intrinsics, make_transform
 from psdif.data.synthetic.scene import (BOX, BUILDING, CYLINDER, FACADES, M_BUILDING, M_CROWN, M_HEDGE, M_POLE,
                                         M_TRUNK, NoiseTile, POLE, SPHERE, Scene, VEGETATION, SceneBuilder, yspan)
 from psdif.io import atomic_write_bytes
@@ -95,12 +95,22 @@ def generate_make3d(cfg: SyntheticConfig, out_dir: Path, progress: bool = False)
     """Write ``cfg.make3d_images`` campus-style test images in the Make3D Test134 format to ``out_dir``:
     ``img-campusNNN.jpg`` (1704 x 2272 portrait, rendered at 426 x 568 and upsampled) and
     ``depth_sph_corr-campusNNN.mat`` (``Position3DGrid`` [55, 305, 4], range in channel 3; SPEC §4.4).
-    Returns ``{"images", "seconds"}``."""
+    Returns ``{"images", "seconds", "reused"}``. A complete earlier output of the same parameters (stamped in
+    ``out_dir/.config``, written last) is reused, so its bytes (the .mat header holds a date) stay the same."""
     import io
+    import json
 
     import scipy.io
 
     out_dir = Path(out_dir)
+    stamp, key = out_dir / ".config", json.dumps({"v": GENERATOR_VERSION, "seed": int(cfg.seed),
+                                                  "images": cfg.make3d_images}, sort_keys=True)
+    names = [f"campus{k:03d}" for k in range(cfg.make3d_images)]
+    files = [out_dir / f"{prefix}{n}{ext}" for n in names
+             for prefix, ext in (("img-", ".jpg"), ("depth_sph_corr-", ".mat"))]
+    if stamp.is_file() and stamp.read_text() == key and all(f.is_file() for f in files):
+        return {"images": cfg.make3d_images, "seconds": 0.0, "reused": True}
+    stamp.unlink(missing_ok=True)
     t0 = time.perf_counter()
     intr = make3d_intrinsics()
     R0 = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # cam (x right, y down, z fwd) -> world
@@ -122,4 +132,5 @@ def generate_make3d(cfg: SyntheticConfig, out_dir: Path, progress: bool = False)
         scipy.io.savemat(buf, {"Position3DGrid": make3d_grid(scene, T, intr)})
         atomic_write_bytes(out_dir / f"depth_sph_corr-{name}.mat", buf.getvalue())
         atomic_write_bytes(out_dir / f"img-{name}.jpg", jpg.tobytes())
-    return {"images": cfg.make3d_images, "seconds": round(time.perf_counter() - t0, 2)}
+    atomic_write_bytes(stamp, key.encode())
+    return {"images": cfg.make3d_images, "seconds": round(time.perf_counter() - t0, 2), "reused": False}
