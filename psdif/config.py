@@ -39,7 +39,7 @@ class DataConfig:
     img_ext: Literal["png", "jpg"]
     height: int = _rng(ge=64)               # network input height (multiple of 32)
     width: int = _rng(ge=64)                # network input width (multiple of 32)
-    num_workers: int = _rng(ge=0)
+    num_workers: int | Literal["auto"] = _rng(ge=0)  # loader processes per training process; auto: from the cores
     intrinsics: Literal["calib", "kitti_normalised"]  # K from calib_cam_to_cam.txt P_rect, or SPEC §4.2's fixed K
 
     def __post_init__(self):
@@ -106,6 +106,11 @@ class BoundaryConfig:
     def __post_init__(self):
         if self.z % 2 == 0:
             raise ParamsError(f"boundary.z={self.z} must be odd (a centred Z x Z neighbourhood)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareConfig:
+    enabled: bool  # train from frames, labels and B_t resized once (data/prepared); false: decode PNGs each epoch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +189,7 @@ class Params:
     filter: FilterConfig
     pseudolabel: PseudolabelConfig
     boundary: BoundaryConfig
+    prepare: PrepareConfig
     model: ModelConfig
     loss: LossConfig
     train: TrainConfig

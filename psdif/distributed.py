@@ -41,16 +41,23 @@ def init_distributed(cuda: bool) -> DistInfo:
     return DistInfo(rank, world, local_rank, here)
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(Sampler):
     """This rank's share of a (seed, epoch)-shuffled order, optionally skipping the batches already done.
 
     Order: ``randperm(n)`` from a generator seeded with ``seed + epoch``, cut to a multiple of ``world``;
     rank r takes positions r, r + world, ... (as DistributedSampler with drop_last). ``set_epoch(e, skip)``
-    starts the epoch ``skip`` samples in (resume mid-epoch).
+    starts the epoch ``skip`` samples in (resume mid-epoch). with_epoch: yield ``(epoch, index)`` pairs
+    (the training dataset augments by epoch; persistent loader workers learn it from the pair).
+
+    Exactness over process counts: with a global batch B divisible by the world size W and per-rank batches
+    of B / W, global batch k of an epoch is the set of positions kB .. kB + B - 1 of the shuffled order on
+    any W, and every W gives floor(n / B) batches per epoch; so 1 process, 4 processes on one machine and
+    2 x 2 on two machines train on the same samples in the same steps (tests/test_train.py).
     """
 
-    def __init__(self, n: int, rank: int, world: int, seed: int, shuffle: bool = True):
+    def __init__(self, n: int, rank: int, world: int, seed: int, shuffle: bool = True, with_epoch: bool = False):
         self.n, self.rank, self.world, self.seed, self.shuffle = n, rank, world, seed, shuffle
+        self.with_epoch = with_epoch
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -66,7 +73,21 @@ class EpochSampler(Sampler[int]):
         return order[self.rank:: self.world]
 
     def __iter__(self):
-        return iter(self.indices()[self.skip:])
+        share = self.indices()[self.skip:]
+        return iter([(self.epoch, i) for i in share] if self.with_epoch else share)
 
     def __len__(self) -> int:
         return self.n // self.world - self.skip
+
+
+def loader_workers(setting: int | str, cuda: bool) -> int:
+    """``data.num_workers``: a number, or ``auto``: on a GPU, the cores this process may use divided by the
+    training processes on this machine (``LOCAL_WORLD_SIZE``, set by torchrun), minus one for the training
+    process itself; on the CPU 0 (the cores run the step, and a prepared item costs a few ms)."""
+    if setting != "auto":
+        return int(setting)
+    if not cuda:
+        return 0
+    from psdif.io import cpu_count
+
+    return max(1, cpu_count() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1)

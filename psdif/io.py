@@ -24,6 +24,14 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+def cpu_count() -> int:
+    """Cores this process may use (the affinity mask: a container or ``taskset`` limit counts)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def progress_enabled() -> bool:
     """tqdm bars on a terminal, quiet in CI and logs (stderr not a TTY, or ``CI`` set)."""
     return sys.stderr.isatty() and not os.environ.get("CI")

@@ -3,6 +3,9 @@
 RAW_MANIFEST = "data/manifests/raw.json"
 LABELS_MANIFEST = "data/manifests/pseudolabels.json"
 BOUNDARY_MANIFEST = "data/manifests/boundaries.json"
+LABELS, BOUNDARIES = "data/pseudolabels", "data/boundaries"          # the PNG trees of those two stages
+PREPARED = "data/prepared"                                           # frames resized once (prepare stage)
+PREPARED_MANIFESTS = {kind: f"data/manifests/prepared_{kind}.json" for kind in ("images", "labels", "boundaries")}
 INPUTS = "data/manifests/inputs"
 INPUT_FINGERPRINTS = {  # params.yaml key -> fingerprint file written by the check stage
     "pseudolabel.checkpoint": f"{INPUTS}/checkpoint.json",

@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     pose.load_state_dict(torch.load(Path("models/full/model.pt"), map_location="cpu", weights_only=True)["pose"])
     data = TripletDataset(p.data.raw_root, picked, p.data.height, p.data.width, "data/pseudolabels",
                           "data/boundaries", p.data.img_ext, train=False, seed=0, intrinsics=p.data.intrinsics)
-    batch = collate([data[i] for i in range(len(data))])
+    batch = collate([data[i] for i in range(len(data))]).unpack()
     rows = inconsistency_rows(net, pose.eval(), batch, p.model.min_depth, p.model.max_depth)
     inconsistency_figure(rows, OUT / "fig5_inconsistency.png")
     print(f"wrote {OUT}/fig6_qualitative.png, {OUT}/fig5_inconsistency.png")

@@ -37,7 +37,7 @@ def main(argv=None) -> None:
 
     from psdif.data.kitti import read_split
     from psdif.io import md5_file, params_hash
-    from psdif.paths import TRAIN_LIST
+    from psdif.paths import BOUNDARIES, LABELS, PREPARED_MANIFESTS, TRAIN_LIST
     from psdif.train import hashed_params, train
 
     variant = get_variant(args.variant)
@@ -46,9 +46,9 @@ def main(argv=None) -> None:
     inputs = {d: md5_file(d) for d in deps if d.startswith("data/")}
     run_dir = Path("data/runs") / f"{variant.name}-{params_hash(hashed_params(p, variant, inputs))}"
     start = time.perf_counter()
-    result = train(p, variant, run_dir, labels_root=Path("data/pseudolabels"),
-                   boundary_root=Path("data/boundaries"), live_dir=run_dir / "dvclive",
-                   progress=progress_enabled(), frames=read_split(Path(TRAIN_LIST)), inputs=inputs)
+    result = train(p, variant, run_dir, labels_root=Path(LABELS), boundary_root=Path(BOUNDARIES),
+                   live_dir=run_dir / "dvclive", progress=progress_enabled(), frames=read_split(Path(TRAIN_LIST)),
+                   inputs=inputs, prepared=PREPARED_MANIFESTS)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     model = Path("models") / variant.name / "model.pt"
