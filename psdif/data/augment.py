@@ -7,10 +7,11 @@
 - :func:`color_jitter` is the reference: torchvision's functional ops, one item ``[F, 3, H, W]``.
 - :func:`jitter_batch` is what training runs: the same jitter on a whole batch on the device, every item
   with its own factors and order, inside the training step (``psdif.batch.PackedBatch.unpack``). On CUDA it
-  is batched with fixed shapes (no host sync, graph-capturable): each of the four positions of the order
-  computes the blend (brightness, contrast and saturation are all ``f x + (1 - f) ref``) and the hue
-  rotation for every item and keeps the one the item's order names. On the CPU it loops over the jittered
-  items (half the work). Both follow torchvision's formulas operation by operation; tests/test_augment.py
+  is batched with fixed shapes (no host sync, graph-capturable): brightness, contrast and saturation are
+  all blends ``f x + (1 - f) ref``, so three blend steps run what precedes each item's hue, one hue
+  rotation runs for all, and three blend steps what follows it (an item's step outside its part gets the
+  factor 1, an exact no-op). On the CPU it loops over the jittered items
+  (half the work). Both follow torchvision's formulas operation by operation; tests/test_augment.py
   bounds the difference from :func:`color_jitter` on random images, factors and all 24 orders.
 """
 
@@ -166,19 +167,30 @@ def _jitter_loop(images, factors, order, jittered) -> torch.Tensor:
 
 
 def _jitter_select(images, factors, order, jittered) -> torch.Tensor:
-    """Any device, fixed shapes: at each of the four positions every item gets both candidate results (its
-    blend and its hue rotation) and keeps the one its order names."""
+    """Any device, fixed shapes, one hue rotation per item: every order is (blends before the hue, the hue,
+    blends after it). Three blend steps run the operations that come before each item's hue (an item whose
+    operation at that step comes after its hue gets the identity factor 1, an exact no-op), then the hue
+    rotation of every item, then three blend steps for the operations after it."""
     dtype = images.dtype
     ratio, rest = factors.to(dtype), (1.0 - factors).to(dtype)   # 1 - f in float64, as torchvision
-    x = images
-    for k in range(4):
-        op = _per_item(order[:, k], x)
-        f = _per_item(ratio.gather(1, order[:, k:k + 1].clamp(max=SATURATION)).squeeze(1), x)
-        f_rest = _per_item(rest.gather(1, order[:, k:k + 1].clamp(max=SATURATION)).squeeze(1), x)
+    hue_at = (order == HUE).long().argmax(1)                      # [N] position of the hue in each order
+    one, zero = torch.ones((), dtype=dtype, device=images.device), torch.zeros((), dtype=dtype, device=images.device)
+
+    def blend_step(x: torch.Tensor, k: int, active: torch.Tensor) -> torch.Tensor:
+        op = order[:, k]
+        blend_op = op.clamp(max=SATURATION)[:, None]               # the hue's slot reads any factor: inactive
+        f = torch.where(active, ratio.gather(1, blend_op).squeeze(1), one)
+        f_rest = torch.where(active, rest.gather(1, blend_op).squeeze(1), zero)
+        op = _per_item(op, x)
         grey = _grey(x)
-        ref = torch.where(op == BRIGHTNESS, torch.zeros((), dtype=dtype, device=x.device),
-                          torch.where(op == CONTRAST, grey.mean((-3, -2, -1), keepdim=True), grey))
-        blended = _blend(x, ref, f, f_rest)
-        hue = _hue_shift(x, _per_item(ratio[:, HUE], x).squeeze(-3))
-        x = torch.where(op == HUE, hue, blended)
+        ref = torch.where(op == BRIGHTNESS, zero, torch.where(op == CONTRAST, grey.mean((-3, -2, -1), keepdim=True),
+                                                              grey))
+        return _blend(x, ref, _per_item(f, x), _per_item(f_rest, x))
+
+    x = images
+    for k in range(3):
+        x = blend_step(x, k, k < hue_at)
+    x = _hue_shift(x, _per_item(ratio[:, HUE], x).squeeze(-3))
+    for k in range(1, 4):
+        x = blend_step(x, k, k > hue_at)
     return torch.where(_per_item(jittered, x), x.clamp(0.0, 1.0), images)

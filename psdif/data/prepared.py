@@ -124,7 +124,7 @@ def prepare_kind(reader: FrameReader, groups: dict[tuple[str, str], list[int]], 
                        **config, "groups": {f"{f} {s}": v for (f, s), v in groups.items()}})
     prepare_output_tree(out_root, key, f"re-preparing every {reader.kind} array")
     shape = _row_shape(reader.kind, reader.height, reader.width)
-    todo = [(g, frames) for g, frames in groups.items() if not _digest_file(group_file(out_root, *g)).exists()]
+    todo = [(g, frames) for g, frames in groups.items() if not _complete(group_file(out_root, *g))]
     pool = None
     if workers > 1 and todo:
         import multiprocessing as mp
@@ -150,6 +150,11 @@ def prepare_kind(reader: FrameReader, groups: dict[tuple[str, str], list[int]], 
            "width": reader.width, "groups": entries}
     write_json(manifest, out)
     return out
+
+
+def _complete(path: Path) -> bool:
+    """A group is complete when its array and then its record were both written (each atomically)."""
+    return path.exists() and _digest_file(path).exists()
 
 
 def _digest_file(path: Path) -> Path:
