@@ -82,6 +82,7 @@ class FilterConfig:
 class PseudolabelConfig:
     checkpoint: Optional[str]               # Cityscapes DeepLabv3+/ResNet-101 .pth; null = in-pipeline teacher
     batch_size: int = _rng(ge=1)
+    precision: Literal["fp32", "bf16", "fp16"]  # inference autocast on CUDA (ignored on the CPU)
     teacher_encoder: str  # smp encoder name of the teacher (embedded default)
     teacher_decoder_channels: int = _rng(ge=8)  # ASPP / decoder width of the teacher (DeepLabv3+: 256)
     teacher_steps: int = _rng(ge=1)

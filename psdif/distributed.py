@@ -1,13 +1,27 @@
-"""Processes and samples: joining a ``torchrun`` process group, and each rank's exact share of an epoch.
+"""Processes and samples: launching under ``torchrun`` on one or several machines, joining the process
+group, and each rank's exact share of an epoch.
 
 ``train.batch_size`` is the GLOBAL batch: it is split evenly over the ranks, and every rank draws its
 samples from one (seed, epoch)-shuffled order, so a run sees the same samples in the same steps on any
 number of processes (see ``docs/design.md``, "Training").
+
+Launching (the train and pseudolabel stages call :func:`relaunch_under_torchrun` first):
+
+- one machine, G GPUs: ``PSDIF_NPROC=G dvc repro``: the stage re-executes itself under
+  ``torchrun --standalone --nproc-per-node G``;
+- N machines: ``PSDIF_NNODES=N PSDIF_NPROC=G PSDIF_RDZV_ENDPOINT=<host of node 0>:<free port>`` on every
+  machine, ``PSDIF_NODE_RANK=0`` on the one that runs ``dvc repro`` and 1 .. N-1 on the others, which run
+  the stage's own command (``python stages/train.py --variant full``) in the same checkout: a static
+  rendezvous at that address, global rank 0 on node 0 (it writes every output; the others write nothing).
+  ``data/`` (inputs, run folders, checkpoints) must be one shared filesystem; the train stage checks it.
+- plain ``torchrun ... stages/train.py --variant full`` works as well (RANK is set: no relaunch).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -27,8 +41,36 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(cuda: bool) -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPU, gloo on CPU."""
+def torchrun_command(script: str, argv: list[str]) -> list[str] | None:
+    """The torchrun command line that runs ``script argv`` in PSDIF_NPROC processes on each of PSDIF_NNODES
+    machines, or None when one process is asked for or this process was started by torchrun (RANK set)."""
+    nproc, nnodes = int(os.environ.get("PSDIF_NPROC", "1")), int(os.environ.get("PSDIF_NNODES", "1"))
+    if (nproc <= 1 and nnodes <= 1) or "RANK" in os.environ:
+        return None
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if nnodes <= 1:
+        return cmd + ["--standalone", script, *argv]
+    endpoint, node = os.environ.get("PSDIF_RDZV_ENDPOINT", ""), os.environ.get("PSDIF_NODE_RANK")
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit() or node is None or not node.isdigit() or int(node) >= nnodes:
+        raise SystemExit(f"error: PSDIF_NNODES={nnodes} needs PSDIF_RDZV_ENDPOINT=<host of node 0>:<port> "
+                         f"(got {endpoint!r}) and PSDIF_NODE_RANK=0..{nnodes - 1} (got {node!r}) on every machine")
+    return cmd + [f"--nnodes={nnodes}", f"--node-rank={node}", f"--master-addr={host}", f"--master-port={port}",
+                  script, *argv]
+
+
+def relaunch_under_torchrun(script: str, argv: list[str]) -> None:
+    """Replace this process by torchrun when :func:`torchrun_command` asks for one (else return)."""
+    cmd = torchrun_command(script, argv)
+    if cmd is not None:
+        print("launching: " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
+        os.execvp(cmd[0], cmd)
+
+
+def init_distributed(cuda: bool, timeout_minutes: float | None = None) -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPU, gloo on CPU.
+
+    timeout_minutes: how long a collective (a barrier) waits for the slowest rank (torch's default if None)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if world == 1:
@@ -37,8 +79,36 @@ def init_distributed(cuda: bool) -> DistInfo:
     if cuda:
         torch.cuda.set_device(local_rank)
     if here:
-        dist.init_process_group("nccl" if cuda else "gloo")
+        kw = {"timeout": datetime.timedelta(minutes=timeout_minutes)} if timeout_minutes else {}
+        dist.init_process_group("nccl" if cuda else "gloo", **kw)
     return DistInfo(rank, world, local_rank, here)
+
+
+def check_shared_folder(folder, dinfo: DistInfo) -> None:
+    """Several processes: rank 0 writes a file in ``folder`` and every rank must see it (the run folder and
+    data/ must be one filesystem on every machine); a rank that does not raises naming its host."""
+    if dinfo.world == 1:
+        return
+    import socket
+    from pathlib import Path
+
+    from psdif.io import atomic_write_text
+
+    marker = Path(folder) / ".shared-check"
+    if dinfo.main:
+        atomic_write_text(marker, socket.gethostname())
+    dist.barrier()
+    seen = marker.exists()
+    flags = torch.tensor([0 if seen else 1], device=torch.device("cuda", torch.cuda.current_device())
+                         if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(flags)
+    if dinfo.main:
+        marker.unlink(missing_ok=True)
+    if not seen:
+        raise RuntimeError(f"rank {dinfo.rank} on {socket.gethostname()} does not see {marker}, written by rank 0: "
+                           "the run folder (data/) must be on a filesystem shared by every machine")
+    if int(flags.item()):
+        raise RuntimeError(f"{int(flags.item())} rank(s) do not see {folder}: data/ must be on a shared filesystem")
 
 
 class EpochSampler(Sampler):

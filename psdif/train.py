@@ -32,7 +32,7 @@ from psdif.checkpoint import (CHECKPOINT_NAME, MODEL_NAME, NonFiniteGuard, NonFi
                               Progress, StaleCheckpointError, hashed_params, resume, rng_state, save_checkpoint,
                               seed_everything)
 from psdif.config import Params, to_dict
-from psdif.distributed import DistInfo, EpochSampler, init_distributed, loader_workers
+from psdif.distributed import DistInfo, EpochSampler, check_shared_folder, init_distributed, loader_workers
 from psdif.io import params_hash, progress_enabled, save_torch  # noqa: F401  (params_hash: the run-key hash)
 from psdif.variants import Variant
 
@@ -289,6 +289,7 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
                          "lower train.batch_size or add frames")
     total_steps = min(tc.max_steps or math.inf, tc.epochs * steps_per_epoch)
 
+    check_shared_folder(out_dir, dinfo)  # several machines: every rank must read the one last.pt
     resumed, log_state = resume(ckpt_path, key, nets, optimizer, scheduler, dinfo.rank, dinfo.world, tc.seed,
                                 device)
     at = resumed or Progress()

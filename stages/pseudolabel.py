@@ -4,6 +4,12 @@ Real KITTI: the Cityscapes DeepLabv3+ checkpoint of ``pseudolabel.checkpoint``. 
 (checkpoint null): train a teacher on the generator's labelled frames of the train drives
 (data/teacher/teacher.pt), label everything, and report its mIoU on the held-out (val/test) drives.
 Writes data/manifests/pseudolabels.json and metrics/pseudolabel.json.
+
+Throughput (``psdif.semantics.labels.label_frames``): on a GPU, worker processes decode the frames ahead and
+threads encode the PNGs while the model runs batched (``pseudolabel.precision``: bf16 autocast on the paper
+preset, channels-last). Every GPU of a machine, and several machines: PSDIF_NPROC / PSDIF_NNODES as for the
+train stage (``psdif.distributed``); each rank labels the slice ``frames[rank::world]`` (a killed run
+resumes: finished files are kept), and rank 0 writes the manifest once every rank is done.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from psdif.stage import stage_args
 from psdif.paths import TRAIN_LIST, VAL_LIST
 from psdif.io import progress_enabled
 from psdif.io import params_hash, prepare_output_tree, read_json, tree_manifest, write_json
+from psdif.distributed import init_distributed, loader_workers, relaunch_under_torchrun
 
 OUT = Path("data/pseudolabels")
 TEACHER = Path("data/teacher/teacher.pt")
@@ -82,22 +89,47 @@ def held_out_miou(root: Path, frames, roles) -> dict:
 
 
 def main(argv=None) -> None:
+    import sys
+
+    import torch
+    import torch.distributed as dist
+
+    argv = sys.argv[1:] if argv is None else argv
+    relaunch_under_torchrun(__file__, argv)  # PSDIF_NPROC / PSDIF_NNODES: one process per GPU
     p, _ = stage_args("pseudolabel", argv)
     root, progress = Path(p.data.raw_root), progress_enabled()
+    cuda = torch.cuda.is_available()
+    dinfo = init_distributed(cuda, timeout_minutes=240)  # ranks wait for the slowest slice at the end
+    device = torch.device("cuda", dinfo.local_rank) if cuda else torch.device("cpu")
     roles = drive_roles(p)
     frames = all_frames(root, roles)
     raw = read_json(RAW_MANIFEST) if RAW_MANIFEST.exists() else {}
     config = params_hash({"pseudolabel": dataclasses.asdict(p.pseudolabel), "source": p.data.source,
                           "raw": params_hash(raw)})
-    prepare_output_tree(OUT, config, "relabelling everything")
+    if dinfo.main:
+        prepare_output_tree(OUT, config, "relabelling everything")
 
     if p.pseudolabel.checkpoint:
         model = deeplab.load_cityscapes_deeplab(p.pseudolabel.checkpoint)
-    else:
+    else:  # trained once, by rank 0; the others load it
+        model = get_teacher(p, root, frames, roles, progress, config) if dinfo.main else None
+    if dinfo.world > 1:
+        dist.barrier()  # the output tree (and the teacher) are ready
+    if model is None:
         model = get_teacher(p, root, frames, roles, progress, config)
-    hist = labels.label_frames(lambda imgs: labels.predict_labels(model, imgs, p.pseudolabel.batch_size),
-                            frames, lambda r: read_image(kitti.image_path(root, r, p.data.img_ext)),
-                            OUT, p.pseudolabel.batch_size, progress=progress)
+    q = p.pseudolabel
+    hist = labels.label_frames(lambda imgs: labels.predict_labels(model, imgs, q.batch_size, device, q.precision),
+                               frames, ImageLoader(str(root), p.data.img_ext), OUT, q.batch_size,
+                               rank=dinfo.rank, world_size=dinfo.world, progress=progress,
+                               workers=loader_workers("auto", cuda))
+    if dinfo.world > 1:  # every rank is done: the histogram of all slices
+        total_hist = torch.from_numpy(hist).to(device)
+        dist.all_reduce(total_hist)
+        hist = total_hist.cpu().numpy()
+        if dinfo.initialised_here:
+            dist.destroy_process_group()
+    if not dinfo.main:
+        return
     total = max(int(hist.sum()), 1)
     report = {"frames": len(frames),
               "class_fraction": {n: round(int(c) / total, 6) for n, c in zip(cityscapes.CITYSCAPES_CLASSES, hist)}}
@@ -107,6 +139,16 @@ def main(argv=None) -> None:
     write_json(METRICS, report)
     write_json(MANIFEST, {"config": config, "files": tree_manifest(OUT, "**/*.png")})
     print(f"wrote {MANIFEST} ({len(frames)} frames)")
+
+
+class ImageLoader:
+    """A frame's image (picklable: decoded in worker processes)."""
+
+    def __init__(self, root: str, img_ext: str):
+        self.root, self.img_ext = root, img_ext
+
+    def __call__(self, ref):
+        return read_image(kitti.image_path(self.root, ref, self.img_ext))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 The run lives in data/runs/<variant>-<run key>/ (resumable ``last.pt``); the run key covers the params the
 variant reads and the content of every data file the stage depends on (lists, manifests, weight
 fingerprints), so an interrupted `dvc repro` resumes where it stopped and a run on other params or other data
-starts in another folder. Several GPUs: set
-PSDIF_NPROC=N and the stage re-executes itself under torchrun (one process per GPU, DDP).
+starts in another folder. Several GPUs: set PSDIF_NPROC=N and the stage re-executes itself under torchrun (one
+process per GPU, DDP); several machines: PSDIF_NNODES, PSDIF_NODE_RANK, PSDIF_RDZV_ENDPOINT as well
+(``psdif.distributed``). Only global rank 0 writes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from psdif.distributed import relaunch_under_torchrun
 from psdif.stage import stage_args
 from psdif.io import progress_enabled
 from psdif.io import atomic_path, write_json
@@ -29,10 +31,7 @@ def _args(parser):
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    nproc = int(os.environ.get("PSDIF_NPROC", "1"))
-    if nproc > 1 and "RANK" not in os.environ:  # relaunch under torchrun, one process per GPU
-        os.execvp(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                   f"--nproc_per_node={nproc}", __file__, *argv])
+    relaunch_under_torchrun(__file__, argv)  # PSDIF_NPROC / PSDIF_NNODES: one process per GPU (DDP)
     p, args = stage_args("train", argv, _args)
 
     from psdif.data.kitti import read_split

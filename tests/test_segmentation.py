@@ -63,6 +63,25 @@ def test_architecture_size_and_output_stride():
     assert [model.classifier.aspp.convs[i][0].dilation for i in (1, 2, 3)] == [(6, 6), (12, 12), (18, 18)]
 
 
+def test_aspp_equals_smp_aspp_without_needing_smp():
+    """The checkpoint's ASPP is our own module (a GPU box may lack smp): same keys, shapes and output as smp's."""
+    smp_decoder = pytest.importorskip("segmentation_models_pytorch.decoders.deeplabv3.decoder")
+    from psdif.semantics.deeplab import _ASPP
+
+    torch.manual_seed(0)
+    ours = _ASPP(32, 8, (2, 3, 4), dropout=0.1).eval()
+    theirs = smp_decoder.ASPP(32, 8, (2, 3, 4), separable=False, dropout=0.1).eval()
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == \
+        [(k, v.shape) for k, v in theirs.state_dict().items()]
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.uniform_(-0.5, 0.5)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 32, 9, 11)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+
+
 def _bn(x, sd, p):
     return F.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"],
                         sd[p + ".bias"], False, 0.0, 1e-5)
@@ -284,13 +303,15 @@ def _model_fn(calls):
     return fn
 
 
-def test_label_frames_writes_skips_and_shards(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "2-decoders-2-writers"])
+def test_label_frames_writes_skips_and_shards(tmp_path, workers):
+    """Same files and histogram whether decoding and encoding run here or in worker processes / threads."""
     frames = _frames()
     calls: list[int] = []
     # pre-existing output: complete file, must be kept and counted
     keep = np.full((8, 12), 3, np.uint8)
     write_label_png(label_path(tmp_path, "2011_09_26/d1", "l", 0), keep)
-    hist = label_frames(_model_fn(calls), frames, _image, tmp_path, batch_size=4, progress=False)
+    hist = label_frames(_model_fn(calls), frames, _image, tmp_path, batch_size=4, progress=False, workers=workers)
     assert sum(calls) == len(frames) - 1 and max(calls) <= 4
     expect_hist = np.zeros(19, np.int64)
     for ref in frames:
@@ -306,14 +327,15 @@ def test_label_frames_writes_skips_and_shards(tmp_path):
     assert calls == []
     # shards are disjoint and cover all frames
     out2 = tmp_path / "sharded"
-    h0 = label_frames(_model_fn([]), frames, _image, out2, 3, rank=0, world_size=2, progress=False)
+    h0 = label_frames(_model_fn([]), frames, _image, out2, 3, rank=0, world_size=2, progress=False, workers=workers)
     n0 = len(list(out2.rglob("*.png")))
-    h1 = label_frames(_model_fn([]), frames, _image, out2, 3, rank=1, world_size=2, progress=False)
+    h1 = label_frames(_model_fn([]), frames, _image, out2, 3, rank=1, world_size=2, progress=False, workers=workers)
     assert n0 == 6 and len(list(out2.rglob("*.png"))) == len(frames)
     assert (h0 + h1).sum() == sum(_image(r)[..., 0].size for r in frames)
 
 
-def test_interrupted_run_leaves_no_partial_png(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_interrupted_run_leaves_no_partial_png(tmp_path, monkeypatch, workers):
     frames = _frames()
     calls: list[int] = []
 
@@ -323,9 +345,9 @@ def test_interrupted_run_leaves_no_partial_png(tmp_path, monkeypatch):
         return _model_fn(calls)(images)
 
     with pytest.raises(KeyboardInterrupt):
-        label_frames(dies_on_second_batch, frames, _image, tmp_path, batch_size=4, progress=False)
+        label_frames(dies_on_second_batch, frames, _image, tmp_path, batch_size=4, progress=False, workers=workers)
     written = sorted(tmp_path.rglob("*.png"))
-    assert len(written) == 4 and not list(tmp_path.rglob("*.tmp"))
+    assert len(written) == 4 and not list(tmp_path.rglob("*.tmp"))  # the first batch's writes completed
     for p in written:
         read_label_png(p)  # complete
 

@@ -47,25 +47,50 @@ class _ResNet101OS16(nn.Module):
         return low, self.layer4(self.layer3(self.layer2(low)))
 
 
-def _conv_bn_relu(cin: int, cout: int, k: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+def _conv_bn_relu(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class _ImagePooling(nn.Sequential):
+    """ASPP's image-level branch: global average, 1x1 conv, BN, ReLU, resized back (bilinear, align_corners=False)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.AdaptiveAvgPool2d(1), *_conv_bn_relu(cin, cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(super().forward(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class _ASPP(nn.Module):
+    """Atrous spatial pyramid pooling of the checkpoint: ``convs`` = 1x1, three full 3x3 convs at ``rates``,
+    image pooling (each conv, BN, ReLU); ``project`` = 1x1 5C -> C, BN, ReLU, dropout. Module and key names
+    are those of the checkpoint (and of smp's ASPP with ``separable=False``; tests/test_segmentation.py
+    compares the two), so the model needs no segmentation-models-pytorch."""
+
+    def __init__(self, cin: int, cout: int, rates: tuple[int, int, int], dropout: float):
+        super().__init__()
+        self.convs = nn.ModuleList([_conv_bn_relu(cin, cout), *(_conv_bn_relu(cin, cout, 3, r) for r in rates),
+                                    _ImagePooling(cin, cout)])
+        self.project = nn.Sequential(*_conv_bn_relu(5 * cout, cout), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([conv(x) for conv in self.convs], dim=1))
 
 
 class _DeepLabV3PlusHead(nn.Module):
     """DeepLabv3+ head of the public Cityscapes checkpoint (SPEC §4.5).
 
     ``project``: 1x1 256->48 on layer1; ``aspp``: 1x1, three 3x3 convs at rates 6/12/18 and image pooling
-    (smp's ASPP with full convolutions: the same modules and key names), 1x1 1280->256 + dropout 0.1;
+    (:class:`_ASPP`), 1x1 1280->256 + dropout 0.1;
     ``classifier``: full 3x3 304->256, BN, ReLU, 1x1 256->C. The low-level features come FIRST in the
     concatenation; the ASPP output is resized bilinearly (align_corners=False) to the low-level size.
     """
 
     def __init__(self, num_classes: int = 19):
         super().__init__()
-        from segmentation_models_pytorch.decoders.deeplabv3.decoder import ASPP
-
         self.project = _conv_bn_relu(256, 48)
-        self.aspp = ASPP(2048, 256, (6, 12, 18), separable=False, dropout=0.1)
+        self.aspp = _ASPP(2048, 256, (6, 12, 18), dropout=0.1)
         self.classifier = nn.Sequential(_conv_bn_relu(304, 256, 3)[0], nn.BatchNorm2d(256), nn.ReLU(),
                                         nn.Conv2d(256, num_classes, 1))
 
