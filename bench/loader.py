@@ -25,7 +25,9 @@ semantic ground truth as pseudo-labels, at the embedded 64 x 160. Also prints th
 in the training step when the device is this CPU (``jitter_batch``; on a GPU: bench/gpu.sh).
 
 ``--workers N`` adds a wall-clock figure of a real ``DataLoader`` (N persistent workers, batch ``--batch``,
-prepared source) over ``--batches`` batches: what N cores of a GPU box deliver.
+prepared source) over ``--batches`` batches: what N cores of a GPU box deliver. ``--jitter-device cuda``
+instead times the training step's jitter on the GPU (``--compile``: compiled) and checks it against the
+CPU reference.
 """
 
 from __future__ import annotations
@@ -192,6 +194,34 @@ def device_jitter_cost(hw: tuple[int, int], batch: int, repeat: int) -> str:
             f"({int(on.sum())} of {batch} items jittered; on a GPU: bench/gpu.sh)")
 
 
+def device_jitter_check(device: torch.device, hw: tuple[int, int], batch: int, steps: int, compile: bool) -> str:
+    """The jitter of the training step on ``device``: ms per batch (after warm-up) and the largest difference
+    from the CPU reference (torchvision's ops, item by item) over 24 items, one per order."""
+    import itertools
+
+    orders = list(itertools.permutations(range(4)))
+    rng = np.random.default_rng(0)
+    factors = np.concatenate([rng.uniform(0.8, 1.2, (24, 3)), rng.uniform(-0.1, 0.1, (24, 1))], 1)
+    images = torch.rand(24, 3, 3, *hw, generator=torch.Generator().manual_seed(0))
+    args = [torch.tensor(factors, dtype=torch.float64), torch.tensor(orders), torch.ones(24, dtype=torch.bool)]
+    fn = torch.compile(jitter_batch) if compile else jitter_batch
+    out = fn(images.to(device), *(a.to(device) for a in args)).cpu()
+    ref = torch.stack([color_jitter(images[n], D.Augmentation(False, tuple(factors[n]), orders[n])) for n in range(24)])
+    diff = float((out - ref).abs().max())
+    x, a = images[:batch].to(device), [t[:batch].to(device) for t in args]
+    for _ in range(3):
+        fn(x, *a)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for _ in range(steps):
+        fn(x, *a)
+    sync()
+    ms = (time.perf_counter() - t) / steps * 1e3
+    return (f"  jitter_batch on {device}{' compiled' if compile else ''}, batch {batch} x 3 frames {hw[0]}x{hw[1]}: "
+            f"{ms:.2f} ms/batch; max |difference| from torchvision on the CPU {diff:.2e} (24 orders)")
+
+
 def loader_rate(ds, workers: int, batch: int, batches: int) -> str:
     """Wall-clock samples/s of a DataLoader with ``workers`` persistent workers over the dataset, repeated."""
     from torch.utils.data import DataLoader
@@ -256,7 +286,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--workers", type=int, default=None, help="also time a DataLoader with this many workers")
     ap.add_argument("--batches", type=int, default=40, help="batches the DataLoader timing runs")
+    ap.add_argument("--jitter-device", default=None, help="only time and check jitter_batch on this device (cuda)")
+    ap.add_argument("--compile", action="store_true", help="with --jitter-device: torch.compile it")
     args = ap.parse_args(argv)
+    if args.jitter_device:
+        print(device_jitter_check(torch.device(args.jitter_device), (192, 640), args.batch, 20, args.compile))
+        return 0
     torch.set_num_threads(1)
     which = ["real", "generated"] if args.frames == "both" else [args.frames]
     if "real" in which and not (Path(args.kitti) / REAL_FOLDER).is_dir():

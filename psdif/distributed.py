@@ -41,16 +41,18 @@ class DistInfo:
         return self.rank == 0
 
 
-def torchrun_command(script: str, argv: list[str]) -> list[str] | None:
+def torchrun_command(script: str, argv: list[str], env=None) -> list[str] | None:
     """The torchrun command line that runs ``script argv`` in PSDIF_NPROC processes on each of PSDIF_NNODES
-    machines, or None when one process is asked for or this process was started by torchrun (RANK set)."""
-    nproc, nnodes = int(os.environ.get("PSDIF_NPROC", "1")), int(os.environ.get("PSDIF_NNODES", "1"))
-    if (nproc <= 1 and nnodes <= 1) or "RANK" in os.environ:
+    machines, or None when one process is asked for or this process was started by torchrun (RANK set).
+    env: the environment to read (default ``os.environ``)."""
+    env = os.environ if env is None else env
+    nproc, nnodes = int(env.get("PSDIF_NPROC", "1")), int(env.get("PSDIF_NNODES", "1"))
+    if (nproc <= 1 and nnodes <= 1) or "RANK" in env:
         return None
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
     if nnodes <= 1:
         return cmd + ["--standalone", script, *argv]
-    endpoint, node = os.environ.get("PSDIF_RDZV_ENDPOINT", ""), os.environ.get("PSDIF_NODE_RANK")
+    endpoint, node = env.get("PSDIF_RDZV_ENDPOINT", ""), env.get("PSDIF_NODE_RANK")
     host, _, port = endpoint.rpartition(":")
     if not host or not port.isdigit() or node is None or not node.isdigit() or int(node) >= nnodes:
         raise SystemExit(f"error: PSDIF_NNODES={nnodes} needs PSDIF_RDZV_ENDPOINT=<host of node 0>:<port> "

@@ -99,3 +99,30 @@ def test_train_step_is_one_clean_optimiser_step():
     assert float(w.detach()) == pytest.approx(0.6) and float(terms["total"].detach()) == pytest.approx(9.0)
     train_step(forward_loss, torch.tensor(3.0), opt)
     assert float(w.detach()) == pytest.approx(1.08)
+
+
+def test_gpu_script_runs_on_the_cpu_without_dvc_or_smp(tmp_path):
+    """bench/gpu.sh --device cpu --quick runs every part to the end and prints the summary block, with dvc,
+    dvclive and segmentation-models-pytorch unimportable (a GPU box may lack them)."""
+    from tests.conftest import SHARED_DATA
+
+    blocked = tmp_path / "blocked"
+    for name in ("dvc", "dvclive", "segmentation_models_pytorch"):
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked by the test')\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": f"{blocked}{os.pathsep}{REPO}", "PYTHON": sys.executable}
+    if (SHARED_DATA / "kitti-mini").is_dir():
+        env["PSDIF_SHARED_DATA"] = str(SHARED_DATA)
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu.sh"), "--device", "cpu", "--quick"], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    summary = proc.stdout.split("===== bench/gpu.sh summary")[1]
+    assert "all parts ran" in summary
+    assert re.search(r"^full msfan=tiny 64x96 batch 2 fp32 eager cpu .* samples/s", summary, re.M)
+    assert re.search(r"batch 1 depth inference .*: [0-9.]+ ms", summary)
+    assert re.search(r"jitter_batch on cpu.*max \|difference\| from torchvision on the CPU 0\.00e\+00", summary)
+    assert re.search(r"^prepared \(after\): [0-9.]+ samples/s per core", summary, re.M)
+    if "PSDIF_SHARED_DATA" in env:
+        assert "real KITTI 1242x375 -> 192x640" in summary
+        assert re.search(r"label_frames pipeline, 1 workers, 4 frames 64x160: [0-9.]+ frames/s", summary)

@@ -290,6 +290,80 @@ def test_ddp_two_processes_match_one_process(tiny, tmp_path):
     assert (tmp_path / "ddp" / "model.pt").exists()
 
 
+def node_main(args_json: str) -> None:
+    """One rank of the two-node test, started by torchrun (RANK, WORLD_SIZE, MASTER_* set by it)."""
+    args = json.loads(args_json)
+    torch.set_num_threads(1)
+    run_standin(Path(args["root"]), Path(args["out"]), loss=StandInLoss(noise=False), dropout=0.0, max_steps=4,
+                batch_size=4, checkpoint_every=2)
+
+
+def test_two_nodes_of_two_processes_resume_a_one_process_run(tiny, tmp_path):
+    """Global batch 4. One process trains 2 steps and stops after its checkpoint; then 2 "machines" x 2 gloo
+    processes, launched as the train stage launches them (psdif.distributed.torchrun_command from PSDIF_NNODES,
+    PSDIF_NPROC, PSDIF_NODE_RANK, PSDIF_RDZV_ENDPOINT: two torchrun agents, static rendezvous on this host),
+    resume it to step 4. They say that the noise streams restart, only rank 0 writes (the same files as one
+    process), and the weights equal an unbroken one-process run: the same samples in the same steps (no noise,
+    no dropout; DDP averages the 4 per-rank gradients, so float rounding only)."""
+    from psdif.distributed import torchrun_command
+
+    ref = tmp_path / "ref"
+    run_standin(tiny, ref, loss=StandInLoss(noise=False), dropout=0.0, max_steps=4, batch_size=4, checkpoint_every=2)
+    out = tmp_path / "resumed"
+
+    def stops_at_step_3(*a):
+        if loss.calls == 2:
+            raise Interrupt
+        return loss(*a)
+    loss = StandInLoss(noise=False)
+    with pytest.raises(Interrupt):
+        run_standin(tiny, out, loss=stops_at_step_3, dropout=0.0, max_steps=4, batch_size=4, checkpoint_every=2)
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 2
+
+    script = tmp_path / "node.py"
+    args = json.dumps({"root": str(tiny), "out": str(out)})
+    script.write_text(f"from tests.test_train import node_main\nnode_main({args!r})\n")
+    port = _free_port()
+    procs = []
+    for node in (0, 1):
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PSDIF_NNODES": "2", "PSDIF_NPROC": "2",
+               "PSDIF_NODE_RANK": str(node), "PSDIF_RDZV_ENDPOINT": f"127.0.0.1:{port}"}
+        env.pop("RANK", None)
+        cmd = torchrun_command(str(script), [], env)
+        assert cmd is not None and "--nnodes=2" in cmd and f"--node-rank={node}" in cmd
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)[-4000:]
+    assert "written by 1 processes, resumed by 4" in logs[0] + logs[1]
+    a, b = state_of(ref), state_of(out)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    assert torch.load(out / "model.pt", weights_only=False)["step"] == 4
+    files = lambda d: sorted(str(f.relative_to(d)) for f in d.rglob("*") if f.is_file())  # noqa: E731
+    assert files(out) == files(ref) and not (out / "last.pt").exists()
+
+
+def test_torchrun_command_from_the_environment(monkeypatch):
+    from psdif.distributed import torchrun_command
+
+    for k in ("RANK", "PSDIF_NPROC", "PSDIF_NNODES", "PSDIF_NODE_RANK", "PSDIF_RDZV_ENDPOINT"):
+        monkeypatch.delenv(k, raising=False)
+    assert torchrun_command("s.py", ["--variant", "full"]) is None  # one process: no relaunch
+    monkeypatch.setenv("PSDIF_NPROC", "8")
+    assert torchrun_command("s.py", ["--variant", "full"])[2:] == [
+        "torch.distributed.run", "--nproc-per-node=8", "--standalone", "s.py", "--variant", "full"]
+    monkeypatch.setenv("PSDIF_NNODES", "2")
+    with pytest.raises(SystemExit, match="PSDIF_RDZV_ENDPOINT=<host of node 0>:<port>"):
+        torchrun_command("s.py", [])
+    monkeypatch.setenv("PSDIF_RDZV_ENDPOINT", "node0.cluster:29400")
+    monkeypatch.setenv("PSDIF_NODE_RANK", "1")
+    assert torchrun_command("s.py", [])[3:] == ["--nproc-per-node=8", "--nnodes=2", "--node-rank=1",
+                                                "--master-addr=node0.cluster", "--master-port=29400", "s.py"]
+    monkeypatch.setenv("RANK", "3")  # already under torchrun
+    assert torchrun_command("s.py", []) is None
+
+
 def test_real_networks_and_losses_full_variant(tmp_path):
     """Two steps of the real 'full' variant (MSFAN tiny + PSDIFM + all losses) on the tiny dataset."""
     raw, labels, boundary = write_tiny_kitti(tmp_path, frames=range(0, 6), sides=("l",))
