@@ -69,16 +69,21 @@ def test_synthetic_batch_matches_its_definition():
     SHIFT, bench_params, synthetic_batch = bench.SHIFT, bench.bench_params, bench.synthetic_batch
 
     params = bench_params("tiny")
-    b = synthetic_batch(2, 64, 96, params, torch.device("cpu"), seed=3)
-    assert b.images.shape == b.images_aug.shape == (2, 3, 3, 64, 96)
-    assert b.labels.shape == (2, 3, 64, 96) and b.boundary.shape == (2, 1, 64, 96)
+    packed = synthetic_batch(4, 64, 96, params, torch.device("cpu"), seed=3)
+    assert packed.images.dtype == torch.uint8 and packed.images.shape == (4, 3, 64, 96, 3)
+    assert 0 < int(packed.jittered.sum()) < 4  # the step times the jitter of the jittered items
+    b = packed.unpack()
+    assert b.images.shape == b.images_aug.shape == (4, 3, 3, 64, 96)
+    assert torch.equal(b.images_aug[~packed.jittered], b.images[~packed.jittered])
+    assert not torch.equal(b.images_aug[packed.jittered], b.images[packed.jittered])
+    assert b.labels.shape == (4, 3, 64, 96) and b.boundary.shape == (4, 1, 64, 96)
     assert float(b.images.min()) >= 0 and float(b.images.max()) <= 1
     # Monodepth2 normalised KITTI K at 96 x 64 (SPEC §4.2), by hand
     torch.testing.assert_close(b.K[0], torch.tensor([[0.58 * 96, 0, 48, 0], [0, 1.92 * 64, 32, 0],
                                                      [0, 0, 1, 0], [0, 0, 0, 1.0]]))
-    torch.testing.assert_close(b.inv_K @ b.K, torch.eye(4).expand(2, 4, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(b.inv_K @ b.K, torch.eye(4).expand(4, 4, 4), atol=1e-5, rtol=0)
     # B_t equals the numpy reference of psdif.semantics.boundary on the target labels; frames t-1 / t+1 are shifts
-    for i in range(2):
+    for i in range(4):
         ref = boundary_mask(b.labels[i, 0].numpy(), z=params.boundary.z, t=params.boundary.t)
         np.testing.assert_array_equal(b.boundary[i, 0].numpy(), ref)
     assert 0 < b.boundary.float().mean() < 0.6
