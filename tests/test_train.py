@@ -364,6 +364,43 @@ def test_torchrun_command_from_the_environment(monkeypatch):
     assert torchrun_command("s.py", []) is None
 
 
+def test_training_from_prepared_frames_gives_the_same_weights(tiny, tmp_path, deterministic):
+    """The loop fed from the prepare stage's arrays ends with exactly the weights of the loop fed from the PNGs
+    (the same pixels, flips and jitter draws reach the step)."""
+    from psdif.data.prepared import prepare_all
+
+    frames = targets(range(1, 14))
+    manifests = {k: tmp_path / f"prepared_{k}.json" for k in ("images", "labels", "boundaries")}
+    prepare_all(str(tiny / "raw"), str(tiny / "labels"), str(tiny / "boundaries"), "png", H, W, frames,
+                tmp_path / "prepared", manifests, {k: "x" for k in manifests}, workers=1, progress=False)
+    png = run_standin(tiny, tmp_path / "png", max_steps=5)
+    params = tiny_params(tiny, max_steps=5)
+    prep = train(params, get_variant("baseline"), tmp_path / "prep", build_models=make_builder(0.2),
+                 loss_fn=StandInLoss(), progress=False, prepared=manifests)
+    assert png.steps == prep.steps == 5
+    for k, v in state_of(tmp_path / "png").items():
+        assert torch.equal(v, state_of(tmp_path / "prep")[k]), k
+
+
+def test_loader_workers_from_the_machine(monkeypatch):
+    from psdif.config import ParamsError, parse_params, to_dict
+    from psdif.distributed import loader_workers
+    from psdif.io import cpu_count
+
+    assert loader_workers(3, cuda=True) == 3 and loader_workers(0, cuda=True) == 0
+    assert loader_workers("auto", cuda=False) == 0  # the CPU's cores run the step
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert loader_workers("auto", cuda=True) == max(1, cpu_count() - 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * cpu_count()))  # more processes than cores: one each
+    assert loader_workers("auto", cuda=True) == 1
+    raw = to_dict(default_params())
+    raw["data"]["num_workers"] = "auto"
+    assert parse_params(raw).data.num_workers == "auto"
+    raw["data"]["num_workers"] = "many"
+    with pytest.raises(ParamsError, match="data.num_workers"):
+        parse_params(raw)
+
+
 def test_real_networks_and_losses_full_variant(tmp_path):
     """Two steps of the real 'full' variant (MSFAN tiny + PSDIFM + all losses) on the tiny dataset."""
     raw, labels, boundary = write_tiny_kitti(tmp_path, frames=range(0, 6), sides=("l",))
