@@ -40,7 +40,7 @@ class DataConfig:
     height: int = _rng(ge=64)               # network input height (multiple of 32)
     width: int = _rng(ge=64)                # network input width (multiple of 32)
     num_workers: int = _rng(ge=0)
-    intrinsics: Literal["calib", "kitti_normalised"]  # K from calib_cam_to_cam.txt P_rect, or SPEC §4.2's fixed K
+    intrinsics: Literal["calib", "kitti_normalised"]  # K from calib_cam_to_cam.txt P_rect, or design.md §4.2's fixed K
 
     def __post_init__(self):
         for name in ("height", "width"):

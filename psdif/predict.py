@@ -241,7 +241,7 @@ def depth_from_sigmoid(sigmoid: np.ndarray, height: int, width: int, min_depth: 
     """Network-size sigmoid [h, w] -> (sigmoid [height, width], depth float32 [height, width]).
 
     Bilinear resize of the disparity to the input size (as the Eigen protocol does; the sigmoid ->
-    disparity map is affine, so resizing either is the same), then ``scale · disp_to_depth`` (SPEC §3).
+    disparity map is affine, so resizing either is the same), then ``scale · disp_to_depth`` (design.md §3).
     """
     import cv2
     import torch

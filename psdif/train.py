@@ -87,7 +87,7 @@ def build_networks(variant: Variant, model_cfg) -> tuple[nn.Module, nn.Module]:
 
 
 def default_loss_fn(out, batch, poses, loss_cfg, variant, z, min_depth, max_depth):
-    """The real losses: ``psdif.losses.compute_losses`` (SPEC §2, Eq. 20)."""
+    """The real losses: ``psdif.losses.compute_losses`` (design.md §2, Eq. 20)."""
     from psdif.losses import compute_losses
 
     return compute_losses(out, batch, poses, loss_cfg, variant, z, min_depth, max_depth)

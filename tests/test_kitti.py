@@ -16,7 +16,7 @@ DRIVE = "2011_09_26/2011_09_26_drive_0001_sync"
 
 
 def _reference_depth_map(calib_dir: Path, velo_path: Path, cam: int, vel_depth: bool) -> np.ndarray:
-    """SPEC §4.3 written out literally, one point and one group at a time (slow, obviously correct)."""
+    """design.md §4.3 written out literally, one point and one group at a time (slow, obviously correct)."""
     cc = kitti.read_calib_file(calib_dir / "calib_cam_to_cam.txt")
     vc = kitti.read_calib_file(calib_dir / "calib_velo_to_cam.txt")
     velo2cam = np.vstack([np.hstack([vc["R"].reshape(3, 3), vc["T"][:, None]]), [0, 0, 0, 1]])

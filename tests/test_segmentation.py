@@ -1,4 +1,4 @@
-"""Cityscapes DeepLabv3+ loader (SPEC §4.5), in-pipeline teacher, pseudo-label storage."""
+"""Cityscapes DeepLabv3+ loader (design.md §4.5), in-pipeline teacher, pseudo-label storage."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def _bn(x, sd, p):
 
 
 def reference_logits(sd: dict, x: torch.Tensor) -> torch.Tensor:
-    """The reference computation written out with functional ops from the state dict (SPEC §4.5)."""
+    """The reference computation written out with functional ops from the state dict (design.md §4.5)."""
     net = torchvision.models.resnet101(weights=None, replace_stride_with_dilation=[False, False, True])
     net.fc = torch.nn.Identity()
     net.load_state_dict({k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")})

@@ -1,6 +1,6 @@
 """KITTI raw: split lists, images, calibration, velodyne, OXTS, timestamps, and the Eigen GT depth map.
 
-Layout (SPEC §4.1)::
+Layout (design.md §4.1)::
 
     <root>/<date>/calib_{cam_to_cam,velo_to_cam,imu_to_velo}.txt
     <root>/<date>/<date>_drive_NNNN_sync/image_0{2,3}/data/%010d.{png,jpg}
@@ -238,7 +238,7 @@ def generate_depth_map(calib_dir: str | Path, velo_path: str | Path, cam: int = 
                        vel_depth: bool = False) -> np.ndarray:
     """Project a velodyne scan into rectified camera ``cam``: ``float32 [H, W]`` metres, 0 = no point.
 
-    SPEC §4.3, reproduced bit for bit: ``P = P_rect_0cam · R_rect_00 · [R|T]_velo->cam``; points with
+    design.md §4.3, reproduced bit for bit: ``P = P_rect_0cam · R_rect_00 · [R|T]_velo->cam``; points with
     x_velo >= 0; pixel ``round(·) - 1``; later points overwrite earlier ones; then points grouped by the
     linear index ``v·(W-1) + u - 1`` (the original code's off-by-one, kept on purpose) write their group's
     minimum at the pixel of the group's first point; negatives -> 0. ``vel_depth`` stores x_velo instead

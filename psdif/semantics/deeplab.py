@@ -52,7 +52,7 @@ def _conv_bn_relu(cin: int, cout: int, k: int = 1) -> nn.Sequential:
 
 
 class _DeepLabV3PlusHead(nn.Module):
-    """DeepLabv3+ head of the public Cityscapes checkpoint (SPEC §4.5).
+    """DeepLabv3+ head of the public Cityscapes checkpoint (design.md §4.5).
 
     ``project``: 1x1 256->48 on layer1; ``aspp``: 1x1, three 3x3 convs at rates 6/12/18 and image pooling
     (smp's ASPP with full convolutions: the same modules and key names), 1x1 1280->256 + dropout 0.1;
@@ -137,7 +137,7 @@ def _torch_load(path: Path):
 
 
 def load_cityscapes_deeplab(path: str | Path) -> nn.Module:
-    """Load the public Cityscapes DeepLabv3+ / ResNet-101 (OS 16) checkpoint strictly (SPEC §4.5, §7).
+    """Load the public Cityscapes DeepLabv3+ / ResNet-101 (OS 16) checkpoint strictly (design.md §4.5, §7).
 
     path: a dict with ``model_state`` (674 tensors). Returns the model in eval mode on the CPU;
     forward: normalised RGB [B, 3, H, W] -> logits [B, 19, H, W]. Raises FileNotFoundError or
