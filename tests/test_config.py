@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,7 +95,32 @@ def test_cli_preset_and_check(tmp_path):
     r = run("check-params", str(out))
     assert r.returncode == 2 and "loss.mu33" in r.stderr and "did you mean loss.mu3" in r.stderr
     r = run("preset", "paper", "-o", str(out))
-    assert r.returncode == 0 and (tmp_path / "params.yaml.bak").exists()
-    assert "mu33" in (tmp_path / "params.yaml.bak").read_text()
+    backups = list(tmp_path.glob("params.yaml.*.bak"))
+    assert r.returncode == 0 and len(backups) == 1 and str(backups[0]) in r.stdout
+    assert "mu33" in backups[0].read_text()
     r = run("preset", "nope", "-o", str(out))
     assert r.returncode == 2 and "unknown preset 'nope'" in r.stderr
+
+
+def test_preset_never_overwrites_an_earlier_backup(tmp_path, capsys):
+    """preset paper, then preset embedded: the user's own params survive both (the .bak was clobbered)."""
+    from psdif.cli import main
+
+    out = tmp_path / "params.yaml"
+    mine = config.preset_path("embedded").read_text().replace("mu3: 0.02", "mu3: 0.07  # my experiment")
+    out.write_text(mine)
+    assert main(["preset", "paper", "-o", str(out)]) == 0
+    first = capsys.readouterr().out
+    assert main(["preset", "embedded", "-o", str(out)]) == 0  # within the same second as the first
+    second = capsys.readouterr().out
+    backups = sorted(tmp_path.glob("params.yaml.*.bak"))
+    assert len(backups) == 2, backups
+    contents = {b.read_text() for b in backups}
+    assert contents == {mine, config.preset_path("paper").read_text()}
+    for b, said in ((b, first if b.read_text() == mine else second) for b in backups):
+        assert str(b) in said  # each run says where the previous file went
+        assert re.fullmatch(r"params\.yaml\.\d{8}-\d{6}(-\d+)?\.bak", b.name), b.name
+    assert out.read_text() == config.preset_path("embedded").read_text()
+    # a third switch with identical content writes no backup at all
+    assert main(["preset", "embedded", "-o", str(out)]) == 0
+    assert len(list(tmp_path.glob("params.yaml.*.bak"))) == 2
