@@ -96,7 +96,10 @@ class FilterConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class PseudolabelConfig:
-    checkpoint: Optional[str]               # Cityscapes DeepLabv3+/ResNet-101 .pth; null = in-pipeline teacher
+    checkpoint: Optional[str]               # Cityscapes DeepLabv3+/ResNet-101 .pth; null = `labeller` below
+    labeller: Literal["teacher", "oracle"]  # checkpoint null: train the in-pipeline teacher, or copy the
+    # generator's exact semantic ground truth (oracle; synthetic data only: every class boundary is there
+    # by construction, e.g. for tests that need non-empty B_t whatever the seed)
     batch_size: int = _rng(ge=1)
     teacher_encoder: str  # smp encoder name of the teacher (embedded default)
     teacher_decoder_channels: int = _rng(ge=8)  # ASPP / decoder width of the teacher (DeepLabv3+: 256)
@@ -245,6 +248,14 @@ class Params:
     eval: EvalConfig
 
     def __post_init__(self):
+        if self.pseudolabel.labeller == "oracle":
+            if self.pseudolabel.checkpoint:
+                raise ParamsError(f"pseudolabel.labeller=oracle with pseudolabel.checkpoint="
+                                  f"{self.pseudolabel.checkpoint!r}: choose one (checkpoint: null for the oracle, "
+                                  "or labeller: teacher to label with the checkpoint)")
+            if self.data.source != "synthetic":
+                raise ParamsError("pseudolabel.labeller=oracle needs data.source: synthetic (only the generator "
+                                  "has semantic ground truth); use labeller: teacher with a checkpoint on KITTI")
         if self.data.source != "synthetic":
             return
         syn = self.synthetic

@@ -194,3 +194,18 @@ def test_bounds_keep_every_sane_value(raw):
     assert p.train.max_steps is None and p.loss.metric_scales == [3, 1]
     raw["boundary"].update(t=8, z=3)  # 8 < 3 x 3: still selects some pixels
     parse_params(raw)
+
+
+def test_oracle_labeller_only_on_generated_data_without_a_checkpoint(raw):
+    raw["pseudolabel"]["labeller"] = "oracle"
+    assert parse_params(raw).pseudolabel.labeller == "oracle"
+    raw["pseudolabel"]["checkpoint"] = "data/checkpoints/x.pth"
+    with pytest.raises(ParamsError, match="pseudolabel.labeller=oracle with pseudolabel.checkpoint"):
+        parse_params(raw)
+    raw["pseudolabel"]["checkpoint"] = None
+    raw["data"]["source"] = "kitti"
+    with pytest.raises(ParamsError, match="pseudolabel.labeller=oracle needs data.source: synthetic"):
+        parse_params(raw)
+    raw["pseudolabel"]["labeller"] = "orcale"
+    with pytest.raises(ParamsError, match=r"pseudolabel.labeller='orcale' is not one of \['teacher', 'oracle'\]"):
+        parse_params(raw)
