@@ -74,15 +74,13 @@ def get_teacher(p, root: Path, frames, roles, progress: bool, config: str):
 
 
 def labelling_config(p, raw: dict) -> str:
-    """Hash of everything the labels depend on (a change relabels everything).
+    """Hash of everything the labels depend on (a change relabels everything and retrains the teacher).
 
-    ``labeller: teacher`` is left out of the hash: it is what a configuration without the key meant, so
-    labels made before the key existed stay valid.
+    It covers every ``pseudolabel`` value, ``labeller`` included; labels from before that key existed came
+    from a teacher built before any seed was set, and are therefore made again once, reproducibly.
     """
-    pseudolabel = dataclasses.asdict(p.pseudolabel)
-    if pseudolabel["labeller"] == "teacher":
-        del pseudolabel["labeller"]
-    return params_hash({"pseudolabel": pseudolabel, "source": p.data.source, "raw": params_hash(raw)})
+    return params_hash({"pseudolabel": dataclasses.asdict(p.pseudolabel), "source": p.data.source,
+                        "raw": params_hash(raw)})
 
 
 def held_out_miou(root: Path, frames, roles) -> dict:
