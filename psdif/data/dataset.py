@@ -34,7 +34,7 @@ from torchvision.transforms import functional as TF
 from psdif.batch import FRAME_IDS, Batch
 from psdif.semantics.boundary import read_boundary_png
 from psdif.data.images import read_image, resize_image, resize_nearest
-from psdif.data.kitti import FrameRef, image_path, read_calib_file, read_split
+from psdif.data.kitti import FrameRef, KittiError, calib_entry, image_path, read_calib_file, read_split
 from psdif.semantics.cityscapes import VOID_LABEL
 from psdif.semantics.labels import label_path, read_label_png
 
@@ -88,11 +88,11 @@ def camera_intrinsics(raw_root: str | Path, ref: FrameRef, image_hw: tuple[int, 
         return K.astype(np.float32)
     path = Path(raw_root) / ref.date / "calib_cam_to_cam.txt"
     key = f"P_rect_0{ref.cam}"
-    calib = read_calib_file(path)
-    if key not in calib or calib[key].size != 12:
-        raise DataError(f"{path}: no 12-value {key} entry; fix the calibration file or set "
-                        "data.intrinsics: kitti_normalised")
-    K[:3, :3] = calib[key].reshape(3, 4)[:, :3]
+    try:
+        p_rect = calib_entry(read_calib_file(path), key, 12, path)
+    except KittiError as exc:
+        raise DataError(f"{exc} (or set data.intrinsics: kitti_normalised)") from None
+    K[:3, :3] = p_rect.reshape(3, 4)[:, :3]
     K[0] *= w_net / w_img
     K[1] *= h_net / h_img
     return K.astype(np.float32)
