@@ -29,11 +29,11 @@ from torch.utils.data import DataLoader
 
 from psdif.batch import FRAME_IDS, Batch
 from psdif.checkpoint import (CHECKPOINT_NAME, MODEL_NAME, NonFiniteGuard, NonFiniteLossError,  # noqa: F401
-                              Progress, StaleCheckpointError, hashed_params, resume, rng_state, save_checkpoint,
-                              seed_everything)
+                              Progress, StaleCheckpointError, hashed_params, resume, rng_state, save_checkpoint)
 from psdif.config import Params, to_dict
 from psdif.distributed import DistInfo, EpochSampler, init_distributed
 from psdif.io import params_hash, progress_enabled, save_torch  # noqa: F401  (params_hash: the run-key hash)
+from psdif.seeding import seed_everything
 from psdif.variants import Variant
 
 
