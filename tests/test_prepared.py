@@ -167,3 +167,33 @@ def test_real_kitti_sample_prepared_at_paper_size(kitti_mini, tmp_path):
     for i in range(len(frames)):
         assert_items_equal(png[i], prep[i], f"item {i}")
     assert json.loads(manifests["images"].read_text())["groups"][f"{folder} l"]["image_hw"] == [375, 1242]
+
+
+def test_worker_processes_start_after_the_parent_used_opencv_threads(tmp_path):
+    """The prepare and boundary pools fork after this process ran OpenCV on several threads (as a stage does
+    after reading a frame): the children must not wait forever on the parent's OpenCV thread pool."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import cv2, numpy as np
+        from pathlib import Path
+        cv2.setNumThreads(2)
+        cv2.resize(np.zeros((375, 1242, 3), np.uint8), (640, 192), interpolation=cv2.INTER_AREA)  # pool busy
+        from tests.test_data import write_tiny_kitti, targets
+        from tests.test_prepared import run_prepare
+        from psdif.semantics.boundary import boundary_frames
+        from psdif.semantics.labels import label_path, read_label_png
+        root = Path({str(tmp_path)!r})
+        raw, labels, boundary = write_tiny_kitti(root, frames=range(0, 6), sides=("l",))
+        run_prepare(root, raw, labels, boundary, targets(range(1, 5)), workers=2)
+        srcs = [label_path(labels, "2011_09_26/2011_09_26_drive_0001_sync", "l", f) for f in range(6)]
+        boundary_frames(srcs, [root / "b" / f"{{f}}.png" for f in range(6)], read_label_png, 5, 10,
+                        progress=False, workers=2)
+        assert cv2.getNumThreads() == 2  # the parent's setting is back
+        print("done")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-3000:]

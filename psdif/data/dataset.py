@@ -11,7 +11,7 @@ inside the training step -> :class:`psdif.batch.Batch`.
 - Intrinsics (``data.intrinsics``): ``calib`` = the first 3x3 of ``P_rect_02`` (left) / ``P_rect_03``
   (right) of ``<raw_root>/<date>/calib_cam_to_cam.txt``, scaled by (network size / image size);
   ``kitti_normalised`` = Monodepth2's fixed ``[[0.58, 0, 0.5], [0, 1.92, 0.5]]`` x (width, height)
-  (SPEC §4.2, the convention of the published KITTI results). Both are unchanged by the flip.
+  (design.md §4.2, the convention of the published KITTI results). Both are unchanged by the flip.
 - Augmentation (train only, ``psdif.data.augment``): horizontal flip with p = 0.5 of images, pseudo-labels
   and the boundary mask together, here; colour jitter with p = 0.5, ONE draw per item for its three frames,
   carried by the item as factors and applied on the device to ``images_aug`` only (losses use the
@@ -39,11 +39,11 @@ from psdif.data.augment import (AUG_P, HUE_RANGE, JITTER_RANGE, NO_AUGMENTATION,
                                 Augmentation, color_jitter, sample_augmentation)
 from psdif.semantics.boundary import read_boundary_png
 from psdif.data.images import read_image, resize_image, resize_nearest
-from psdif.data.kitti import FrameRef, image_path, read_calib_file, read_split
+from psdif.data.kitti import FrameRef, KittiError, calib_entry, image_path, read_calib_file, read_split
 from psdif.semantics.cityscapes import VOID_LABEL
 from psdif.semantics.labels import label_path, read_label_png
 
-KITTI_NORMALISED_K = np.array([[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]])  # x (W, H): SPEC §4.2
+KITTI_NORMALISED_K = np.array([[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]])  # x (W, H): design.md §4.2
 
 Intrinsics = Literal["calib", "kitti_normalised"]
 
@@ -79,7 +79,7 @@ def camera_intrinsics(raw_root: str | Path, ref: FrameRef, image_hw: tuple[int, 
 
     calib: ``P_rect_0{cam}[:, :3]`` of ``<raw_root>/<date>/calib_cam_to_cam.txt`` with row 0 scaled by
     W_net / W_img and row 1 by H_net / H_img (``image_hw`` = size of the image on disk);
-    kitti_normalised: SPEC §4.2's normalised K with row 0 x W_net and row 1 x H_net.
+    kitti_normalised: design.md §4.2's normalised K with row 0 x W_net and row 1 x H_net.
     """
     (h_img, w_img), (h_net, w_net) = image_hw, net_hw
     K = np.eye(4)
@@ -90,11 +90,11 @@ def camera_intrinsics(raw_root: str | Path, ref: FrameRef, image_hw: tuple[int, 
         return K.astype(np.float32)
     path = Path(raw_root) / ref.date / "calib_cam_to_cam.txt"
     key = f"P_rect_0{ref.cam}"
-    calib = _calib(path)
-    if key not in calib or calib[key].size != 12:
-        raise DataError(f"{path}: no 12-value {key} entry; fix the calibration file or set "
-                        "data.intrinsics: kitti_normalised")
-    K[:3, :3] = calib[key].reshape(3, 4)[:, :3]
+    try:
+        p_rect = calib_entry(_calib(path), key, 12, path)
+    except KittiError as exc:
+        raise DataError(f"{exc} (or set data.intrinsics: kitti_normalised)") from None
+    K[:3, :3] = p_rect.reshape(3, 4)[:, :3]
     K[0] *= w_net / w_img
     K[1] *= h_net / h_img
     return K.astype(np.float32)
@@ -131,7 +131,7 @@ class TripletDataset(Dataset):
 
     raw_root: KITTI raw layout root; frames: target frames (split list); height, width: network size;
     labels_root / boundary_root: pseudo-label / boundary PNG roots (KITTI layout), required when
-    ``need_labels`` / ``need_boundary`` and no ``prepared`` frames are given; train: augment (SPEC §4.2);
+    ``need_labels`` / ``need_boundary`` and no ``prepared`` frames are given; train: augment (design.md §4.2);
     seed: augmentation seed; intrinsics: ``data.intrinsics`` (see the module docstring); prepared: a
     :class:`psdif.data.prepared.PreparedFrames` to read the frames from instead of the PNGs (the calibration
     still comes from ``raw_root``). Items are :class:`PackedBatch` objects without the batch axis.

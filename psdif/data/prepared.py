@@ -28,7 +28,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from psdif.batch import FRAME_IDS
-from psdif.data.images import read_image, resize_image, resize_nearest
+from psdif.data.images import opencv_single_threaded, read_image, resize_image, resize_nearest
 from psdif.data.kitti import SIDE_TO_CAM, FrameRef, image_path
 from psdif.io import atomic_path, params_hash, prepare_output_tree, read_json, write_json
 from psdif.semantics.boundary import read_boundary_png
@@ -95,12 +95,6 @@ def _row_shape(kind: str, height: int, width: int) -> tuple[int, ...]:
     return {"images": (height, width, 3), "labels": (height, width), "boundaries": (height, (width + 7) // 8)}[kind]
 
 
-def _init_worker() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def _md5(path: Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -129,7 +123,8 @@ def prepare_kind(reader: FrameReader, groups: dict[tuple[str, str], list[int]], 
     if workers > 1 and todo:
         import multiprocessing as mp
 
-        pool = mp.get_context("fork").Pool(workers, initializer=_init_worker)
+        with opencv_single_threaded():
+            pool = mp.get_context("fork").Pool(workers)
     try:
         bar = tqdm(total=sum(len(f) for _, f in todo), desc=f"prepare {reader.kind}", unit="frame",
                    disable=not progress)
