@@ -15,9 +15,9 @@ from psdif.data.images import read_image
 from psdif.data import kitti
 from psdif.semantics import cityscapes, deeplab, labels, teacher
 from psdif.stage import stage_args
-from psdif.paths import TRAIN_LIST, VAL_LIST
+from psdif.paths import INPUT_FINGERPRINTS, TRAIN_LIST, VAL_LIST
 from psdif.io import progress_enabled
-from psdif.io import params_hash, prepare_output_tree, read_json, tree_manifest, write_json
+from psdif.io import params_hash, prepare_output_tree, read_json, sha256_file, tree_manifest, write_json
 
 OUT = Path("data/pseudolabels")
 TEACHER = Path("data/teacher/teacher.pt")
@@ -41,9 +41,24 @@ def drive_roles(p) -> dict[str, str]:
 
 
 def all_frames(root: Path, folders) -> list[kitti.FrameRef]:
-    """Every frame on disk of both cameras of each drive."""
+    """Every frame on disk of both cameras of each drive (drives and cameras not on disk have none)."""
     return [kitti.FrameRef(f, i, side) for f in sorted(folders) for side in ("l", "r")
+            if (kitti.drive_dir(root, f) / f"image_0{kitti.SIDE_TO_CAM[side]}" / "data").is_dir()
             for i in kitti.list_frames(root, f, kitti.SIDE_TO_CAM[side])]
+
+
+def checkpoint_digest(p) -> str | None:
+    """SHA-256 of ``pseudolabel.checkpoint`` (the check stage's fingerprint, or the file itself): labels made
+    with another file at the same path are not trusted."""
+    ckpt = p.pseudolabel.checkpoint
+    if ckpt is None:
+        return None
+    fp = Path(INPUT_FINGERPRINTS["pseudolabel.checkpoint"])
+    if fp.is_file():
+        record = read_json(fp)
+        if record.get("value") == ckpt and isinstance(record.get("sha256"), str):
+            return record["sha256"]
+    return sha256_file(ckpt)
 
 
 def gt_label_path(root: Path, ref: kitti.FrameRef) -> Path:
@@ -88,7 +103,7 @@ def main(argv=None) -> None:
     frames = all_frames(root, roles)
     raw = read_json(RAW_MANIFEST) if RAW_MANIFEST.exists() else {}
     config = params_hash({"pseudolabel": dataclasses.asdict(p.pseudolabel), "source": p.data.source,
-                          "raw": params_hash(raw)})
+                          "raw": params_hash(raw), "checkpoint_sha256": checkpoint_digest(p)})
     prepare_output_tree(OUT, config, "relabelling everything")
 
     if p.pseudolabel.checkpoint:
