@@ -103,7 +103,11 @@ def main(argv=None) -> None:
         manifest = synthetic(p, root, splits) if p.data.source == "synthetic" else real(p, root)
     except (kitti.KittiError, DownloadError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    manifest["make3d"] = make3d_record(p)
+    try:
+        manifest["make3d"] = make3d_record(p)
+    except DownloadError as exc:
+        raise SystemExit(f"error: Make3D Test134 (eval.make3d_urls): {exc}; or set eval.make3d_root: null to run "
+                         "without Table 2") from None
     write_json(RAW_MANIFEST, manifest)
     print(f"wrote {RAW_MANIFEST}")
 

@@ -49,7 +49,7 @@ def drives_of(*lists: Sequence[FrameRef]) -> list[str]:
 # ------------------------------------------------------------------------------------------ fingerprint
 
 def copy_fingerprint(root: str | Path, folders: Sequence[str]) -> dict:
-    """Size-and-mtime fingerprint of the named drives on disk (and their dates' calibration), per drive.
+    """Size-and-mtime fingerprint of the named drives on disk (and of their dates' calibration), per drive.
 
     ``{"drives": {folder: {"files": n, "digest": ...}}, "calib": {date: digest | "missing"},
     "missing_drives": [...]}`` — deterministic: an unchanged copy gives an identical dict; any file added,
@@ -67,8 +67,8 @@ def copy_fingerprint(root: str | Path, folders: Sequence[str]) -> dict:
             if (base / sensor).is_dir():
                 files.update({f"{sensor}/{k}": v for k, v in tree_manifest(base / sensor, content=False).items()})
         drives[folder] = {"files": len(files), "digest": params_hash(files)}
-    calib = {}
-    for date in sorted({f.split("/")[0] for f in folders}):
+    calib = {}  # the calibration of each date with a drive on disk
+    for date in sorted({f.split("/")[0] for f in drives}):
         paths = [root / date / n for n in CALIB_FILES]
         calib[date] = (params_hash({p.name: f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths})
                        if all(p.is_file() for p in paths) else "missing")
