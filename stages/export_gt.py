@@ -1,5 +1,5 @@
-"""export_gt stage: Eigen GT depth of the test frames on disk from their velodyne scans (vel_depth=True, the
-Eigen export of the paper's protocol, docs/design.md) -> data/eval/gt_depths.npz, metrics/export_gt.json.
+"""export_gt stage: Eigen GT depth of the test frames on disk from their velodyne scans (design.md §4.3,
+vel_depth=True) -> data/eval/gt_depths.npz, metrics/export_gt.json.
 
 A listed test frame whose drive, image, scan or calibration is not on disk (a partial KITTI copy) is skipped
 and counted, never an error; the GT file holds the lines of the frames it covers, which the evaluate and

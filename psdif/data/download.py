@@ -101,15 +101,25 @@ def verify_zip(path: str | Path) -> None:
         raise DownloadError(f"{path}: member {bad} fails its CRC check; delete the archive and run again")
 
 
-def _check_members(zf: zipfile.ZipFile, archive: Path) -> None:
-    """Refuse absolute names, '..' components and symbolic links before anything is written."""
+def _check_members(zf: zipfile.ZipFile, archive: Path, stage: Path, root: Path) -> None:
+    """Refuse absolute names, '..' components, symbolic links and anything resolving outside ``stage``."""
+    import stat
+
     for info in zf.infolist():
-        parts = Path(info.filename).parts
-        if info.filename.startswith(("/", "\\")) or ".." in parts:
-            raise DownloadError(f"{archive}: member {info.filename!r} would extract outside the KITTI folder; "
-                                "refusing the archive")
-        if (info.external_attr >> 16) & 0o170000 == 0o120000:
-            raise DownloadError(f"{archive}: member {info.filename!r} is a symbolic link; refusing the archive")
+        name = info.filename.replace("\\", "/")
+        if name.startswith("/") or (len(name) > 1 and name[1] == ":" and name[0].isalpha()):
+            why = "is an absolute path"
+        elif ".." in name.split("/"):
+            why = "has a '..' component"
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            why = "is a symbolic link"
+        elif not (stage / name).resolve().is_relative_to(stage.resolve()):
+            why = "resolves outside the extraction folder"
+        else:
+            continue
+        raise DownloadError(f"{archive}: member {info.filename!r} {why}; refusing to extract an archive that "
+                            f"could write outside {root}. It is not a genuine KITTI raw archive: delete it "
+                            "and run again")
 
 
 def _move_into(src: Path, dest: Path) -> None:
@@ -127,16 +137,21 @@ def _move_into(src: Path, dest: Path) -> None:
 def extract_zip(path: str | Path, root: str | Path, jpeg_quality: int | None = None) -> None:
     """Extract into ``root`` through a staging folder beside it; with ``jpeg_quality``, PNG images become JPEG.
 
-    A folder of the archive that ``root`` lacks (a drive) appears with one rename, complete or not at all;
-    the staging folder is removed afterwards (and first, when a killed run left one).
+    Every member name is checked first, by this code rather than left to ``zipfile`` (which silently
+    rewrites ``../x`` to ``x``): an absolute name (``/x``, ``C:/x``), a ``..`` component (``/`` or ``\\``
+    separated) or a symbolic link refuses the whole archive with a :class:`DownloadError` naming it and
+    the member, before anything is written. A folder of the archive that ``root`` lacks (a drive) then
+    appears with one rename, complete or not at all; the staging folder is removed afterwards (and first,
+    when a killed run left one).
     """
     root, path = Path(root), Path(path)
     stage = root / STAGING / path.stem
+    with zipfile.ZipFile(path) as zf:
+        _check_members(zf, path, stage, root)
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
         with zipfile.ZipFile(path) as zf:
-            _check_members(zf, path)
             zf.extractall(stage)
         if jpeg_quality is not None:
             png_to_jpeg(stage, jpeg_quality)
