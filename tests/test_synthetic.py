@@ -392,8 +392,9 @@ def test_download_stage_restores_a_corrupted_generated_frame_bit_identical(tmp_p
     import yaml
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "psdif/presets/embedded.yaml").read_text())
-    raw["synthetic"].update(image_width=96, image_height=32, train_drives=1, val_drives=1, test_drives=1,
+    raw["synthetic"].update(image_width=96, image_height=64, train_drives=1, val_drives=1, test_drives=1,
                             frames_per_drive=8, test_frames_per_drive=2, supersample=1, make3d_images=0)
+    raw["data"].update(height=64, width=64)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
     spec = importlib.util.spec_from_file_location("download_stage",
