@@ -42,8 +42,11 @@ def main(argv=None) -> None:
     except kitti.KittiError as exc:
         raise SystemExit(f"error: {exc}") from None
     f = p.filter
-    result = filter_lists(root, listed_train, listed_val, f.min_speed, f.min_image_motion, f.drop_static,
-                          f.val_fraction, p.data.img_ext, progress=progress_enabled())
+    try:
+        result = filter_lists(root, listed_train, listed_val, f.min_speed, f.min_image_motion, f.drop_static,
+                              f.val_fraction, p.data.img_ext, progress=progress_enabled())
+    except kitti.KittiError as exc:  # a drive folder without its camera folder, an unreadable OXTS file, ...
+        raise SystemExit(f"error: {exc}") from None
     report = {
         "train_split": str(lists), "listed_train": len(listed_train), "listed_val": len(listed_val),
         "train_lines": len(result.train), "val_lines": len(result.val), "dropped": result.dropped,
