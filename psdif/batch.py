@@ -86,7 +86,7 @@ class PackedBatch(_Tensors):
         CUDA; part of the compiled region when ``train.compile`` is on."""
         from psdif.data.augment import jitter_batch
 
-        images = self.images.permute(0, 1, 4, 2, 3).float().div_(255.0).contiguous()
+        images = self.images.permute(0, 1, 4, 2, 3).contiguous().float().div_(255.0)  # bytes reordered, then float
         images_aug = jitter_batch(images, self.jitter, self.jitter_order, self.jittered)
         return Batch(images=images, images_aug=images_aug, K=self.K, inv_K=self.inv_K, labels=self.labels.long(),
                      boundary=self.boundary)

@@ -176,6 +176,31 @@ def test_one_jitter_for_all_frames(tmp_path):
         assert torch.equal(item.images_aug, item.images)
 
 
+def test_the_step_sees_the_resized_frames_and_torchvision_jitter(tiny):
+    """An item unpacked on the device = the decoded frames resized (INTER_AREA) / 255, flipped when drawn, and
+    torchvision's colour jitter with the item's own draw (the reference of psdif.data.augment.color_jitter)."""
+    from psdif.data.augment import color_jitter
+    from psdif.data.images import read_image
+    from psdif.data.kitti import image_path
+
+    raw, _, _ = tiny
+    frames = targets(range(1, 9)) + targets(range(3, 7), "r")
+    ds = make_ds(tiny, frames)
+    seen = set()
+    for i, target in enumerate(frames):
+        aug = sample_augmentation(3, 0, i)
+        seen.add((aug.flip, aug.jitter is not None))
+        images = np.stack([resize_image(read_image(image_path(raw, target.shifted(o), "png")), 48, 128)
+                           for o in FRAME_IDS])
+        if aug.flip:
+            images = images[:, :, ::-1]
+        expected = torch.from_numpy(images.copy()).permute(0, 3, 1, 2).float() / 255
+        got = unpacked(ds[i])
+        assert torch.equal(got.images, expected)
+        assert (got.images_aug - color_jitter(expected, aug)).abs().max() <= 1e-6
+    assert seen == {(False, False), (False, True), (True, False), (True, True)}  # every case was compared
+
+
 def test_brightness_only_jitter_matches_hand_computation():
     """color_jitter with only brightness: x * b, clamped (torchvision's definition)."""
     from psdif.data.dataset import Augmentation, color_jitter
