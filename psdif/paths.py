@@ -16,3 +16,24 @@ TEST_LIST = "${data.splits_dir}/${data.test_split}/test_files.txt"
 LISTS = "data/lists"                                                 # the filtered lists training reads
 TRAIN_LIST, VAL_LIST = f"{LISTS}/train_files.txt", f"{LISTS}/val_files.txt"
 GT_DEPTHS = "data/eval/gt_depths.npz"
+
+# per (variant, seed): what train_<variant>@<seed> writes; ``seed`` may be DVC's "${item}" in dvc.yaml
+MODELS = "models"
+
+
+def model_path(variant: str, seed) -> str:
+    return f"{MODELS}/{variant}/seed{seed}/model.pt"
+
+
+def train_metrics_path(variant: str, seed) -> str:
+    return f"metrics/train/{variant}/seed{seed}.json"
+
+
+def live_path(variant: str, seed) -> str:
+    """The run's DVCLive folder (loss curves); the summary stage averages them over seeds for the plots."""
+    return f"dvclive/{variant}/seed{seed}"
+
+
+EVAL_DIR = "metrics/eval"                  # <variant>.json (mean over seeds), flat.json, untrained.json
+SUMMARY = "metrics/summary.json"           # the headline metrics `dvc exp show` / `dvc metrics diff` lead with
+PLOT_DATA = "metrics/plots"                # what dvc.yaml's top-level plots draw

@@ -1,7 +1,9 @@
 """evaluate stages: Eigen protocol (and Make3D where data exists) -> metrics/eval/<variant>.json.
 
-``--variant NAME`` evaluates models/NAME/model.pt; ``--reference`` writes the ``flat`` (constant
-disparity) and ``untrained`` (full network at initialisation) rows. Make3D results go under a ``make3d``
+``--variant NAME`` evaluates models/NAME/seed<k>/model.pt for every seed k of ``train.seeds`` and writes
+their mean, spread and per-seed values (``psdif.evaluation.seeds``; one seed: its evaluation as it is);
+``--reference`` writes the ``flat`` (constant disparity) and ``untrained`` (full network at its
+initialisation with the first seed) rows. Make3D results go under a ``make3d``
 key: the real Test134 from eval.make3d_root, or the generated cross-domain set (embedded default).
 """
 
@@ -17,6 +19,8 @@ from psdif.io import progress_enabled
 from psdif.evaluation.evaluate import ConstantDisparity, evaluate_eigen, evaluate_make3d_set, untrained_net
 from psdif.io import write_json
 from psdif.evaluation.metrics import load_gt_depths
+from psdif.evaluation.seeds import aggregate
+from psdif.paths import EVAL_DIR, model_path
 from psdif.variants import VARIANTS
 
 GT = Path("data/eval/gt_depths.npz")
@@ -40,15 +44,20 @@ def make3d_source(p) -> tuple[Path | None, str]:
     return None, ""
 
 
-def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d_samples, make3d_label, device) -> None:
+def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d_samples, make3d_label, device) -> dict:
     summary, _, _ = evaluate_eigen(net, Path(p.data.raw_root), frames, gts, p.data.height, p.data.width,
                                    p.data.img_ext, p.eval, disp_range, device, progress_enabled())
     if make3d_samples:
         summary["make3d"] = {**evaluate_make3d_set(net, make3d_samples, p.data.height, p.data.width, p.eval,
                                                    disp_range, device), "dataset": make3d_label}
-    out = Path("metrics/eval") / f"{name}.json"
+    print(f"{name}: abs_rel {summary['abs_rel']:.4f}  a1 {summary['a1']:.3f}")
+    return summary
+
+
+def write_row(name: str, summary: dict) -> None:
+    out = Path(EVAL_DIR) / f"{name}.json"
     write_json(out, summary)
-    print(f"{name}: abs_rel {summary['abs_rel']:.4f}  a1 {summary['a1']:.3f}  -> {out}")
+    print(f"-> {out}")
 
 
 def main(argv=None) -> None:
@@ -63,16 +72,28 @@ def main(argv=None) -> None:
     samples = load_make3d_test(root) if root else []
     if args.reference:
         disp_range = (p.model.min_depth, p.model.max_depth)
-        evaluate_one(p, ConstantDisparity(), "flat", disp_range, frames, gts, samples, label, device)
-        evaluate_one(p, untrained_net(p.model, p.train.seed).to(device), "untrained", disp_range, frames, gts,
-                     samples, label, device)
+        write_row("flat", evaluate_one(p, ConstantDisparity(), "flat", disp_range, frames, gts, samples, label,
+                                       device))
+        write_row("untrained", evaluate_one(p, untrained_net(p.model, p.train.seeds[0]).to(device), "untrained",
+                                            disp_range, frames, gts, samples, label, device))
         return
-    net, info = load_depth_model(Path("models") / args.variant / "model.pt", device)
-    if (info["height"], info["width"]) != (p.data.height, p.data.width):
-        raise SystemExit(f"error: models/{args.variant}/model.pt was trained at {info['height']}x{info['width']} "
-                         f"but data is {p.data.height}x{p.data.width}; re-run `dvc repro`")
-    cfg = info["model_cfg"]
-    evaluate_one(p, net, args.variant, (cfg["min_depth"], cfg["max_depth"]), frames, gts, samples, label, device)
+    per_seed = {}
+    for seed in p.train.seeds:
+        path = Path(model_path(args.variant, seed))
+        if not path.is_file():
+            raise SystemExit(f"error: {path} is missing (train.seeds = {p.train.seeds}); run `dvc repro` "
+                             f"(stage train_{args.variant}@{seed}) first")
+        net, info = load_depth_model(path, device)
+        if (info["height"], info["width"]) != (p.data.height, p.data.width):
+            raise SystemExit(f"error: {path} was trained at {info['height']}x{info['width']} "
+                             f"but data is {p.data.height}x{p.data.width}; re-run `dvc repro`")
+        cfg = info["model_cfg"]
+        per_seed[seed] = evaluate_one(p, net, f"{args.variant} seed {seed}", (cfg["min_depth"], cfg["max_depth"]),
+                                      frames, gts, samples, label, device)
+    try:
+        write_row(args.variant, aggregate(per_seed, f"{EVAL_DIR}/{args.variant}.json"))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
 
 
 if __name__ == "__main__":
