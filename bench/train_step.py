@@ -1,4 +1,4 @@
-"""Throughput of one full PSDIF training step on synthetic inputs (SPEC §5 targets, SPEC §7 interface).
+"""Throughput of one full PSDIF training step on synthetic inputs (design.md §5 targets, design.md §7 interface).
 
     python bench/train_step.py --variant full --batch 12 --height 192 --width 640 [--amp] [--compile]
 

@@ -19,7 +19,7 @@ class Batch:
     K:          [B, 4, 4] intrinsics at network resolution (scale 0), pixels
     inv_K:      [B, 4, 4] inverse of K
     labels:     [B, 3, H, W] int64 pseudo-labels of the three frames (255 = void/unknown)
-    boundary:   [B, 1, H, W] bool, B_t of the target frame (SPEC §2), nearest-resized to network size
+    boundary:   [B, 1, H, W] bool, B_t of the target frame (design.md §2), nearest-resized to network size
     """
 
     images: torch.Tensor

@@ -23,6 +23,7 @@ import torch
 
 from psdif.config import Params, to_dict
 from psdif.io import params_hash, save_torch
+from psdif.seeding import seed_everything
 from psdif.variants import Variant, params_read_by, select_params
 
 CHECKPOINT_NAME = "last.pt"
@@ -71,12 +72,6 @@ def params_differences(old: dict, new: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ RNG states
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
 
 def rng_state(device: torch.device) -> dict:
     """Python, numpy and torch RNG states as plain containers and tensors (``weights_only``-loadable)."""

@@ -29,11 +29,11 @@ from torch.utils.data import DataLoader
 
 from psdif.batch import FRAME_IDS, Batch
 from psdif.checkpoint import (CHECKPOINT_NAME, MODEL_NAME, NonFiniteGuard, NonFiniteLossError,  # noqa: F401
-                              Progress, StaleCheckpointError, hashed_params, resume, rng_state, save_checkpoint,
-                              seed_everything)
+                              Progress, StaleCheckpointError, hashed_params, resume, rng_state, save_checkpoint)
 from psdif.config import Params, to_dict
 from psdif.distributed import DistInfo, EpochSampler, init_distributed
 from psdif.io import params_hash, progress_enabled, save_torch  # noqa: F401  (params_hash: the run-key hash)
+from psdif.seeding import seed_everything
 from psdif.variants import Variant
 
 
@@ -87,7 +87,7 @@ def build_networks(variant: Variant, model_cfg) -> tuple[nn.Module, nn.Module]:
 
 
 def default_loss_fn(out, batch, poses, loss_cfg, variant, z, min_depth, max_depth):
-    """The real losses: ``psdif.losses.compute_losses`` (SPEC §2, Eq. 20)."""
+    """The real losses: ``psdif.losses.compute_losses`` (design.md §2, Eq. 20)."""
     from psdif.losses import compute_losses
 
     return compute_losses(out, batch, poses, loss_cfg, variant, z, min_depth, max_depth)

@@ -1,4 +1,4 @@
-"""The Table 3 ablation variants and the switches each one turns on (SPEC §3)."""
+"""The Table 3 ablation variants and the switches each one turns on (design.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""export_gt stage: Eigen GT depth of every test frame from its velodyne scan (SPEC §4.3, vel_depth=True)."""
+"""export_gt stage: Eigen GT depth of every test frame from its velodyne scan (design.md §4.3, vel_depth=True)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
 """pseudolabel stage: 19-class train-id labels for every frame (both cameras) -> data/pseudolabels.
 
 Real KITTI: the Cityscapes DeepLabv3+ checkpoint of ``pseudolabel.checkpoint``. Embedded default
-(checkpoint null): train a teacher on the generator's labelled frames of the train drives
-(data/teacher/teacher.pt), label everything, and report its mIoU on the held-out (val/test) drives.
+(checkpoint null, ``labeller: teacher``): train a teacher on the generator's labelled frames of the train
+drives (data/teacher/teacher.pt; every RNG seeded from ``teacher_seed`` before the network is built, so
+the same params give the same labels bit for bit), label everything, and report its mIoU on the held-out
+(val/test) drives. ``labeller: oracle`` (generated data only) copies the generator's exact semantic
+ground truth instead: class boundaries, hence B_t and the metric loss, are there by construction.
 Writes data/manifests/pseudolabels.json and metrics/pseudolabel.json.
 """
 
@@ -59,8 +62,8 @@ def get_teacher(p, root: Path, frames, roles, progress: bool, config: str):
             return teacher.load_teacher(TEACHER)
     q = p.pseudolabel
     train = [(kitti.image_path(root, r, p.data.img_ext), gt_label_path(root, r))
-             for r in frames if roles[r.folder] == "train"]
-    model = teacher.build_teacher(q.teacher_encoder, 19, q.teacher_decoder_channels)
+             for r in sorted(frames) if roles[r.folder] == "train"]  # a fixed order: the sampler draws indices
+    model = teacher.build_teacher(q.teacher_encoder, 19, q.teacher_decoder_channels, seed=q.teacher_seed)
     hist = teacher.train_teacher(model, train, q.teacher_steps, q.teacher_batch_size, q.teacher_lr,
                              q.teacher_height, q.teacher_width, q.teacher_seed, tuple(q.teacher_scale),
                              q.teacher_weight_decay, progress=progress,
@@ -68,6 +71,16 @@ def get_teacher(p, root: Path, frames, roles, progress: bool, config: str):
     print(f"teacher: {q.teacher_steps} steps in {hist['seconds']:.0f} s, final loss {hist['loss'][-1]:.3f}")
     teacher.save_teacher(model, TEACHER, {"config": config, "seconds": hist["seconds"], "loss": hist["loss"]})
     return model
+
+
+def labelling_config(p, raw: dict) -> str:
+    """Hash of everything the labels depend on (a change relabels everything and retrains the teacher).
+
+    It covers every ``pseudolabel`` value, ``labeller`` included; labels from before that key existed came
+    from a teacher built before any seed was set, and are therefore made again once, reproducibly.
+    """
+    return params_hash({"pseudolabel": dataclasses.asdict(p.pseudolabel), "source": p.data.source,
+                        "raw": params_hash(raw)})
 
 
 def held_out_miou(root: Path, frames, roles) -> dict:
@@ -87,23 +100,25 @@ def main(argv=None) -> None:
     roles = drive_roles(p)
     frames = all_frames(root, roles)
     raw = read_json(RAW_MANIFEST) if RAW_MANIFEST.exists() else {}
-    config = params_hash({"pseudolabel": dataclasses.asdict(p.pseudolabel), "source": p.data.source,
-                          "raw": params_hash(raw)})
+    config = labelling_config(p, raw)
     prepare_output_tree(OUT, config, "relabelling everything")
 
-    if p.pseudolabel.checkpoint:
-        model = deeplab.load_cityscapes_deeplab(p.pseudolabel.checkpoint)
+    q = p.pseudolabel
+    labeller = "cityscapes_checkpoint" if q.checkpoint else q.labeller
+    read_frame = lambda r: read_image(kitti.image_path(root, r, p.data.img_ext))  # noqa: E731
+    if labeller == "oracle":  # the "image" is the ground truth itself, passed through unchanged
+        label_fn, read_frame = (lambda gt: gt), (lambda r: labels.read_label_png(gt_label_path(root, r)))
     else:
-        model = get_teacher(p, root, frames, roles, progress, config)
-    hist = labels.label_frames(lambda imgs: labels.predict_labels(model, imgs, p.pseudolabel.batch_size),
-                            frames, lambda r: read_image(kitti.image_path(root, r, p.data.img_ext)),
-                            OUT, p.pseudolabel.batch_size, progress=progress)
+        model = (deeplab.load_cityscapes_deeplab(q.checkpoint) if q.checkpoint
+                 else get_teacher(p, root, frames, roles, progress, config))
+        label_fn = lambda imgs: labels.predict_labels(model, imgs, q.batch_size)  # noqa: E731
+    hist = labels.label_frames(label_fn, frames, read_frame, OUT, q.batch_size, progress=progress)
     total = max(int(hist.sum()), 1)
-    report = {"frames": len(frames),
+    report = {"frames": len(frames), "labeller": labeller,
               "class_fraction": {n: round(int(c) / total, 6) for n, c in zip(cityscapes.CITYSCAPES_CLASSES, hist)}}
-    if p.data.source == "synthetic" and not p.pseudolabel.checkpoint:
-        report["teacher_heldout"] = held_out_miou(root, frames, roles)
-        print(f"teacher mIoU on held-out drives: {report['teacher_heldout']['miou']:.3f}")
+    if p.data.source == "synthetic" and not q.checkpoint:
+        report[f"{labeller}_heldout"] = held_out_miou(root, frames, roles)
+        print(f"{labeller} mIoU on held-out drives: {report[f'{labeller}_heldout']['miou']:.3f}")
     write_json(METRICS, report)
     write_json(MANIFEST, {"config": config, "files": tree_manifest(OUT, "**/*.png")})
     print(f"wrote {MANIFEST} ({len(frames)} frames)")

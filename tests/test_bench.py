@@ -1,4 +1,4 @@
-"""bench/train_step.py (SPEC §7): the script runs at a tiny size and times the real step with every loss."""
+"""bench/train_step.py (design.md §7): the script runs at a tiny size and times the real step with every loss."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_synthetic_batch_matches_its_definition():
     assert b.images.shape == b.images_aug.shape == (2, 3, 3, 64, 96)
     assert b.labels.shape == (2, 3, 64, 96) and b.boundary.shape == (2, 1, 64, 96)
     assert float(b.images.min()) >= 0 and float(b.images.max()) <= 1
-    # Monodepth2 normalised KITTI K at 96 x 64 (SPEC §4.2), by hand
+    # Monodepth2 normalised KITTI K at 96 x 64 (design.md §4.2), by hand
     torch.testing.assert_close(b.K[0], torch.tensor([[0.58 * 96, 0, 48, 0], [0, 1.92 * 64, 32, 0],
                                                      [0, 0, 1, 0], [0, 0, 0, 1.0]]))
     torch.testing.assert_close(b.inv_K @ b.K, torch.eye(4).expand(2, 4, 4), atol=1e-5, rtol=0)

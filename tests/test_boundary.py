@@ -1,4 +1,4 @@
-"""B_t extraction (SPEC §2) against a brute-force reading of the definition, plus storage and figure."""
+"""B_t extraction (design.md §2) against a brute-force reading of the definition, plus storage and figure."""
 
 from __future__ import annotations
 

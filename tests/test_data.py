@@ -136,7 +136,7 @@ def test_flip_moves_image_labels_and_boundary_together(tiny):
         torch.testing.assert_close(a.images, p.images.flip(-1), rtol=0, atol=0)
         assert torch.equal(a.labels, p.labels.flip(-1))
         assert torch.equal(a.boundary, p.boundary.flip(-1))
-        assert torch.equal(a.K, p.K)  # K unchanged by the flip (SPEC §4.2)
+        assert torch.equal(a.K, p.K)  # K unchanged by the flip (design.md §4.2)
         # content agrees: the red mark sits on class 1 in the flipped image too, now on the right
         assert torch.equal(a.images[:, 0, 40:] > 0.99, a.labels[:, 40:] == 1)
         assert (a.labels[0, 50, -1] == 1) and (a.labels[0, 50, 0] == 2)
@@ -255,7 +255,7 @@ def test_real_kitti_sample(kitti_mini):
     np.testing.assert_allclose([K[0, 0], K[0, 2], K[1, 1], K[1, 2]],
                                [721.5377 * 640 / 1242, 609.5593 * 640 / 1242, 721.5377 * 192 / 375,
                                 172.854 * 192 / 375], rtol=1e-5)
-    # the calibrated K is close to SPEC §4.2's normalised convention
+    # the calibrated K is close to design.md §4.2's normalised convention
     np.testing.assert_allclose(K[0, 0] / 640, 0.58, atol=0.005)
     np.testing.assert_allclose(K[1, 1] / 192, 1.92, atol=0.01)
 

@@ -123,3 +123,37 @@ def test_corrupt_zip_is_named(tmp_path):
     with pytest.raises(download.DownloadError, match="x.zip"):
         download.verify_zip(bad)
 
+
+
+def _crafted_zip(path, name: str, data: bytes = b"payload", symlink: bool = False) -> None:
+    import stat
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("2011_09_26/calib_cam_to_cam.txt", "S_rect_02: 12 8\n")  # an honest member first
+        info = zipfile.ZipInfo(name)
+        if symlink:
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, data)
+
+
+@pytest.mark.parametrize("name,symlink,why", [
+    ("../evil.txt", False, "'..'"),
+    ("2011_09_26/../../evil.txt", False, "'..'"),
+    ("..\\evil.txt", False, "'..'"),
+    ("/tmp/evil.txt", False, "absolute"),
+    ("C:/evil.txt", False, "absolute"),
+    ("2011_09_26/link", True, "symbolic link"),
+])
+def test_extract_zip_refuses_members_that_escape_or_link(tmp_path, name, symlink, why):
+    """Checked by our own code before anything is written, not left to zipfile (which silently rewrites
+    '../x' to 'x' and writes a link's target as a file)."""
+    archive = tmp_path / "2011_09_26_calib.zip"
+    _crafted_zip(archive, name, b"/etc/passwd" if symlink else b"payload", symlink)
+    root = tmp_path / "work" / "raw"
+    root.mkdir(parents=True)
+    with pytest.raises(download.DownloadError) as err:
+        download.extract_zip(archive, root)
+    msg = str(err.value)
+    assert str(archive) in msg and repr(name) in msg and why in msg
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != archive]
+    assert written == [], written  # not even the honest member: refused before extraction

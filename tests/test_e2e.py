@@ -13,18 +13,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from psdif.data.images import read_image
 from psdif.variants import VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
+# The oracle labeller (the generator's exact semantic GT) makes every loss term the tests exercise non-zero by
+# construction: every frame holds several classes, so B_t and the metric loss are never empty, whatever the
+# seed (a 4-step teacher once labelled 99.99 % of pixels "building"; then L_metric was 0 and
+# `dvc exp run -S loss.mu3=0.05` changed nothing). The teacher path has its own tests (test_pseudolabel.py).
 TINY = {
     "data": {"height": 64, "width": 96},
     "synthetic": {"image_width": 192, "image_height": 64, "train_drives": 1, "val_drives": 1, "test_drives": 1,
                   "frames_per_drive": 32, "test_frames_per_drive": 4, "supersample": 1, "make3d_images": 2},
-    "pseudolabel": {"teacher_steps": 4, "teacher_batch_size": 2, "teacher_height": 64, "teacher_width": 96},
+    "pseudolabel": {"labeller": "oracle", "teacher_steps": 4, "teacher_batch_size": 2, "teacher_height": 64,
+                    "teacher_width": 96},
     "train": {"epochs": 1, "max_steps": 3, "batch_size": 2, "checkpoint_every": 2, "log_every": 1},
     "eval": {"batch_size": 4, "figure_frames": [0, 1]},
 }
@@ -99,6 +103,15 @@ def test_repro_writes_every_metric_table_and_figure(project):
     assert all(changes == ["always changed"] for changes in status.values()), status
 
 
+def test_every_loss_term_of_the_full_model_is_non_zero(project):
+    """What `-S loss.mu3=...` acts on must exist: boundary pixels, a metric loss, CE, photometric error."""
+    train = json.loads((project / "metrics/train/full.json").read_text())
+    for term in ("loss_photometric", "loss_smoothness", "loss_ce", "loss_metric", "loss_n_boundary_gt"):
+        assert train[term] > 0, (term, train)
+    labels = json.loads((project / "metrics/pseudolabel.json").read_text())
+    assert labels["labeller"] == "oracle" and labels["oracle_heldout"]["miou"] == 1.0
+
+
 def test_exp_run_retrains_only_full_and_metrics_diff_shows_it(project):
     r = _run([str(BIN / "dvc"), "exp", "run", "-S", "loss.mu3=0.05"], project, timeout=900)
     ran = {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
@@ -107,8 +120,10 @@ def test_exp_run_retrains_only_full_and_metrics_diff_shows_it(project):
                       "pseudolabel", "boundary", "export_gt"}, ran
     diff = _run([str(BIN / "dvc"), "params", "diff"], project).stdout
     assert "loss.mu3" in diff and "0.05" in diff
-    mdiff = _run([str(BIN / "dvc"), "metrics", "diff", "--all", "--json"], project).stdout
-    assert "metrics/eval/full.json" in json.loads(mdiff)
+    mdiff = json.loads(_run([str(BIN / "dvc"), "metrics", "diff", "--all", "--json"], project).stdout)
+    assert "metrics/eval/full.json" in mdiff
+    total = mdiff["metrics/train/full.json"]["loss_total"]
+    assert total["old"] != total["new"], total  # mu3 changed the objective (L_metric > 0)
     show = _run([str(BIN / "dvc"), "exp", "show", "--csv"], project).stdout
     assert "abs_rel" in show and "loss.mu3" in show
 
@@ -143,49 +158,3 @@ def _queued_name(project: Path) -> str:
         if parts:
             return parts[0]
     return ""
-
-
-def test_pseudolabel_stage_killed_midway_resumes_without_relabelling(project):
-    """SIGKILL the pseudolabel stage while it labels; no PNG is truncated, the rerun keeps finished ones."""
-    import signal
-    import time
-
-    from PIL import Image
-
-    labels = project / "data" / "pseudolabels"
-    shutil.rmtree(labels)
-    proc = subprocess.Popen([sys.executable, "stages/pseudolabel.py"], cwd=project, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None and not list(labels.rglob("*.png")):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = {p: p.stat().st_mtime_ns for p in labels.rglob("*.png")}
-    total = 3 * 32 * 2  # drives x frames x cameras of the tiny configuration
-    assert 1 <= len(done) < total, f"killed after {len(done)} of {total} labels"
-    for p in done:  # every file present decodes completely: atomic writes, no half PNG
-        with Image.open(p) as im:
-            im.load()
-    r = _run([sys.executable, "stages/pseudolabel.py"], project)
-    after = {p: p.stat().st_mtime_ns for p in labels.rglob("*.png")}
-    assert len(after) == total
-    assert all(after[p] == t for p, t in done.items()), "finished labels were written again"
-    assert not [p for p in labels.rglob("*") if p.name.endswith(".tmp")]
-    assert "teacher:" not in r.stdout  # the trained teacher was reused, not retrained
-
-
-def test_pseudolabels_equal_the_teachers_argmax(project):
-    import numpy as np
-
-    from psdif.data import kitti
-    from psdif.semantics.labels import label_path, predict_labels, read_label_png
-    from psdif.semantics.teacher import load_teacher
-
-    teacher = load_teacher(project / "data" / "teacher" / "teacher.pt")
-    test = kitti.read_split(project / "data" / "splits" / "synth_eigen" / "test_files.txt")[:3]
-    images = np.stack([read_image(kitti.image_path(project / "data" / "kitti_raw", f)) for f in test])
-    expected = predict_labels(teacher, images)
-    for f, exp in zip(test, expected):
-        stored = read_label_png(label_path(project / "data" / "pseudolabels", f.folder, f.side, f.frame))
-        np.testing.assert_array_equal(stored, exp)

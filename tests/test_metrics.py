@@ -1,4 +1,4 @@
-"""Eigen protocol (SPEC §4.3) against hand computation and the real KITTI GT of drive 0001 frame 5."""
+"""Eigen protocol (design.md §4.3) against hand computation and the real KITTI GT of drive 0001 frame 5."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""Cityscapes DeepLabv3+ loader (SPEC §4.5), in-pipeline teacher, pseudo-label storage."""
+"""Cityscapes DeepLabv3+ loader (design.md §4.5), in-pipeline teacher, pseudo-label storage."""
 
 from __future__ import annotations
 
 import copy
+import pickle
+import zipfile
 from pathlib import Path
 from collections import namedtuple
 
@@ -39,8 +41,29 @@ def public_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "best_deeplabv3plus_resnet101_cityscapes_os16.pth"
     state = model.state_dict()
     torch.save({"cur_itrs": 30000, "model_state": state, "optimizer_state": {"state": {}, "param_groups": []},
-                "scheduler_state": {}, "best_score": np.float64(0.7)}, path)
+                "scheduler_state": {}, "best_score": np.float64(0.7)}, path, pickle_module=_Numpy1Pickle)
+    with zipfile.ZipFile(path) as zf:  # the scalar is pickled under numpy 1's module name, as in the file
+        pkl = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
+    assert b"numpy.core.multiarray\nscalar" in pkl
     return path, state
+
+
+class _Numpy1Pickler(pickle._Pickler):
+    """Pickles numpy scalars as numpy 1.x did (``GLOBAL numpy.core.multiarray scalar``), the form the public
+    checkpoint (saved with numpy 1) holds, whatever numpy runs the test."""
+
+    def save_global(self, obj, name=None):
+        if obj is type(np.float64(0)).__reduce__(np.float64(0))[0]:  # numpy's scalar reconstructor
+            self.write(pickle.GLOBAL + b"numpy.core.multiarray\nscalar\n")
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+class _Numpy1Pickle:
+    Pickler = _Numpy1Pickler
+    Unpickler = pickle.Unpickler
+    dump = staticmethod(lambda obj, f, protocol=2: _Numpy1Pickler(f, protocol).dump(obj))
 
 
 def test_architecture_size_and_output_stride():
@@ -69,7 +92,7 @@ def _bn(x, sd, p):
 
 
 def reference_logits(sd: dict, x: torch.Tensor) -> torch.Tensor:
-    """The reference computation written out with functional ops from the state dict (SPEC §4.5)."""
+    """The reference computation written out with functional ops from the state dict (design.md §4.5)."""
     net = torchvision.models.resnet101(weights=None, replace_stride_with_dilation=[False, False, True])
     net.fc = torch.nn.Identity()
     net.load_state_dict({k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")})
@@ -110,6 +133,48 @@ def test_public_checkpoint_loads_and_matches_reference(public_ckpt):
     with torch.no_grad():
         expect = model(normalize_images(img)).argmax(1).numpy()
     np.testing.assert_array_equal(predict_labels(model, img, device="cpu"), expect)
+
+
+@pytest.mark.parametrize("numpy1_names", [True, False])
+def test_public_checkpoint_metadata_loads_without_unpickling_code(tmp_path, numpy1_names):
+    """The public dict layout with a numpy float64 best_score (pickled by numpy 1 or 2) loads."""
+    from psdif.semantics.deeplab import read_checkpoint
+
+    path = tmp_path / "small.pth"
+    obj = {"model_state": {"w": torch.ones(2)}, "optimizer_state": {"state": {}, "param_groups": [{"lr": 0.01}]},
+           "scheduler_state": {"last_epoch": 3}, "cur_itrs": 30000, "best_score": np.float64(0.7215)}
+    torch.save(obj, path, **({"pickle_module": _Numpy1Pickle} if numpy1_names else {}))
+    ckpt = read_checkpoint(path)
+    assert ckpt["cur_itrs"] == 30000 and float(ckpt["best_score"]) == 0.7215
+    assert isinstance(ckpt["best_score"], np.floating)
+    torch.testing.assert_close(ckpt["model_state"]["w"], torch.ones(2))
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it calls open(marker, "w"), i.e. creates the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("where", ["top", "inside_model_state"])
+def test_crafted_checkpoint_does_not_run_code(tmp_path, where):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "best_deeplabv3plus_resnet101_cityscapes_os16.pth"
+    payload = {"model_state": {"w": torch.ones(1)}, "cur_itrs": 1, "best_score": np.float64(0.5)}
+    if where == "top":
+        payload["extra"] = _RunsCode(marker)
+    else:
+        payload["model_state"]["w"] = _RunsCode(marker)
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError) as err:
+        load_cityscapes_deeplab(path)
+    assert not marker.exists(), "unpickling ran the payload"
+    msg = str(err.value)
+    assert str(path) in msg and "refused" in msg and "open" in msg
 
 
 def test_loader_errors(public_ckpt, tmp_path):

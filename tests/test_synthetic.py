@@ -259,7 +259,7 @@ def test_split_files(tiny):
 # ----------------------------------------------------------------------------------------------- warp
 
 def _pe(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """SPEC §2 photometric error [B, 1, H, W]: 0.85·clamp((1 − SSIM)/2, 0, 1) + 0.15·L1 (colour mean)."""
+    """design.md §2 photometric error [B, 1, H, W]: 0.85·clamp((1 − SSIM)/2, 0, 1) + 0.15·L1 (colour mean)."""
     def pool(x):
         return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, 1)
     mu_a, mu_b = pool(a), pool(b)

@@ -38,7 +38,7 @@ def _md_rows(text: str) -> list[list[str]]:
 
 def test_paper_rows_match_the_paper_text():
     """Each published row, printed the paper's way (method + Sup + 3-decimal numbers run together), is a
-    line of paper.txt; and the numbers SPEC §5 quotes are there."""
+    line of paper.txt; and the numbers design.md §5 quotes are there."""
     if not PAPER.exists():
         pytest.skip(f"paper text not found at {PAPER}")
     lines = set(PAPER.read_text(encoding="utf-8").splitlines())

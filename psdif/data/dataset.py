@@ -8,8 +8,8 @@ Files -> :class:`TripletDataset` item (a :class:`psdif.batch.Batch` without the 
 - Intrinsics (``data.intrinsics``): ``calib`` = the first 3x3 of ``P_rect_02`` (left) / ``P_rect_03``
   (right) of ``<raw_root>/<date>/calib_cam_to_cam.txt``, scaled by (network size / image size);
   ``kitti_normalised`` = Monodepth2's fixed ``[[0.58, 0, 0.5], [0, 1.92, 0.5]]`` x (width, height)
-  (SPEC §4.2, the convention of the published KITTI results). Both are unchanged by the flip.
-- Augmentation (train only, SPEC §4.2): colour jitter (brightness, contrast, saturation in [0.8, 1.2],
+  (design.md §4.2, the convention of the published KITTI results). Both are unchanged by the flip.
+- Augmentation (train only, design.md §4.2): colour jitter (brightness, contrast, saturation in [0.8, 1.2],
   hue in [-0.1, 0.1], in a random order) with p = 0.5, ONE jitter per item applied to its three frames
   and written to ``images_aug`` only (losses use the originals); horizontal flip with p = 0.5 of images,
   pseudo-labels and the boundary mask together. Every random draw comes from
@@ -34,12 +34,12 @@ from torchvision.transforms import functional as TF
 from psdif.batch import FRAME_IDS, Batch
 from psdif.semantics.boundary import read_boundary_png
 from psdif.data.images import read_image, resize_image, resize_nearest
-from psdif.data.kitti import FrameRef, image_path, read_calib_file, read_split
+from psdif.data.kitti import FrameRef, KittiError, calib_entry, image_path, read_calib_file, read_split
 from psdif.semantics.cityscapes import VOID_LABEL
 from psdif.semantics.labels import label_path, read_label_png
 
-KITTI_NORMALISED_K = np.array([[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]])  # x (W, H): SPEC §4.2
-JITTER_RANGE = 0.2   # brightness, contrast, saturation factors in [1 - 0.2, 1 + 0.2]   (SPEC §4.2)
+KITTI_NORMALISED_K = np.array([[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]])  # x (W, H): design.md §4.2
+JITTER_RANGE = 0.2   # brightness, contrast, saturation factors in [1 - 0.2, 1 + 0.2]   (design.md §4.2)
 HUE_RANGE = 0.1      # hue shift in [-0.1, 0.1] of a full turn
 AUG_P = 0.5          # probability of the jitter and (independently) of the flip
 
@@ -77,7 +77,7 @@ def camera_intrinsics(raw_root: str | Path, ref: FrameRef, image_hw: tuple[int, 
 
     calib: ``P_rect_0{cam}[:, :3]`` of ``<raw_root>/<date>/calib_cam_to_cam.txt`` with row 0 scaled by
     W_net / W_img and row 1 by H_net / H_img (``image_hw`` = size of the image on disk);
-    kitti_normalised: SPEC §4.2's normalised K with row 0 x W_net and row 1 x H_net.
+    kitti_normalised: design.md §4.2's normalised K with row 0 x W_net and row 1 x H_net.
     """
     (h_img, w_img), (h_net, w_net) = image_hw, net_hw
     K = np.eye(4)
@@ -88,11 +88,11 @@ def camera_intrinsics(raw_root: str | Path, ref: FrameRef, image_hw: tuple[int, 
         return K.astype(np.float32)
     path = Path(raw_root) / ref.date / "calib_cam_to_cam.txt"
     key = f"P_rect_0{ref.cam}"
-    calib = read_calib_file(path)
-    if key not in calib or calib[key].size != 12:
-        raise DataError(f"{path}: no 12-value {key} entry; fix the calibration file or set "
-                        "data.intrinsics: kitti_normalised")
-    K[:3, :3] = calib[key].reshape(3, 4)[:, :3]
+    try:
+        p_rect = calib_entry(read_calib_file(path), key, 12, path)
+    except KittiError as exc:
+        raise DataError(f"{exc} (or set data.intrinsics: kitti_normalised)") from None
+    K[:3, :3] = p_rect.reshape(3, 4)[:, :3]
     K[0] *= w_net / w_img
     K[1] *= h_net / h_img
     return K.astype(np.float32)
@@ -113,7 +113,7 @@ NO_AUGMENTATION = Augmentation(flip=False, jitter=None, order=(0, 1, 2, 3))
 
 
 def sample_augmentation(seed: int, epoch: int, index: int) -> Augmentation:
-    """Draw one item's augmentation from ``default_rng([seed, epoch, index])`` (SPEC §4.2).
+    """Draw one item's augmentation from ``default_rng([seed, epoch, index])`` (design.md §4.2).
 
     The same number of values is drawn whatever the outcome, so the stream never shifts.
     """
@@ -151,7 +151,7 @@ class TripletDataset(Dataset):
 
     raw_root: KITTI raw layout root; frames: target frames (split list); height, width: network size;
     labels_root / boundary_root: pseudo-label / boundary PNG roots (KITTI layout), required when
-    ``need_labels`` / ``need_boundary``; train: augment (SPEC §4.2); seed: augmentation seed;
+    ``need_labels`` / ``need_boundary``; train: augment (design.md §4.2); seed: augmentation seed;
     intrinsics: ``data.intrinsics`` (see the module docstring).
     Call :meth:`set_epoch` before each epoch (the augmentation depends on (seed, epoch, index)).
     """

@@ -112,11 +112,34 @@ def verify_zip(path: str | Path) -> None:
 
 
 def extract_zip(path: str | Path, root: str | Path, jpeg_quality: int | None = None) -> None:
-    """Extract into ``root`` through a staging folder; with ``jpeg_quality``, PNG images become JPEG."""
+    """Extract into ``root`` through a staging folder; with ``jpeg_quality``, PNG images become JPEG.
+
+    Every member name is checked first, by this code rather than left to ``zipfile`` (which silently
+    rewrites ``../x`` to ``x``): an absolute name (``/x``, ``C:/x``), a ``..`` component (``/`` or ``\\``
+    separated) or a symbolic link refuses the whole archive with a :class:`DownloadError` naming it and
+    the member, before anything is written.
+    """
+    import stat
+
     root = Path(root)
     stage = root / ".extracting" / Path(path).stem
-    shutil.rmtree(stage, ignore_errors=True)
     with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            name = info.filename.replace("\\", "/")
+            if name.startswith("/") or (len(name) > 1 and name[1] == ":" and name[0].isalpha()):
+                why = "is an absolute path"
+            elif ".." in name.split("/"):
+                why = "has a '..' component"
+            elif stat.S_ISLNK(info.external_attr >> 16):
+                why = "is a symbolic link"
+            elif not (stage / name).resolve().is_relative_to(stage.resolve()):
+                why = "resolves outside the extraction folder"
+            else:
+                continue
+            raise DownloadError(f"{path}: member {info.filename!r} {why}; refusing to extract an archive that "
+                                f"could write outside {root}. It is not a genuine KITTI raw archive: delete it "
+                                "and run again")
+        shutil.rmtree(stage, ignore_errors=True)
         zf.extractall(stage)
     if jpeg_quality is not None:
         png_to_jpeg(stage, jpeg_quality)

@@ -42,7 +42,8 @@ def open_image(path: str | Path, what: str = "image", hint: str = "re-extract or
     try:
         im = Image.open(path)
         if max_pixels is not None and im.width * im.height > max_pixels:
-            raise ImageError(f"{path}: {im.width} x {im.height} pixels is more than the {max_pixels} allowed")
+            raise ImageError(f"{path}: {im.width} x {im.height} pixels is more than the {max_pixels} allowed; "
+                             f"{hint}")
         im.load()  # decodes fully: a truncated file raises here
         return im
     except BaseException as exc:
@@ -51,7 +52,7 @@ def open_image(path: str | Path, what: str = "image", hint: str = "re-extract or
         if isinstance(exc, ImageError):
             raise
         if isinstance(exc, Image.DecompressionBombError):
-            raise ImageError(f"{path}: {what} too large to decode safely ({exc})") from None
+            raise ImageError(f"{path}: {what} too large to decode safely ({exc}); {hint}") from None
         if isinstance(exc, (OSError, SyntaxError, ValueError)):
             raise ImageError(f"{path}: unreadable or truncated {what} ({exc}); {hint}") from None
         raise

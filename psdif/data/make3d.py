@@ -1,11 +1,11 @@
-"""Make3D Test134 (SPEC §4.4): loader and optional downloader.
+"""Make3D Test134 (design.md §4.4): loader and optional downloader.
 
 Layout read by ``load_make3d_test(root)``: anywhere below ``root`` (searched recursively, so both the
 flat layout and the archives' own ``Test134/`` + ``Gridlaserdata/`` folders work), images
 ``img-<name>.jpg`` and depth files ``depth_sph_corr-<name>.mat`` holding ``Position3DGrid`` [55, 305, 4]
 (channel 3 = depth in metres).
 
-Image orientation: a Test134 image decodes to a portrait array of 2272 rows × 1704 columns (the SPEC's
+Image orientation: a Test134 image decodes to a portrait array of 2272 rows × 1704 columns (the protocol's
 "rows (2272−852)/2 … +852 of 2272×1704"). The 2:1 (width:height) centre crop keeps ``W/2 = 852`` rows
 starting at ``(2272 − 852)/2 = 710``, i.e. rows 710..1561, all 1704 columns — the crop of the evaluation
 code of Monodepth2's Make3D users (``color_new_height = 1704 / 2``). The 55 GT rows run along the same

@@ -1,4 +1,4 @@
-"""Evaluation protocols: KITTI Eigen (SPEC §4.3) and Make3D Test134 (SPEC §4.4).
+"""Evaluation protocols: KITTI Eigen (design.md §4.3) and Make3D Test134 (design.md §4.4).
 
 Everything here is numpy on one image at a time, float64 arithmetic, so the numbers can be compared with
 the reference evaluation code of the field (Monodepth2's ``evaluate_depth.py``) frame by frame.
@@ -99,7 +99,7 @@ def eigen_crop_mask(h: int, w: int) -> np.ndarray:
 def evaluate_depth(pred_disp: np.ndarray, gt_depth: np.ndarray, median_scaling: bool = True,
                    min_depth: float = 1e-3, max_depth: float = 80.0,
                    disp_range: tuple[float, float] = (0.1, 100.0)) -> dict:
-    """Eigen protocol for one image (SPEC §4.3).
+    """Eigen protocol for one image (design.md §4.3).
 
     pred_disp: [h, w] the network's sigmoid output at network size (e.g. 192×640).
     gt_depth: [H, W] metres, 0 where there is no LiDAR point (e.g. 375×1242).
@@ -208,7 +208,7 @@ def make3d_gt(depth_grid: np.ndarray) -> np.ndarray:
 
 def evaluate_make3d(pred_disp: np.ndarray, depth_grid: np.ndarray, median_scaling: bool = True,
                     max_depth: float = 70.0, disp_range: tuple[float, float] = (0.1, 100.0)) -> dict:
-    """Make3D Test134 protocol for one image (SPEC §4.4).
+    """Make3D Test134 protocol for one image (design.md §4.4).
 
     pred_disp: [h, w] sigmoid output for the 2:1 centre crop of the image (network size).
     depth_grid: [55, 305, 4] ``Position3DGrid`` (or its [55, 305] depth channel), metres.

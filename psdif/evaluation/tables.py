@@ -1,4 +1,4 @@
-"""Tables 1–3 of the paper (SPEC §5): this run's rows beside the published figures.
+"""Tables 1–3 of the paper (design.md §5): this run's rows beside the published figures.
 
 Inputs (``eval_dir`` = ``metrics/eval``):
 

@@ -1,4 +1,4 @@
-"""Semantic boundary regions B_t (paper §3.4, Figure 4; SPEC §2) and their storage.
+"""Semantic boundary regions B_t (paper §3.4, Figure 4; design.md §2) and their storage.
 
 A pixel p belongs to B_t when its Z x Z neighbourhood N(p) (p included) is mixed:
 ``|count(P+) - count(P-)| <= T``, with P+ = pixels of N(p) with the label of p and P- = the others;
@@ -74,7 +74,7 @@ def _same_label_count_shifts(labels: np.ndarray, z: int) -> np.ndarray:
 
 
 def boundary_mask(labels: np.ndarray, z: int = 5, t: int = 10) -> np.ndarray:
-    """B_t of one label map (SPEC §2, paper §3.4): ``|count(P+) - count(P-)| <= T`` over a Z x Z window.
+    """B_t of one label map (design.md §2, paper §3.4): ``|count(P+) - count(P-)| <= T`` over a Z x Z window.
 
     labels: int [H, W] semantic labels (train ids; any integer values). z: odd window side Z.
     t: threshold T. Returns bool [H, W], True on boundary pixels. Out-of-image neighbours are P-.
