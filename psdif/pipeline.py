@@ -50,7 +50,8 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE_ROWS = ("flat", "untrained")
 SEEDS = "${train.seeds}"   # foreach over the seeds; each stage gets one as ${item}
 SEED = "${item}"
-BAR_TEMPLATE = "bar_horizontal_zero"  # .dvc/plots/bar_horizontal_zero.json: DVC's bars, from zero, rows in order
+# DVC templates of .dvc/plots/: a line per variant (colour) and experiment (dash); bars from zero, rows in order
+LINE_TEMPLATE, BAR_TEMPLATE = "lines_by_variant", "bar_horizontal_zero"
 
 
 # ------------------------------------------------------------------------------------------ code deps
@@ -137,7 +138,7 @@ def _plots() -> list[dict]:
     """Top-level plots: a line per variant for each loss term, and the per-variant abs_rel bars."""
     logs = {"ce": lambda v: v.seg, "metric": lambda v: v.metric_loss}  # the terms only some variants compute
     plots = [{f"train_{term}": {
-        "template": "linear", "x": "step",
+        "template": LINE_TEMPLATE, "x": "step",
         "y": {f"{PLOT_DATA}/train_{term}.csv": [n for n, v in VARIANTS.items() if logs.get(term, bool)(v)]},
         "title": f"Training: {title} per variant (mean over seeds)",
         "x_label": "training step", "y_label": title}} for term, title in CURVE_TERMS.items()]
