@@ -156,7 +156,8 @@ def build() -> dict:
     stages: dict = {
         # first in the file so that `dvc exp show` leads with its metrics (DVC runs it last: it needs them all)
         "summary": _stage(
-            "stages/summary.py", [f"{EVAL_DIR}/{n}.json" for n in VARIANTS] + [f"dvclive/{n}" for n in VARIANTS],
+            "stages/summary.py", [f"{EVAL_DIR}/{n}.json" for n in VARIANTS]
+            + [str(Path(live_path(n, 0)).parent) for n in VARIANTS],  # every seed's curves of the variant
             params=["train.seeds"], metrics=[{SUMMARY: {"cache": False}}], outs=[{PLOT_DATA: {"cache": False}}]),
         "check": _stage("stages/check.py", [], always_changed=True,
                         outs=[{f: {"cache": False, "persist": True}} for f in [VALIDATED_PARAMS, *fingerprints]]),

@@ -231,3 +231,31 @@ def test_three_seeds_add_runs_and_tables_show_spread_and_tests(project):
     assert "±" in table3 and "paired t-test over training seeds" in table3 and "n=3" in table3
     for name in ("flat", "untrained"):
         assert "n_images" in json.loads((project / "metrics/eval" / f"{name}.json").read_text())
+    # the README's seeds view: the abs_rel mean of every row and the param, readable at 200 columns
+    drop = r".*/|Created|.*\.std\.|.*\.(sq_rel|rmse|a1|m3d_abs_rel)$"
+    assert f"dvc exp show --only-changed --drop '{drop}'" in (REPO / "README.md").read_text()
+    table = subprocess.run([str(BIN / "dvc"), "exp", "show", "--only-changed", "--drop", drop, "--no-pager"],
+                           cwd=project, capture_output=True, text=True, env={**_env(), "COLUMNS": "200"},
+                           check=True).stdout
+    assert "train.seeds" in table and "psdifm.abs_rel" in table and "…" not in table, table
+
+
+def test_plots_render_with_titled_axes_in_headless_chromium(project, tmp_path):
+    """bench/plots_check.py: `dvc plots show` in a real browser; every plot draws, every axis is titled."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plots_check", REPO / "bench" / "plots_check.py")
+    plots_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plots_check)
+    if plots_check.find_browser() is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    try:
+        plots_check.vega_scripts()
+    except plots_check.MissingTool as exc:
+        pytest.skip(f"Vega scripts unavailable offline: {exc}")
+    failures = plots_check.check(project, tmp_path / "check")
+    assert failures == []
+    html = (tmp_path / "check" / "index.html").read_text()
+    for plot in ("train_total", "train_photometric", "train_smoothness", "train_ce", "train_metric", "abs_rel"):
+        assert f'id = "{plot}"' in html or f'id="{plot}"' in html, plot
+    assert (tmp_path / "check" / "screenshot.png").stat().st_size > 10_000
