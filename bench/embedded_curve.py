@@ -20,7 +20,7 @@ from psdif.train import Networks, build_networks, make_forward_loss, make_optimi
 from psdif.data.dataset import TripletDataset, collate, frames_from_split
 from psdif.evaluation.evaluate import evaluate_eigen, ConstantDisparity
 from psdif.data import kitti
-from psdif.evaluation.metrics import load_gt_depths
+from psdif.evaluation.metrics import load_gt_depths, load_gt_frames
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--variant", default="full"); ap.add_argument("--steps", type=int, default=300)
@@ -48,7 +48,7 @@ fl = make_forward_loss(nets, p, v)
 frames = frames_from_split(p.data.splits_dir, p.data.train_split, "train")
 ds = TripletDataset(p.data.raw_root, frames, a.h, a.w, "data/pseudolabels", "data/boundaries", "png", True, 0,
                     intrinsics=p.data.intrinsics, need_labels=v.seg or v.metric_loss, need_boundary=v.metric_loss)
-test = kitti.read_split(Path(p.data.splits_dir) / p.data.test_split / "test_files.txt")
+test = [kitti.parse_split_line(line) for line in load_gt_frames("data/eval/gt_depths.npz")[0]]  # what export_gt covered
 gts = load_gt_depths("data/eval/gt_depths.npz")
 flat = evaluate_eigen(ConstantDisparity(), Path(p.data.raw_root), test, gts, a.h, a.w, "png", p.eval, (0.1, 100))[0]["abs_rel"]
 step, t0, train_t = 0, time.time(), 0.0

@@ -67,7 +67,9 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DownloadConfig:
-    splits_url: str            # base URL of the published split lists and kitti_archives_to_download.txt
+    fetch: Literal["none", "missing"]  # none: never use the network; missing: fetch what the lists need and
+    # is not on disk (KITTI drives and calibration, Make3D Test134 from eval.make3d_urls)
+    url: str                   # KITTI raw archive base: <url>/<date>_calib.zip, <url>/<drive>/<drive>_sync.zip
     jpeg: bool                 # convert PNG to JPEG (quality below, 4:2:0) after extraction
     jpeg_quality: int = _rng(ge=1, le=100)
     retries: int = _rng(ge=0)

@@ -8,7 +8,6 @@ INPUT_FINGERPRINTS = {  # params.yaml key -> fingerprint file written by the che
     "pseudolabel.checkpoint": f"{INPUTS}/checkpoint.json",
     "model.encoder_weights": f"{INPUTS}/encoder_weights.json",
     "model.pose_weights": f"{INPUTS}/pose_weights.json",
-    "eval.make3d_root": f"{INPUTS}/make3d.json",
 }
 VALIDATED_PARAMS = f"{INPUTS}/params.json"                          # the check stage's record of params.yaml
 INPUT_LISTS = "${data.splits_dir}/${data.train_split}"             # train (and val) lists read by the filter
@@ -16,6 +15,10 @@ TEST_LIST = "${data.splits_dir}/${data.test_split}/test_files.txt"
 LISTS = "data/lists"                                                 # the filtered lists training reads
 TRAIN_LIST, VAL_LIST = f"{LISTS}/train_files.txt", f"{LISTS}/val_files.txt"
 GT_DEPTHS = "data/eval/gt_depths.npz"
+DOWNLOADS = "data/downloads"                                        # archives being fetched (never in the KITTI copy)
+EXPORT_GT_REPORT = "metrics/export_gt.json"                         # test-list coverage of the GT export
+FILTER_REPORT = "metrics/filter.json"
+COVERAGE = "metrics/coverage.json"                                  # train / val / test coverage, for the tables
 
 # per (variant, seed): what train_<variant>@<seed> writes; ``seed`` may be DVC's "${item}" in dvc.yaml
 MODELS = "models"

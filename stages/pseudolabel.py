@@ -18,9 +18,9 @@ from psdif.data.images import read_image
 from psdif.data import kitti
 from psdif.semantics import cityscapes, deeplab, labels, teacher
 from psdif.stage import stage_args
-from psdif.paths import TRAIN_LIST, VAL_LIST
+from psdif.paths import INPUT_FINGERPRINTS, TRAIN_LIST, VAL_LIST
 from psdif.io import progress_enabled
-from psdif.io import params_hash, prepare_output_tree, read_json, tree_manifest, write_json
+from psdif.io import params_hash, prepare_output_tree, read_json, sha256_file, tree_manifest, write_json
 
 OUT = Path("data/pseudolabels")
 TEACHER = Path("data/teacher/teacher.pt")
@@ -44,9 +44,24 @@ def drive_roles(p) -> dict[str, str]:
 
 
 def all_frames(root: Path, folders) -> list[kitti.FrameRef]:
-    """Every frame on disk of both cameras of each drive."""
+    """Every frame on disk of both cameras of each drive (drives and cameras not on disk have none)."""
     return [kitti.FrameRef(f, i, side) for f in sorted(folders) for side in ("l", "r")
+            if (kitti.drive_dir(root, f) / f"image_0{kitti.SIDE_TO_CAM[side]}" / "data").is_dir()
             for i in kitti.list_frames(root, f, kitti.SIDE_TO_CAM[side])]
+
+
+def checkpoint_digest(p) -> str | None:
+    """SHA-256 of ``pseudolabel.checkpoint`` (the check stage's fingerprint, or the file itself): labels made
+    with another file at the same path are not trusted."""
+    ckpt = p.pseudolabel.checkpoint
+    if ckpt is None:
+        return None
+    fp = Path(INPUT_FINGERPRINTS["pseudolabel.checkpoint"])
+    if fp.is_file():
+        record = read_json(fp)
+        if record.get("value") == ckpt and isinstance(record.get("sha256"), str):
+            return record["sha256"]
+    return sha256_file(ckpt)
 
 
 def gt_label_path(root: Path, ref: kitti.FrameRef) -> Path:
@@ -77,10 +92,11 @@ def labelling_config(p, raw: dict) -> str:
     """Hash of everything the labels depend on (a change relabels everything and retrains the teacher).
 
     It covers every ``pseudolabel`` value, ``labeller`` included; labels from before that key existed came
-    from a teacher built before any seed was set, and are therefore made again once, reproducibly.
+    from a teacher built before any seed was set, and are therefore made again once, reproducibly. It covers
+    the content of ``pseudolabel.checkpoint`` too: another file at the same path relabels everything.
     """
     return params_hash({"pseudolabel": dataclasses.asdict(p.pseudolabel), "source": p.data.source,
-                        "raw": params_hash(raw)})
+                        "raw": params_hash(raw), "checkpoint_sha256": checkpoint_digest(p)})
 
 
 def held_out_miou(root: Path, frames, roles) -> dict:

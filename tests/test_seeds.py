@@ -20,7 +20,8 @@ KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "ratio_median
 def _eval(abs_rel: float, n_images: int = 80, make3d: float | None = 0.4) -> dict:
     """One model's evaluation in the layout stages/evaluate.py writes (numbers derived from abs_rel)."""
     e = {k: abs_rel * (i + 1) for i, k in enumerate(KEYS)}
-    e["n_images"] = n_images
+    e.update(n_images=n_images, dataset="generated mini-KITTI", test_split="synth_eigen", test_listed=80,
+             test_set="0123abcd")
     if make3d is not None:
         e["make3d"] = {"abs_rel": make3d, "sq_rel": 2 * make3d, "rmse": 3 * make3d, "rmse_log": make3d / 2,
                        "n_images": 24, "dataset": "generated"}
@@ -52,6 +53,20 @@ def test_three_seeds_give_mean_sample_std_and_per_seed_values():
 def test_seeds_evaluated_on_different_test_sets_are_refused():
     with pytest.raises(ValueError, match=r"metrics/eval/full.json: n_images differs between seeds"):
         aggregate({0: _eval(0.1, n_images=80), 1: _eval(0.2, n_images=79)}, "metrics/eval/full.json")
+    other = {**_eval(0.2), "test_set": "ffff0000"}
+    with pytest.raises(ValueError, match=r"test_set differs between seeds"):
+        aggregate({0: _eval(0.1), 1: other})
+
+
+def test_what_describes_the_test_set_is_kept_and_a_make3d_not_run_passes_through():
+    a, b = _eval(0.1, make3d=None), _eval(0.3, make3d=None)
+    a["make3d"] = b["make3d"] = {"not_run": "eval.make3d_root is null"}
+    out = aggregate({0: a, 1: b})
+    assert {k: out[k] for k in ("dataset", "test_split", "test_listed", "test_set", "n_images")} == {
+        "dataset": "generated mini-KITTI", "test_split": "synth_eigen", "test_listed": 80, "test_set": "0123abcd",
+        "n_images": 80}
+    assert out["make3d"] == {"not_run": "eval.make3d_root is null"}
+    assert "test_listed" not in out["std"] and out["abs_rel"] == pytest.approx(0.2)
 
 
 def test_paired_t_test_matches_closed_forms():

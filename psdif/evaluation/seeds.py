@@ -16,6 +16,7 @@ t-tests as future work (paper, Section 5); Monodepth2's own reruns spread over a
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Mapping, Optional
@@ -23,32 +24,40 @@ from typing import Mapping, Optional
 import numpy as np
 
 SEED_PREFIX = "seed"
-NOT_AVERAGED = ("n_images", "dataset")   # the same for every seed (checked), kept as they are
+COUNTS = ("n_images", "test_listed")   # integers that describe the test set, not a result: equal across seeds
 
 
 def seed_key(seed: int) -> str:
     return f"{SEED_PREFIX}{seed}"
 
 
-def _numbers(entry: dict) -> dict:
-    return {k: v for k, v in entry.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_AVERAGED}
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _fold(per_seed: Mapping[int, dict], where: str) -> dict:
-    """Mean (and, from two seeds on, std) of every number that all seeds report; constants checked."""
+    """Mean (and, from two seeds on, std) of every result number all seeds report; what describes the test
+    set (labels, split, frame digest, image counts) is checked to be the same for every seed and kept."""
     entries = list(per_seed.values())
     first = entries[0]
-    for key in NOT_AVERAGED:
-        values = {repr(e.get(key)) for e in entries}
-        if len(values) > 1:
-            raise ValueError(f"{where}: {key} differs between seeds ({', '.join(sorted(values))}); "
-                             "every seed must be evaluated on the same test set; re-run `dvc repro`")
-    keys = [k for k in _numbers(first) if all(k in _numbers(e) for e in entries)]
-    out = {k: float(np.mean([e[k] for e in entries])) for k in keys}
-    out.update({k: first[k] for k in NOT_AVERAGED if k in first})
-    if len(entries) > 1:
-        out["std"] = {k: float(np.std([e[k] for e in entries], ddof=1)) for k in keys}
+    out, spread = {}, {}
+    for key, value in first.items():
+        if isinstance(value, dict):
+            continue
+        if _is_number(value) and key not in COUNTS:
+            if all(_is_number(e.get(key)) for e in entries):
+                values = [e[key] for e in entries]
+                out[key] = float(np.mean(values))
+                if len(entries) > 1:
+                    spread[key] = float(np.std(values, ddof=1))
+            continue
+        seen = {json.dumps(e.get(key), sort_keys=True) for e in entries}
+        if len(seen) > 1:
+            raise ValueError(f"{where}: {key} differs between seeds ({', '.join(sorted(seen))}); every seed "
+                             "must be evaluated on the same test set; re-run `dvc repro`")
+        out[key] = value
+    if spread:
+        out["std"] = spread
     return out
 
 
