@@ -128,3 +128,11 @@ def test_per_run_training_logs_are_plain_outputs_not_metrics_or_plots():
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in do["outs"]]
         assert outs == [f"models/{name}/seed${{item}}/model.pt", f"metrics/train/{name}/seed${{item}}.json",
                         f"dvclive/{name}/seed${{item}}"]
+
+
+def test_headline_without_make3d_has_no_m3d_key(tmp_path):
+    for name in VARIANTS:
+        e = _eval(0.25)
+        e["make3d"] = {"not_run": "eval.make3d_root is null"}
+        (tmp_path / f"{name}.json").write_text(json.dumps(aggregate({0: e})))
+    assert all(set(row) == set(HEADLINE_KITTI) for row in headline(tmp_path).values())
