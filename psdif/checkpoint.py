@@ -41,11 +41,14 @@ class StaleCheckpointError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------ run key
 
-def hashed_params(params: Params, variant: Variant, inputs: Optional[dict] = None) -> dict:
-    """The run key: the variant, the params its train stage lists in dvc.yaml, and ``inputs``
-    (``{name: content digest}`` of the files the run reads; see ``stages/train.py``)."""
+def hashed_params(params: Params, variant: Variant, inputs: Optional[dict] = None,
+                  seed: Optional[int] = None) -> dict:
+    """The run key: the variant, its seed (default: the first of ``train.seeds``), the params its train
+    stages list in dvc.yaml, and ``inputs`` (``{name: content digest}`` of the files the run reads; see
+    ``stages/train.py``)."""
     keys = sorted(set(params_read_by(variant)) | {"data.intrinsics"})
-    key = {"variant": variant.name, **select_params(to_dict(params), keys)}
+    seed = params.train.seeds[0] if seed is None else seed
+    key = {"variant": variant.name, "seed": seed, **select_params(to_dict(params), keys)}
     if inputs:
         key["inputs"] = dict(sorted(inputs.items()))
     return key

@@ -207,7 +207,8 @@ class LossConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    seed: int
+    seeds: list[int]                 # one run per (variant, seed): stage train_<variant>@<seed>; from two seeds
+                                     # on, Tables 1-3 show mean ± std and Table 3 paired tests
     epochs: int = _rng(ge=1)
     max_steps: Optional[int] = _rng(ge=1, hint="(or null = all epochs)")  # stop after this many steps
     batch_size: int = _rng(ge=1)
@@ -218,6 +219,12 @@ class TrainConfig:
     log_every: int = _rng(ge=1)
     amp: bool                        # bf16 autocast on CUDA (ignored on CPU)
     compile: bool                   # torch.compile the training step
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise ParamsError("train.seeds is empty; give at least one seed, e.g. [0]")
+        if any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise ParamsError(f"train.seeds={self.seeds} must be distinct non-negative integers, e.g. [0, 1, 2]")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,10 +11,10 @@ Launching (the train and pseudolabel stages call :func:`relaunch_under_torchrun`
   ``torchrun --standalone --nproc-per-node G``;
 - N machines: ``PSDIF_NNODES=N PSDIF_NPROC=G PSDIF_RDZV_ENDPOINT=<host of node 0>:<free port>`` on every
   machine, ``PSDIF_NODE_RANK=0`` on the one that runs ``dvc repro`` and 1 .. N-1 on the others, which run
-  the stage's own command (``python stages/train.py --variant full``) in the same checkout: a static
+  the stage's own command (``python stages/train.py --variant full --seed 0``) in the same checkout: a static
   rendezvous at that address, global rank 0 on node 0 (it writes every output; the others write nothing).
   ``data/`` (inputs, run folders, checkpoints) must be one shared filesystem; the train stage checks it.
-- plain ``torchrun ... stages/train.py --variant full`` works as well (RANK is set: no relaunch).
+- plain ``torchrun ... stages/train.py --variant full --seed 0`` works as well (RANK is set: no relaunch).
 """
 
 from __future__ import annotations

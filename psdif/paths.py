@@ -22,3 +22,24 @@ DOWNLOADS = "data/downloads"                                        # archives b
 EXPORT_GT_REPORT = "metrics/export_gt.json"                         # test-list coverage of the GT export
 FILTER_REPORT = "metrics/filter.json"
 COVERAGE = "metrics/coverage.json"                                  # train / val / test coverage, for the tables
+
+# per (variant, seed): what train_<variant>@<seed> writes; ``seed`` may be DVC's "${item}" in dvc.yaml
+MODELS = "models"
+
+
+def model_path(variant: str, seed) -> str:
+    return f"{MODELS}/{variant}/seed{seed}/model.pt"
+
+
+def train_metrics_path(variant: str, seed) -> str:
+    return f"metrics/train/{variant}/seed{seed}.json"
+
+
+def live_path(variant: str, seed) -> str:
+    """The run's DVCLive folder (loss curves); the summary stage averages them over seeds for the plots."""
+    return f"dvclive/{variant}/seed{seed}"
+
+
+EVAL_DIR = "metrics/eval"                  # <variant>.json (mean over seeds), flat.json, untrained.json
+SUMMARY = "metrics/summary.json"           # the headline metrics `dvc exp show` / `dvc metrics diff` lead with
+PLOT_DATA = "metrics/plots"                # what dvc.yaml's top-level plots draw

@@ -1,6 +1,6 @@
 """``psdif predict``: depth for image files, folders of images or video files, with a trained ``model.pt``.
 
-    psdif predict INPUT [INPUT ...] --model models/full/model.pt --out OUTDIR [--scale FACTOR]
+    psdif predict INPUT [INPUT ...] --model models/full/seed0/model.pt --out OUTDIR [--scale FACTOR]
 
 Each input image (or video frame) of any size is resized to the model's training size, its scale-0
 sigmoid disparity predicted in batches (:func:`psdif.evaluation.evaluate.predict_sigmoids`), resized back to the
@@ -348,7 +348,7 @@ def load_model(path: str | Path, device: str) -> tuple[nn.Module, dict]:
         msg = " ".join((str(exc) if str(path) in str(exc) else f"{path}: {exc}").split())
         msg = msg if len(msg) <= 300 else msg[:300] + " ...)"
         raise PredictError(f"{msg}; pass a model.pt written by `dvc repro` "
-                           "(models/<variant>/model.pt)") from None
+                           "(models/<variant>/seed<k>/model.pt)") from None
     cfg = info.get("model_cfg") or {}
     if not info.get("height") or not info.get("width") or "min_depth" not in cfg or "max_depth" not in cfg:
         raise PredictError(f"{path}: the checkpoint lacks the training size or depth range "
@@ -446,8 +446,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help=f"image files ({', '.join(IMAGE_EXTS)}), folders of images, video files "
                         f"({', '.join(VIDEO_EXTS)})")
-    p.add_argument("--model", default="models/full/model.pt",
-                   help="trained checkpoint of any variant (default: models/full/model.pt)")
+    p.add_argument("--model", default="models/full/seed0/model.pt",
+                   help="trained checkpoint of any variant and seed (default: models/full/seed0/model.pt)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--scale", type=float, default=1.0, metavar="FACTOR", help=SCALE_HELP)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")

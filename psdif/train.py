@@ -6,7 +6,7 @@ non-finite check, every ``train.checkpoint_every`` steps and at each epoch end `
 
 Throughput: the batch moves to the device in one ``batch.to``; the step has no host-device sync (the loss
 terms accumulate on the device and are read only at log and checkpoint steps). Resume is exact: the
-shuffled order depends on (train.seed, epoch), the augmentation on (train.seed, epoch, index), and
+shuffled order depends on (seed, epoch), the augmentation on (seed, epoch, index), and
 ``last.pt`` holds every RNG state (``psdif.checkpoint``). Distributed: under ``torchrun`` the networks are
 wrapped in DDP (NCCL on GPU, gloo on CPU), ``train.batch_size`` is the global batch, only rank 0 writes.
 """
@@ -208,7 +208,7 @@ def log_line(variant: str, step: int, total: int, losses: dict[str, float], samp
 
 # ------------------------------------------------------------------------------------------ the loop
 
-def make_dataset(params: Params, variant: Variant, frames, labels_root, boundary_root, prepared=None):
+def make_dataset(params: Params, variant: Variant, frames, labels_root, boundary_root, seed: int, prepared=None):
     """The training set: ``prepared`` = ``{kind: manifest}`` of the prepare stage (frames resized once) or
     None (decode the PNGs under ``data.raw_root``, ``labels_root``, ``boundary_root`` every epoch)."""
     from psdif.data.dataset import TripletDataset, frames_from_split
@@ -222,14 +222,15 @@ def make_dataset(params: Params, variant: Variant, frames, labels_root, boundary
         kinds = ["images"] + ["labels"] * need_labels + ["boundaries"] * need_boundary
         prepared = load_prepared({k: prepared[k] for k in kinds})
     return TripletDataset(dc.raw_root, frames, dc.height, dc.width, labels_root, boundary_root, dc.img_ext,
-                          train=True, seed=params.train.seed, intrinsics=dc.intrinsics,
+                          train=True, seed=seed, intrinsics=dc.intrinsics,
                           need_labels=need_labels, need_boundary=need_boundary, prepared=prepared)
 
 
 def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=None, boundary_root=None,
           live_dir: Optional[str | Path] = None, frames=None, dataset=None, device=None,
           build_models: Callable = build_networks, loss_fn: Callable = default_loss_fn,
-          progress: Optional[bool] = None, inputs: Optional[dict] = None, prepared=None) -> TrainResult:
+          progress: Optional[bool] = None, inputs: Optional[dict] = None,
+          seed: Optional[int] = None, prepared=None) -> TrainResult:
     """Train ``variant`` with ``params`` into ``out_dir`` (``last.pt`` while running, then ``model.pt``).
 
     labels_root / boundary_root: pseudo-label and boundary PNG roots (needed by seg / metric-loss variants);
@@ -238,7 +239,9 @@ def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=
     live_dir: DVCLive folder (default ``out_dir/dvclive``); frames: target frames (default: the train list
     of ``data.train_split``); dataset: a ready dataset with ``set_epoch`` (overrides frames);
     build_models(variant, model_cfg) -> (depth_net, pose_net); loss_fn: see :func:`default_loss_fn`;
-    inputs: ``{name: digest}`` of the files the run reads, part of the run key (``psdif.checkpoint``).
+    inputs: ``{name: digest}`` of the files the run reads, part of the run key (``psdif.checkpoint``);
+    seed: of the initialisation, the shuffled order and the augmentation (default: the first of
+    ``train.seeds``), part of the run key.
     Resumes from ``out_dir/last.pt`` when present (refused if written under another run key); a run that
     completes writes ``model.pt`` and then deletes ``last.pt``.
     """
@@ -248,7 +251,7 @@ def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=
         return _train(params, variant, Path(out_dir), dinfo, cuda, labels_root=labels_root,
                       boundary_root=boundary_root, live_dir=live_dir, frames=frames, dataset=dataset,
                       device=device, build_models=build_models, loss_fn=loss_fn, progress=progress, inputs=inputs,
-                      prepared=prepared)
+                      seed=params.train.seeds[0] if seed is None else seed, prepared=prepared)
     finally:
         if dinfo.initialised_here:
             dist.destroy_process_group()
@@ -256,27 +259,27 @@ def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=
 
 def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cuda: bool, *, labels_root,
            boundary_root, live_dir, frames, dataset, device, build_models, loss_fn, progress,
-           inputs, prepared) -> TrainResult:
+           inputs, seed: int, prepared) -> TrainResult:
     tc = params.train
     device = torch.device(device if device is not None else (f"cuda:{dinfo.local_rank}" if cuda else "cpu"))
-    key = hashed_params(params, variant, inputs)
+    key = hashed_params(params, variant, inputs, seed)
     ckpt_path = out_dir / CHECKPOINT_NAME
 
     # networks (identical initialisation on every rank), then a per-rank stream for noise / dropout
-    seed_everything(tc.seed)
+    seed_everything(seed)
     nets = Networks(*build_models(variant, params.model)).to(device)
-    seed_everything(tc.seed + dinfo.rank)
+    seed_everything(seed + dinfo.rank)
     optimizer = make_optimizer(nets, tc.lr, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.lr_step_epochs, gamma=tc.lr_gamma)
 
     # data: the global batch is split over the ranks; static shapes (drop_last). The sampler hands out
     # (epoch, index) pairs, so persistent workers augment each epoch right without being told it.
     if dataset is None:
-        dataset = make_dataset(params, variant, frames, labels_root, boundary_root, prepared)
+        dataset = make_dataset(params, variant, frames, labels_root, boundary_root, seed, prepared)
     if tc.batch_size % dinfo.world:
         raise ValueError(f"train.batch_size={tc.batch_size} must be divisible by the {dinfo.world} processes")
     per_rank = tc.batch_size // dinfo.world
-    sampler = EpochSampler(len(dataset), dinfo.rank, dinfo.world, tc.seed, with_epoch=True)
+    sampler = EpochSampler(len(dataset), dinfo.rank, dinfo.world, seed, with_epoch=True)
     from psdif.data.dataset import collate
     workers = loader_workers(params.data.num_workers, device.type == "cuda")
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, collate_fn=collate, drop_last=True,
@@ -290,7 +293,7 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
     total_steps = min(tc.max_steps or math.inf, tc.epochs * steps_per_epoch)
 
     check_shared_folder(out_dir, dinfo)  # several machines: every rank must read the one last.pt
-    resumed, log_state = resume(ckpt_path, key, nets, optimizer, scheduler, dinfo.rank, dinfo.world, tc.seed,
+    resumed, log_state = resume(ckpt_path, key, nets, optimizer, scheduler, dinfo.rank, dinfo.world, seed,
                                 device)
     at = resumed or Progress()
     losses = LossLog(log_state, device)

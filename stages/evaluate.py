@@ -1,7 +1,9 @@
 """evaluate stages: Eigen protocol (and Make3D where data exists) -> metrics/eval/<variant>.json.
 
-``--variant NAME`` evaluates models/NAME/model.pt; ``--reference`` writes the ``flat`` (constant
-disparity) and ``untrained`` (full network at initialisation) rows. The test frames are the ones the GT
+``--variant NAME`` evaluates models/NAME/seed<k>/model.pt for every seed k of ``train.seeds`` and writes
+their mean, spread and per-seed values (``psdif.evaluation.seeds``; one seed: its evaluation as it is);
+``--reference`` writes the ``flat`` (constant disparity) and ``untrained`` (full network at its
+initialisation with the first seed) rows. The test frames are the ones the GT
 export covered (data/eval/gt_depths.npz holds their lines); each result says what it measured: the data
 source, the test split, how many of its listed frames were evaluated and a digest of their lines, so rows
 of different test sets are never mistaken for one another (psdif.evaluation.tables). Make3D results go
@@ -19,8 +21,9 @@ from psdif.data import kitti
 from psdif.evaluation.evaluate import ConstantDisparity, evaluate_eigen, evaluate_make3d_set, untrained_net
 from psdif.evaluation.metrics import load_gt_depths, load_gt_frames
 from psdif.evaluation.datasets import REAL_MAKE3D, SYNTHETIC_MAKE3D, kitti_label
+from psdif.evaluation.seeds import aggregate
 from psdif.io import params_hash, progress_enabled, write_json
-from psdif.paths import GT_DEPTHS
+from psdif.paths import EVAL_DIR, GT_DEPTHS, model_path
 from psdif.stage import stage_args
 from psdif.variants import VARIANTS
 
@@ -58,7 +61,7 @@ def test_set(p, frames: list[str], listed: int) -> dict:
             "test_set": params_hash(frames)[:8]}
 
 
-def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d, device, measured: dict) -> None:
+def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d, device, measured: dict) -> dict:
     summary, _, _ = evaluate_eigen(net, Path(p.data.raw_root), frames, gts, p.data.height, p.data.width,
                                    p.data.img_ext, p.eval, disp_range, device, progress_enabled())
     summary.update(measured)
@@ -68,10 +71,15 @@ def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d, device, mea
                                                    disp_range, device), "dataset": label}
     else:
         summary["make3d"] = {"not_run": label}
-    out = Path("metrics/eval") / f"{name}.json"
-    write_json(out, summary)
     print(f"{name}: abs_rel {summary['abs_rel']:.4f}  a1 {summary['a1']:.3f} on {summary['n_images']} of "
-          f"{measured['test_listed']} {p.data.test_split} frames -> {out}")
+          f"{measured['test_listed']} {p.data.test_split} frames")
+    return summary
+
+
+def write_row(name: str, summary: dict) -> None:
+    out = Path(EVAL_DIR) / f"{name}.json"
+    write_json(out, summary)
+    print(f"-> {out}")
 
 
 def main(argv=None) -> None:
@@ -93,16 +101,28 @@ def main(argv=None) -> None:
     make3d = (load_make3d_test(root) if root else [], label)
     if args.reference:
         disp_range = (p.model.min_depth, p.model.max_depth)
-        evaluate_one(p, ConstantDisparity(), "flat", disp_range, frames, gts, make3d, device, measured)
-        evaluate_one(p, untrained_net(p.model, p.train.seed).to(device), "untrained", disp_range, frames, gts,
-                     make3d, device, measured)
+        write_row("flat", evaluate_one(p, ConstantDisparity(), "flat", disp_range, frames, gts, make3d, device,
+                                       measured))
+        write_row("untrained", evaluate_one(p, untrained_net(p.model, p.train.seeds[0]).to(device), "untrained",
+                                            disp_range, frames, gts, make3d, device, measured))
         return
-    net, info = load_depth_model(Path("models") / args.variant / "model.pt", device)
-    if (info["height"], info["width"]) != (p.data.height, p.data.width):
-        raise SystemExit(f"error: models/{args.variant}/model.pt was trained at {info['height']}x{info['width']} "
-                         f"but data is {p.data.height}x{p.data.width}; re-run `dvc repro`")
-    cfg = info["model_cfg"]
-    evaluate_one(p, net, args.variant, (cfg["min_depth"], cfg["max_depth"]), frames, gts, make3d, device, measured)
+    per_seed = {}
+    for seed in p.train.seeds:
+        path = Path(model_path(args.variant, seed))
+        if not path.is_file():
+            raise SystemExit(f"error: {path} is missing (train.seeds = {p.train.seeds}); run `dvc repro` "
+                             f"(stage train_{args.variant}@{seed}) first")
+        net, info = load_depth_model(path, device)
+        if (info["height"], info["width"]) != (p.data.height, p.data.width):
+            raise SystemExit(f"error: {path} was trained at {info['height']}x{info['width']} "
+                             f"but data is {p.data.height}x{p.data.width}; re-run `dvc repro`")
+        cfg = info["model_cfg"]
+        per_seed[seed] = evaluate_one(p, net, f"{args.variant} seed {seed}", (cfg["min_depth"], cfg["max_depth"]),
+                                      frames, gts, make3d, device, measured)
+    try:
+        write_row(args.variant, aggregate(per_seed, f"{EVAL_DIR}/{args.variant}.json"))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ test frames of eval.figure_frames -> metrics/figures/fig6_qualitative.png, fig5_
 The test frames are those the GT export covered (data/eval/gt_depths.npz), the ones the tables measured.
 Indices past their end are dropped with a warning (a short or partial test list is not an error). Figure 5
 warps the neighbours (t-1, t+1) into t, so it draws the picked frames that have both on disk; when none has,
-the figure says so instead.
+the figure says so instead. The models are those of the first of ``train.seeds``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from psdif.data.images import read_image
 from psdif.evaluation.evaluate import predict_sigmoids
 from psdif.evaluation.figures import inconsistency_figure, inconsistency_rows, note_figure, qualitative_figure
 from psdif.evaluation.metrics import load_gt_frames
-from psdif.paths import GT_DEPTHS
+from psdif.paths import GT_DEPTHS, model_path
 from psdif.stage import stage_args
 
 OUT = Path("metrics/figures")
@@ -55,8 +55,9 @@ def main(argv=None) -> None:
     images = [read_image(kitti.image_path(p.data.raw_root, f, p.data.img_ext)) for f in picked]
 
     disparities, nets = {}, {}
+    seed = p.train.seeds[0]
     for name in ("baseline", "full"):
-        net, info = load_depth_model(Path("models") / name / "model.pt")
+        net, info = load_depth_model(Path(model_path(name, seed)))
         nets[name] = (net, info)
         disparities[name] = predict_sigmoids(net, images, info["height"], info["width"], p.eval.batch_size)
     qualitative_figure(images, disparities, OUT / "fig6_qualitative.png", p.model.min_depth, p.model.max_depth)
@@ -72,7 +73,7 @@ def main(argv=None) -> None:
     else:
         net, info = nets["full"]
         pose = build_pose_net(dataclass_replace_weights(ModelConfig(**info["model_cfg"])))
-        pose.load_state_dict(torch.load(Path("models/full/model.pt"), map_location="cpu", weights_only=True)["pose"])
+        pose.load_state_dict(torch.load(Path(model_path("full", seed)), map_location="cpu", weights_only=True)["pose"])
         data = TripletDataset(p.data.raw_root, triplets, p.data.height, p.data.width, "data/pseudolabels",
                               "data/boundaries", p.data.img_ext, train=False, seed=0, intrinsics=p.data.intrinsics)
         batch = collate([data[i] for i in range(len(data))]).unpack()

@@ -1,7 +1,8 @@
-"""train stage: one Table-3 variant -> models/<variant>/model.pt, metrics/train/<variant>.json, dvclive/<variant>.
+"""train_<variant>@<seed> stages: one Table-3 variant, one seed -> models/<variant>/seed<seed>/model.pt,
+metrics/train/<variant>/seed<seed>.json, dvclive/<variant>/seed<seed>/ (paths: psdif.paths).
 
-The run lives in data/runs/<variant>-<run key>/ (resumable ``last.pt``); the run key covers the params the
-variant reads and the content of every data file the stage depends on (lists, manifests, weight
+The run lives in data/runs/<variant>-<run key>/ (resumable ``last.pt``); the run key covers the seed, the
+params the variant reads and the content of every data file the stage depends on (lists, manifests, weight
 fingerprints), so an interrupted `dvc repro` resumes where it stopped and a run on other params or other data
 starts in another folder. Several GPUs: set PSDIF_NPROC=N and the stage re-executes itself under torchrun (one
 process per GPU, DDP); several machines: PSDIF_NNODES, PSDIF_NODE_RANK, PSDIF_RDZV_ENDPOINT as well
@@ -27,6 +28,8 @@ from psdif.variants import VARIANTS, get_variant
 
 def _args(parser):
     parser.add_argument("--variant", required=True, choices=list(VARIANTS))
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed (default: the first of train.seeds); dvc.yaml passes each of them")
 
 
 def main(argv=None) -> None:
@@ -36,33 +39,38 @@ def main(argv=None) -> None:
 
     from psdif.data.kitti import read_split
     from psdif.io import md5_file, params_hash
-    from psdif.paths import BOUNDARIES, LABELS, PREPARED_MANIFESTS, TRAIN_LIST
+    from psdif.paths import BOUNDARIES, LABELS, PREPARED_MANIFESTS, TRAIN_LIST, live_path, model_path, train_metrics_path
     from psdif.train import hashed_params, train
 
     variant = get_variant(args.variant)
-    # the run key: params + the content of every data file this stage depends on in dvc.yaml
-    deps = yaml.safe_load(Path("dvc.yaml").read_text())["stages"][f"train_{variant.name}"]["deps"]
+    seed = p.train.seeds[0] if args.seed is None else args.seed
+    if seed < 0:
+        raise SystemExit(f"error: --seed {seed} must be >= 0")
+    # the run key: seed + params + the content of every data file this stage depends on in dvc.yaml
+    stage = yaml.safe_load(Path("dvc.yaml").read_text())["stages"][f"train_{variant.name}"]
+    deps = stage.get("do", stage)["deps"]  # a foreach stage keeps its definition under "do"
     inputs = {d: md5_file(d) for d in deps if d.startswith("data/")}
-    run_dir = Path("data/runs") / f"{variant.name}-{params_hash(hashed_params(p, variant, inputs))}"
+    run_dir = Path("data/runs") / f"{variant.name}-{params_hash(hashed_params(p, variant, inputs, seed))}"
     start = time.perf_counter()
     result = train(p, variant, run_dir, labels_root=Path(LABELS), boundary_root=Path(BOUNDARIES),
                    live_dir=run_dir / "dvclive", progress=progress_enabled(), frames=read_split(Path(TRAIN_LIST)),
-                   inputs=inputs, prepared=PREPARED_MANIFESTS)
+                   inputs=inputs, seed=seed, prepared=PREPARED_MANIFESTS)
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    model = Path("models") / variant.name / "model.pt"
+    model = Path(model_path(variant.name, seed))
     with atomic_path(model) as tmp:
         shutil.copyfile(run_dir / "model.pt", tmp)
-    live = Path("dvclive") / variant.name
+    live = Path(live_path(variant.name, seed))
     shutil.rmtree(live, ignore_errors=True)
     shutil.copytree(run_dir / "dvclive", live)
-    write_json(Path("metrics/train") / f"{variant.name}.json", {
+    write_json(Path(train_metrics_path(variant.name, seed)), {
+        "seed": seed,
         "steps": result.steps,
         "minutes": round((time.perf_counter() - start) / 60, 2),
         "samples_per_second": round(result.samples_per_second, 2),
         **{f"loss_{k}": round(float(v), 5) for k, v in result.final_losses.items()},
     })
-    print(f"{variant.name}: {result.steps} steps -> {model}")
+    print(f"{variant.name} seed {seed}: {result.steps} steps -> {model}")
 
 
 if __name__ == "__main__":

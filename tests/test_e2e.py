@@ -1,5 +1,6 @@
 """End to end: `dvc repro` on a tiny configuration in a temporary git repo, then exp run -> metrics diff,
-a misspelled -S key, and a queued experiment. Slow (minutes); runs in CI."""
+a misspelled -S key, a queued experiment, the README's `dvc exp show` view of the two experiments, and
+three training seeds. Slow (minutes); runs in CI."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from psdif.evaluation.summary import HEADLINE_KITTI, SHORT
 from psdif.variants import VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,27 +107,52 @@ def test_repro_writes_every_metric_table_and_figure(project):
 
 def test_every_loss_term_of_the_full_model_is_non_zero(project):
     """What `-S loss.mu3=...` acts on must exist: boundary pixels, a metric loss, CE, photometric error."""
-    train = json.loads((project / "metrics/train/full.json").read_text())
+    train = json.loads((project / "metrics/train/full/seed0.json").read_text())
     for term in ("loss_photometric", "loss_smoothness", "loss_ce", "loss_metric", "loss_n_boundary_gt"):
         assert train[term] > 0, (term, train)
     labels = json.loads((project / "metrics/pseudolabel.json").read_text())
     assert labels["labeller"] == "oracle" and labels["oracle_heldout"]["miou"] == 1.0
 
 
+def _ran(stdout: str) -> set[str]:
+    return {line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")}
+
+
+def test_repro_writes_the_headline_metrics_and_plot_data(project):
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert list(summary) == [SHORT[v] for v in VARIANTS] == ["base", "msfan", "seg", "psdifm", "full"]
+    for name, row in summary.items():
+        assert set(row) == {*HEADLINE_KITTI, "m3d_abs_rel"}, (name, row)  # one seed: no spread
+    full = json.loads((project / "metrics/eval/full.json").read_text())
+    assert summary["full"]["abs_rel"] == pytest.approx(full["abs_rel"], rel=1e-4)
+    assert summary["full"]["m3d_abs_rel"] == pytest.approx(full["make3d"]["abs_rel"], rel=1e-4)
+    header = (project / "metrics/plots/train_total.csv").read_text().splitlines()[0]
+    assert header == "step," + ",".join(VARIANTS)
+    # dvc exp show lists the headline first (the summary stage is first in dvc.yaml)
+    cols = _run([str(BIN / "dvc"), "exp", "show", "--csv"], project).stdout.splitlines()[0].split(",")
+    metrics = [c for c in cols if c not in ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")]
+    assert metrics[0] == "base.abs_rel", metrics[:5]
+
+
 def test_exp_run_retrains_only_full_and_metrics_diff_shows_it(project):
+    before = json.loads((project / "metrics/train/full/seed0.json").read_text())
     r = _run([str(BIN / "dvc"), "exp", "run", "-S", "loss.mu3=0.05"], project, timeout=900)
-    ran = {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
-    assert "train_full" in ran and "evaluate_full" in ran
-    assert not ran & {"train_baseline", "train_msfan", "train_msfan_seg", "train_msfan_seg_psdifm", "filter",
-                      "pseudolabel", "boundary", "export_gt"}, ran
+    ran = _ran(r.stdout)
+    assert {"train_full@0", "evaluate_full", "summary", "tables"} <= ran, ran
+    assert not ran & {"train_baseline@0", "train_msfan@0", "train_msfan_seg@0", "train_msfan_seg_psdifm@0", "filter",
+                      "pseudolabel", "boundary", "export_gt", "evaluate_baseline"}, ran
     diff = _run([str(BIN / "dvc"), "params", "diff"], project).stdout
     assert "loss.mu3" in diff and "0.05" in diff
     mdiff = json.loads(_run([str(BIN / "dvc"), "metrics", "diff", "--all", "--json"], project).stdout)
-    assert "metrics/eval/full.json" in mdiff
-    total = mdiff["metrics/train/full.json"]["loss_total"]
-    assert total["old"] != total["new"], total  # mu3 changed the objective (L_metric > 0)
-    show = _run([str(BIN / "dvc"), "exp", "show", "--csv"], project).stdout
-    assert "abs_rel" in show and "loss.mu3" in show
+    assert "metrics/eval/full.json" in mdiff and "metrics/summary.json" in mdiff
+    after = json.loads((project / "metrics/train/full/seed0.json").read_text())
+    assert before["loss_total"] != after["loss_total"]  # mu3 changed the objective (L_metric > 0)
+    # the README's headline diff: only the headline, only the full model moved
+    headline = json.loads(_run([str(BIN / "dvc"), "metrics", "diff", "--targets", "metrics/summary.json", "--json"],
+                               project).stdout)
+    assert set(headline) == {"metrics/summary.json"}, headline
+    moved = headline["metrics/summary.json"]
+    assert moved and all(key.startswith("full.") for key in moved), moved
 
 
 def test_misspelled_set_param_fails_naming_the_key(project):
@@ -158,3 +185,77 @@ def _queued_name(project: Path) -> str:
         if parts:
             return parts[0]
     return ""
+
+
+# the README's command (section "Ablations and experiments"): what moved between experiments, nothing else
+EXP_SHOW = ["exp", "show", "--only-changed", "--drop", ".*/"]
+
+
+def test_readme_exp_show_of_two_experiments_shows_the_param_and_what_moved(project):
+    """After the two experiments above (loss.mu3 = 0.05 in the workspace, 0.01 queued), the documented view
+    has the Experiment and Created columns, loss.mu3 and the headline figures of `full`, nothing else, and
+    fits a 200-column terminal without a cut cell."""
+    readme = (REPO / "README.md").read_text()
+    assert "dvc " + " ".join(a if a != ".*/" else "'.*/'" for a in EXP_SHOW) in readme
+    shown = _run([str(BIN / "dvc"), *EXP_SHOW, "--csv"], project).stdout.splitlines()
+    cols = shown[0].split(",")
+    assert len(shown) >= 4  # workspace, the baseline commit, two experiments
+    rest = [c for c in cols if c not in ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")]
+    assert "loss.mu3" in rest and "full.abs_rel" in rest, cols
+    assert all(c == "loss.mu3" or c.startswith("full.") for c in rest), cols
+    assert len(cols) <= 25
+    table = subprocess.run([str(BIN / "dvc"), *EXP_SHOW, "--no-pager"], cwd=project, capture_output=True, text=True,
+                           env={**_env(), "COLUMNS": "200"}, check=True).stdout
+    assert "loss.mu3" in table and "full.abs_rel" in table and "…" not in table, table
+    assert max(len(line) for line in table.splitlines()) <= 200
+
+
+def test_three_seeds_add_runs_and_tables_show_spread_and_tests(project):
+    """`-S 'train.seeds=[0,1,2]'` adds train_<variant>@1 and @2 and keeps the seed-0 runs; the per-variant
+    files keep their keys (now means) and add the spread; Table 3 shows mean ± std and the paired tests."""
+    r = _run([str(BIN / "dvc"), "exp", "run", "-S", "train.seeds=[0,1,2]"], project, timeout=1800)
+    ran = _ran(r.stdout)
+    assert {f"train_{v}@{s}" for v in VARIANTS for s in (1, 2)} <= ran, ran
+    assert not {f"train_{v}@0" for v in VARIANTS} & ran, ran
+    for name in VARIANTS:
+        metrics = json.loads((project / "metrics/eval" / f"{name}.json").read_text())
+        assert {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "ratio_median", "ratio_std",
+                "n_images"} <= set(metrics)
+        assert metrics["n_seeds"] == 3 and set(metrics["per_seed"]) == {"seed0", "seed1", "seed2"}
+        mean = sum(e["abs_rel"] for e in metrics["per_seed"].values()) / 3
+        assert metrics["abs_rel"] == pytest.approx(mean) and metrics["std"]["abs_rel"] >= 0
+        assert (project / "models" / name / "seed2" / "model.pt").is_file()
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert set(summary["full"]["std"]) == {*HEADLINE_KITTI, "m3d_abs_rel"}
+    table3 = (project / "metrics/tables/table3.md").read_text()
+    assert "±" in table3 and "paired t-test over training seeds" in table3 and "n=3" in table3
+    for name in ("flat", "untrained"):
+        assert "n_images" in json.loads((project / "metrics/eval" / f"{name}.json").read_text())
+    # the README's seeds view: the abs_rel mean of every row and the param, readable at 200 columns
+    drop = r".*/|Created|.*\.std\.|.*\.(sq_rel|rmse|a1|m3d_abs_rel)$"
+    assert f"dvc exp show --only-changed --drop '{drop}'" in (REPO / "README.md").read_text()
+    table = subprocess.run([str(BIN / "dvc"), "exp", "show", "--only-changed", "--drop", drop, "--no-pager"],
+                           cwd=project, capture_output=True, text=True, env={**_env(), "COLUMNS": "200"},
+                           check=True).stdout
+    assert "train.seeds" in table and "psdifm.abs_rel" in table and "…" not in table, table
+
+
+def test_plots_render_with_titled_axes_in_headless_chromium(project, tmp_path):
+    """bench/plots_check.py: `dvc plots show` in a real browser; every plot draws, every axis is titled."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plots_check", REPO / "bench" / "plots_check.py")
+    plots_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plots_check)
+    if plots_check.find_browser() is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    try:
+        plots_check.vega_scripts()
+    except plots_check.MissingTool as exc:
+        pytest.skip(f"Vega scripts unavailable offline: {exc}")
+    failures = plots_check.check(project, tmp_path / "check")
+    assert failures == []
+    html = (tmp_path / "check" / "index.html").read_text()
+    for plot in ("train_total", "train_photometric", "train_smoothness", "train_ce", "train_metric", "abs_rel"):
+        assert f'id = "{plot}"' in html or f'id="{plot}"' in html, plot
+    assert (tmp_path / "check" / "screenshot.png").stat().st_size > 10_000

@@ -122,7 +122,7 @@ def tiny_params(root: Path, **train_kw):
     p = default_params()
     data = replace(p.data, raw_root=str(root / "raw"), splits_dir=str(root / "splits"), train_split="tiny",
                    height=H, width=W, num_workers=0, intrinsics="calib")
-    tc = dict(seed=5, epochs=3, max_steps=None, batch_size=2, lr=1e-3, lr_step_epochs=1, lr_gamma=0.5,
+    tc = dict(seeds=[5], epochs=3, max_steps=None, batch_size=2, lr=1e-3, lr_step_epochs=1, lr_gamma=0.5,
               checkpoint_every=4, log_every=2, amp=False, compile=False)
     tc.update(train_kw)
     return replace(p, data=data, train=replace(p.train, **tc))

@@ -12,7 +12,10 @@ Inputs (``eval_dir`` = ``metrics/eval``):
   ``make3d`` key).
 
 A missing file gives a row that says "not run"; a malformed file is an error naming it. A file that does
-not record its data (written by an older evaluate) is labelled as such, never with today's params.
+not record its data (written by an older evaluate) is labelled as such, never with today's params. A file of
+several training seeds (``psdif.evaluation.seeds``: means at the top level, ``std``, ``per_seed``) gives
+cells "mean ± std", and Table 3 then gets a paired t-test over seeds of each row against the baseline and of
+the full model against the row above it.
 Outputs (``out_dir`` = ``metrics/tables``): ``table1.md/.csv`` (KITTI Eigen), ``table2.md/.csv`` (Make3D),
 ``table3.md/.csv`` (ablation), written atomically. This run's rows come first, each labelled with the data,
 test split and number of images it was measured on; when they were not all measured on the same test set,
@@ -32,6 +35,7 @@ from typing import Optional, Sequence
 
 from psdif.evaluation.datasets import REAL_KITTI, REAL_MAKE3D, SYNTHETIC_KITTI, SYNTHETIC_MAKE3D  # noqa: F401
 from psdif.evaluation.metrics import MAKE3D_KEYS, METRIC_KEYS
+from psdif.evaluation.seeds import paired_test, per_seed_values
 from psdif.io import atomic_path
 from psdif.variants import VARIANTS
 
@@ -155,7 +159,25 @@ def _metrics(path: Path, obj, keys: Sequence[str], where: str = "") -> dict:
     for k in ("test_split", "test_set"):
         if isinstance(obj.get(k), str):
             out[k] = obj[k]
+    spread = obj.get("std")
+    if isinstance(spread, dict) and isinstance(obj.get("n_seeds"), int) and obj["n_seeds"] > 1:
+        out.update({k: MeanStd(out[k], _number(path, f"std.{k}", spread[k]), obj["n_seeds"])
+                    for k in keys if k in spread})
     return out
+
+
+@dataclass(frozen=True)
+class MeanStd:
+    """A cell of several seeds: the mean and the sample standard deviation over ``n`` seeds."""
+    mean: float
+    std: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.std:.3f}"
+
+    def csv(self) -> str:
+        return f"{self.mean!r} ± {self.std!r}"
 
 
 def _read(path: Path):
@@ -191,8 +213,8 @@ def read_run(eval_dir: Path, variant: str) -> tuple[Optional[dict], Optional[dic
 # ------------------------------------------------------------------------------------------ formatting
 
 def _fmt(value) -> str:
-    if isinstance(value, str):
-        return value
+    if isinstance(value, (str, MeanStd)):
+        return str(value)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "nan"
     if isinstance(value, int):
@@ -234,7 +256,8 @@ class Table:
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow([h.replace(" ↓", "").replace(" ↑", "") for h in self.header])
         for row in self.rows:
-            writer.writerow(["" if c is None else (repr(c) if isinstance(c, float) else c) for c in row])
+            writer.writerow(["" if c is None else (repr(c) if isinstance(c, float) else
+                                                   c.csv() if isinstance(c, MeanStd) else c) for c in row])
         return buf.getvalue()
 
 
@@ -249,6 +272,29 @@ def _run_row(method: str, sup: Optional[str], source: str, metrics: Optional[dic
 def _paper_row(row: PaperRow, with_sup: bool, n_tail: int):
     head = [row.method] + ([row.sup] if with_sup else []) + [PUBLISHED]
     return head + list(row.values) + [""] * n_tail
+
+
+def seed_tests(eval_dir: Path) -> dict[str, tuple]:
+    """Table 3's paired tests over seeds (``psdif.evaluation.seeds.paired_test`` on abs_rel): per variant
+    (vs baseline, vs the row above — the latter for ``full`` only); ``{}`` when no variant has two seeds."""
+    per_seed = {}
+    for v in TABLE3_RUN:
+        path = Path(eval_dir) / f"{v}.json"
+        per_seed[v] = per_seed_values(_read(path)) if path.exists() else {}
+    if not any(len(s) > 1 for s in per_seed.values()):
+        return {}
+    out = {}
+    for i, v in enumerate(TABLE3_RUN):
+        vs_base = paired_test(per_seed[v], per_seed["baseline"]) if v != "baseline" else None
+        vs_above = paired_test(per_seed[v], per_seed[TABLE3_RUN[i - 1]]) if v == "full" else None
+        out[v] = (vs_base, vs_above)
+    return out
+
+
+def _test_cell(test, applies: bool) -> str:
+    if not applies:
+        return "—"
+    return test.cell() if test else "n < 2"
 
 
 def measured_on(label: Optional[str], metrics: Optional[dict]) -> str:
@@ -309,6 +355,10 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
     """
     eval_dir = Path(eval_dir)
     runs = {v: read_run(eval_dir, v) for v in dict.fromkeys(TABLE1_RUN + TABLE3_RUN)}
+    spread = sorted({m.n for r in runs.values() for part in r[:2] if part for m in part.values()
+                     if isinstance(m, MeanStd)})
+    spread_note = ([f"Cells 'mean ± std' of this run: over {' / '.join(map(str, spread))} training seeds "
+                    "(train.seeds), sample standard deviation."] if spread else [])
 
     def source(variant):
         return measured_on(runs[variant][2] or kitti_label, runs[variant][0])
@@ -329,8 +379,8 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
                _mixed_note(sets1) + [legend, "Per-image median scaling; ratio med / std = median of the scale "
                                              "ratios and the std of ratio/median (Monodepth2 convention).",
                 f"Rows marked '{PUBLISHED}' are copied from the paper (J. Imaging 2025, 11(7), 218); they are "
-                f"comparable with this run only when it used {REAL_KITTI}, test split eigen, all 697 frames."]
-               + coverage_note(coverage))
+                f"comparable with this run only when it used {REAL_KITTI}, test split eigen, all 697 frames.",
+                *spread_note] + coverage_note(coverage))
 
     m3d_keys = list(MAKE3D_KEYS)
 
@@ -351,19 +401,34 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
                [f"Make3D not run: {r}." for r in reasons] +
                ["Sup as printed in the paper (Y = supervised, N = self-supervised).",
                 "Protocol: 2:1 centre crop, GT rows 17:38 of the 55×305 grid, 0 < gt < 70 m, median scaling, "
-                "prediction capped at 70 m; RMSE_log on log10."])
+                "prediction capped at 70 m; RMSE_log on log10.", *spread_note])
 
     t3_rows = [_run_row(TABLE3_METHODS[v], None, source(v), runs[v][0], METRIC_KEYS, tail) for v in TABLE3_RUN]
     t3_rows += [_paper_row(r, False, len(tail)) for r in PAPER_TABLE3]
+    tests = seed_tests(eval_dir)
+    test_cols, test_notes = [], []
+    if tests:
+        test_cols = ["abs_rel vs baseline", "abs_rel vs row above"]
+        for row, v in zip(t3_rows, TABLE3_RUN):
+            vs_base, vs_above = tests[v]
+            row += [_test_cell(vs_base, v != "baseline"), _test_cell(vs_above, v == "full")]
+        for row in t3_rows[len(TABLE3_RUN):]:
+            row += ["", ""]
+        test_notes = ["Tests (this run): two-sided paired t-test over training seeds on the test-set abs_rel; "
+                      "cell = mean over seeds of (row − reference), p, n = seeds both rows have (a pair shares "
+                      "its seed: initialisation, data order, augmentation); Student's t with n − 1 degrees of "
+                      "freedom. 'vs row above' compares the full model with +MSFAN+Seg+PSDIFM (the metric loss "
+                      "alone). With n = 3 only large, consistent gaps reach p < 0.05."]
     switches = "; ".join(f"{v}: msfan={int(VARIANTS[v].msfan)} seg={int(VARIANTS[v].seg)} "
                          f"psdifm={int(VARIANTS[v].psdifm)} metric_loss={int(VARIANTS[v].metric_loss)}"
                          for v in TABLE3_RUN)
     sets3 = _test_sets(runs, TABLE3_RUN)
     t3 = Table("table3", titled("Table 3 — ablation on KITTI (this run's five variants, then the paper's)", sets3),
-               ["Method", "Data"] + kitti_cols + ratio_cols, t3_rows, 2,
+               ["Method", "Data"] + kitti_cols + ratio_cols + test_cols, t3_rows, 2,
                _mixed_note(sets3) + [f"Variants in row order: {switches}.",
                                      "The paper's rows are in the same order (method names as printed, 'MAFAN' "
-                                     "typo included)."] + coverage_note(coverage))
+                                     "typo included); the paper reports one run per row.", *spread_note,
+                                     *test_notes] + coverage_note(coverage))
     return [t1, t2, t3]
 
 
