@@ -8,8 +8,16 @@ Files -> :class:`TripletDataset` item (a :class:`psdif.batch.Batch` without the 
 - Intrinsics (``data.intrinsics``): ``calib`` = the first 3x3 of ``P_rect_02`` (left) / ``P_rect_03``
   (right) of ``<raw_root>/<date>/calib_cam_to_cam.txt``, scaled by (network size / image size);
   ``kitti_normalised`` = Monodepth2's fixed ``[[0.58, 0, 0.5], [0, 1.92, 0.5]]`` x (width, height)
-  (SPEC §4.2, the convention of the published KITTI results). Both are unchanged by the flip.
-- Augmentation (train only, SPEC §4.2): colour jitter (brightness, contrast, saturation in [0.8, 1.2],
+  (the convention of the published KITTI results; docs/paper_setting.md).
+- The flip and the principal point. Pixel (u, v) is the centre of column u, row v (integer centres, as the
+  warp in ``psdif.geometry`` samples them). Flipping maps column u to u' = (W - 1) - u; a scene point
+  (X, Y, Z) seen at u = fx X / Z + cx appears in the flipped image at (W - 1) - u = fx (-X) / Z +
+  ((W - 1) - cx): the flipped image is the view of the mirrored scene through a camera with
+  cx' = (W - 1) - cx (fx, fy, cy unchanged). ``calib`` K follows this (:func:`flip_intrinsics`).
+  ``kitti_normalised`` keeps cx = 0.5 W for both, as Monodepth2 does: 0.5 W is the image centre in the
+  half-pixel convention (pixel u spans [u, u + 1], flip u' = W - u, so cx' = W - cx = cx), i.e. half a
+  pixel right of the integer-centre image centre (W - 1) / 2, on flipped and unflipped items alike.
+- Augmentation (train only, docs/paper_setting.md): colour jitter (brightness, contrast, saturation in [0.8, 1.2],
   hue in [-0.1, 0.1], in a random order) with p = 0.5, ONE jitter per item applied to its three frames
   and written to ``images_aug`` only (losses use the originals); horizontal flip with p = 0.5 of images,
   pseudo-labels and the boundary mask together. Every random draw comes from
@@ -38,8 +46,8 @@ from psdif.data.kitti import FrameRef, image_path, read_calib_file, read_split
 from psdif.semantics.cityscapes import VOID_LABEL
 from psdif.semantics.labels import label_path, read_label_png
 
-KITTI_NORMALISED_K = np.array([[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]])  # x (W, H): SPEC §4.2
-JITTER_RANGE = 0.2   # brightness, contrast, saturation factors in [1 - 0.2, 1 + 0.2]   (SPEC §4.2)
+KITTI_NORMALISED_K = np.array([[0.58, 0.0, 0.5], [0.0, 1.92, 0.5], [0.0, 0.0, 1.0]])  # x (W, H): Monodepth2
+JITTER_RANGE = 0.2   # brightness, contrast, saturation factors in [1 - 0.2, 1 + 0.2]   (Monodepth2)
 HUE_RANGE = 0.1      # hue shift in [-0.1, 0.1] of a full turn
 AUG_P = 0.5          # probability of the jitter and (independently) of the flip
 
@@ -77,7 +85,7 @@ def camera_intrinsics(raw_root: str | Path, ref: FrameRef, image_hw: tuple[int, 
 
     calib: ``P_rect_0{cam}[:, :3]`` of ``<raw_root>/<date>/calib_cam_to_cam.txt`` with row 0 scaled by
     W_net / W_img and row 1 by H_net / H_img (``image_hw`` = size of the image on disk);
-    kitti_normalised: SPEC §4.2's normalised K with row 0 x W_net and row 1 x H_net.
+    kitti_normalised: Monodepth2's normalised K with row 0 x W_net and row 1 x H_net.
     """
     (h_img, w_img), (h_net, w_net) = image_hw, net_hw
     K = np.eye(4)
@@ -98,6 +106,17 @@ def camera_intrinsics(raw_root: str | Path, ref: FrameRef, image_hw: tuple[int, 
     return K.astype(np.float32)
 
 
+def flip_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
+    """Intrinsics of the horizontally flipped image (integer pixel centres): cx' = (width - 1) - cx.
+
+    K: ``[4, 4]`` pixels at the size of the image that is flipped (``width`` columns); fx, fy, cy are kept.
+    The flipped image shows the mirrored scene (X -> -X) through this camera (see the module docstring).
+    """
+    out = np.array(K, copy=True)
+    out[0, 2] = (width - 1) - out[0, 2]
+    return out
+
+
 # ------------------------------------------------------------------------------------------ augmentation
 
 @dataclass(frozen=True)
@@ -113,7 +132,7 @@ NO_AUGMENTATION = Augmentation(flip=False, jitter=None, order=(0, 1, 2, 3))
 
 
 def sample_augmentation(seed: int, epoch: int, index: int) -> Augmentation:
-    """Draw one item's augmentation from ``default_rng([seed, epoch, index])`` (SPEC §4.2).
+    """Draw one item's augmentation from ``default_rng([seed, epoch, index])`` (Monodepth2's rates).
 
     The same number of values is drawn whatever the outcome, so the stream never shifts.
     """
@@ -151,7 +170,7 @@ class TripletDataset(Dataset):
 
     raw_root: KITTI raw layout root; frames: target frames (split list); height, width: network size;
     labels_root / boundary_root: pseudo-label / boundary PNG roots (KITTI layout), required when
-    ``need_labels`` / ``need_boundary``; train: augment (SPEC §4.2); seed: augmentation seed;
+    ``need_labels`` / ``need_boundary``; train: augment (module docstring); seed: augmentation seed;
     intrinsics: ``data.intrinsics`` (see the module docstring).
     Call :meth:`set_epoch` before each epoch (the augmentation depends on (seed, epoch, index)).
     """
@@ -212,6 +231,8 @@ class TripletDataset(Dataset):
         aug = sample_augmentation(self.seed, self.epoch, index) if self.train else NO_AUGMENTATION
         if aug.flip:
             images, labels, boundary = images[:, :, ::-1], labels[:, :, ::-1], boundary[:, :, ::-1]
+            if self.intrinsics == "calib":  # kitti_normalised's cx = 0.5 W is its own mirror image
+                K = flip_intrinsics(K, self.width)
         images_t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
         return Batch(images=images_t, images_aug=color_jitter(images_t, aug), K=torch.from_numpy(K),
                        inv_K=torch.from_numpy(np.linalg.inv(K).astype(np.float32)),
