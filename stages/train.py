@@ -27,6 +27,24 @@ def _args(parser):
     parser.add_argument("--variant", required=True, choices=list(VARIANTS))
 
 
+def run_inputs(variant: str, dvc_yaml: str | Path = "dvc.yaml") -> dict[str, str]:
+    """``{path: MD5}`` of every data file the variant's train stage depends on in dvc.yaml (lists, raw,
+    pseudo-label and boundary manifests, which embed their stage's configuration, weight fingerprints,
+    pretrained encoders): the data part of the run key."""
+    from psdif.io import md5_file
+
+    deps = yaml.safe_load(Path(dvc_yaml).read_text())["stages"][f"train_{variant}"]["deps"]
+    return {d: md5_file(d) for d in deps if d.startswith("data/")}
+
+
+def run_dir_for(p, variant, inputs: dict) -> Path:
+    """``data/runs/<variant>-<run key hash>``: another key (params or inputs) is another folder."""
+    from psdif.io import params_hash
+    from psdif.train import hashed_params
+
+    return Path("data/runs") / f"{variant.name}-{params_hash(hashed_params(p, variant, inputs))}"
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     nproc = int(os.environ.get("PSDIF_NPROC", "1"))
@@ -36,15 +54,12 @@ def main(argv=None) -> None:
     p, args = stage_args("train", argv, _args)
 
     from psdif.data.kitti import read_split
-    from psdif.io import md5_file, params_hash
     from psdif.paths import TRAIN_LIST
-    from psdif.train import hashed_params, train
+    from psdif.train import train
 
     variant = get_variant(args.variant)
-    # the run key: params + the content of every data file this stage depends on in dvc.yaml
-    deps = yaml.safe_load(Path("dvc.yaml").read_text())["stages"][f"train_{variant.name}"]["deps"]
-    inputs = {d: md5_file(d) for d in deps if d.startswith("data/")}
-    run_dir = Path("data/runs") / f"{variant.name}-{params_hash(hashed_params(p, variant, inputs))}"
+    inputs = run_inputs(variant.name)
+    run_dir = run_dir_for(p, variant, inputs)
     start = time.perf_counter()
     result = train(p, variant, run_dir, labels_root=Path("data/pseudolabels"),
                    boundary_root=Path("data/boundaries"), live_dir=run_dir / "dvclive",
