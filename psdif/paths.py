@@ -16,3 +16,6 @@ TEST_LIST = "${data.splits_dir}/${data.test_split}/test_files.txt"
 LISTS = "data/lists"                                                 # the filtered lists training reads
 TRAIN_LIST, VAL_LIST = f"{LISTS}/train_files.txt", f"{LISTS}/val_files.txt"
 GT_DEPTHS = "data/eval/gt_depths.npz"
+PRETRAIN_DIR = "data/pretrain"                                       # the pretrain stage's encoder files
+PRETRAIN_MSFAN = f"{PRETRAIN_DIR}/msfan.pt"                          # model.encoder_weights: pretrain
+PRETRAIN_RESNET = f"{PRETRAIN_DIR}/resnet18.pt"                      # model.pose_weights: pretrain

@@ -25,6 +25,7 @@ TINY = {
     "synthetic": {"image_width": 192, "image_height": 64, "train_drives": 1, "val_drives": 1, "test_drives": 1,
                   "frames_per_drive": 32, "test_frames_per_drive": 4, "supersample": 1, "make3d_images": 2},
     "pseudolabel": {"teacher_steps": 4, "teacher_batch_size": 2, "teacher_height": 64, "teacher_width": 96},
+    "pretrain": {"steps": 2, "batch_size": 2, "checkpoint_every": 1},
     "train": {"epochs": 1, "max_steps": 3, "batch_size": 2, "checkpoint_every": 2, "log_every": 1},
     "eval": {"batch_size": 4, "figure_frames": [0, 1]},
 }
@@ -104,7 +105,7 @@ def test_exp_run_retrains_only_full_and_metrics_diff_shows_it(project):
     ran = {line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage")}
     assert "train_full" in ran and "evaluate_full" in ran
     assert not ran & {"train_baseline", "train_msfan", "train_msfan_seg", "train_msfan_seg_psdifm", "filter",
-                      "pseudolabel", "boundary", "export_gt"}, ran
+                      "pseudolabel", "boundary", "pretrain", "export_gt"}, ran
     diff = _run([str(BIN / "dvc"), "params", "diff"], project).stdout
     assert "loss.mu3" in diff and "0.05" in diff
     mdiff = _run([str(BIN / "dvc"), "metrics", "diff", "--all", "--json"], project).stdout

@@ -294,6 +294,7 @@ def test_real_networks_and_losses_full_variant(tmp_path):
     """Two steps of the real 'full' variant (MSFAN tiny + PSDIFM + all losses) on the tiny dataset."""
     raw, labels, boundary = write_tiny_kitti(tmp_path, frames=range(0, 6), sides=("l",))
     p = default_params()
+    p = replace(p, model=replace(p.model, encoder_weights=None, pose_weights=None))  # no pretrain stage output here
     params = replace(p, data=replace(p.data, raw_root=str(raw), height=64, width=64, num_workers=0),
                      train=replace(p.train, epochs=1, max_steps=2, batch_size=2, checkpoint_every=1,
                                    log_every=1, amp=False, compile=False))
