@@ -70,15 +70,15 @@ def test_samples_are_every_frame_of_both_cameras_with_its_ground_truth(tiny):
 
 
 def test_pretraining_learns_the_ground_truth(tiny):
-    """The labels follow the image (red = class 1): 60 steps reach a pixel accuracy far above the majority
-    class share, for both encoders."""
+    """The labels follow the image (red = class 1): 40 steps reach a pixel accuracy far above the majority
+    class share (0.60), for both encoders."""
     s = samples(tiny)
     majority = max(float((s.labels == c).float().mean()) for c in (1, 2, 7))
     model = dataclasses.replace(default_params().model, msfan_size="tiny", pose_width=0.25)
-    result = pt.pretrain(KEYS, model, cfg(steps=60, lr=3e-3), s)
+    result = pt.pretrain(KEYS, model, cfg(steps=40, lr=3e-3), s)
     for k in KEYS:
         scores = pt.segmentation_scores(result.nets[k], s)
-        assert scores["pixel_acc"] > max(0.9, majority + 0.2), (k, scores, majority)
+        assert scores["pixel_acc"] > max(0.85, majority + 0.2), (k, scores, majority)
         assert result.losses[k][-1] < result.losses[k][0]
 
 

@@ -7,11 +7,9 @@ backbone of MSFAN (``MSFAN.backbone``, timm module names) takes the file; its co
 every decoder stay randomly initialised. The pose net (Monodepth2) and the HR-Depth-style baseline start from
 an ImageNet ResNet-18.
 
-``model.encoder_weights`` (MSFAN's HRNet backbone) is ``null`` (random init), ``imagenet``, ``pretrain`` or a
-file path. ``pretrain`` names the pipeline's own ``pretrain`` stage output (``data/pretrain/msfan.pt``;
-``model.pose_weights: pretrain`` -> ``data/pretrain/resnet18.pt``; see ``psdif/pretrain.py``): files in
-the layouts below, loaded by the same code; the check stage accepts the token before the stage has run.
-``imagenet`` means timm's ImageNet weights, fetched from the Hugging Face hub when not cached:
+``model.encoder_weights`` (MSFAN's HRNet backbone) is ``null`` (random init), ``imagenet``, ``pretrain`` (the
+``pretrain`` stage's file, psdif/pretrain.py, in a layout below; accepted by the check before it exists) or a
+file path. ``imagenet`` means timm's ImageNet weights, fetched from the Hugging Face hub when not cached:
 ``timm/hrnet_w18.ms_aug_in1k`` (``msfan_size: w18``) or ``timm/hrnet_w18_small_v2.ms_in1k`` (``w18_small``),
 file ``model.safetensors``. A path may hold any of these layouts (``.safetensors`` or a torch pickle; the
 loader finds the tensors inside ``{'state_dict': ...}`` / ``{'model': ...}`` containers, strips the
@@ -467,14 +465,11 @@ def _no_such_file(value: str, key: str) -> str:
 
 def _pretrain_file(key: str) -> Path:
     """The pretrain stage's output named by the token; refused when missing or a placeholder."""
-    path = Path(PRETRAIN_FILES[key])
+    path, what = Path(PRETRAIN_FILES[key]), f"{key}: pretrain names {PRETRAIN_FILES[key]}"
     if not path.is_file():
-        raise FileNotFoundError(f"{key}: pretrain names {path}, the pretrain stage's output, which does not "
-                                "exist yet; run `dvc repro` (or `dvc repro pretrain`)")
-    meta = torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
-    if meta.get("placeholder"):
-        raise WeightsError(f"{key}: pretrain names {path}, a placeholder without weights ({meta.get('reason')}); "
-                           f"rerun the pretrain stage with {key}: pretrain (`dvc repro`)")
+        raise FileNotFoundError(f"{what}, the pretrain stage's output, not made yet; run `dvc repro`")
+    if (meta := torch.load(path, map_location="cpu", weights_only=True).get("meta", {})).get("placeholder"):
+        raise WeightsError(f"{what}, a placeholder ({meta.get('reason')}); rerun the stage (`dvc repro`)")
     return path
 
 
@@ -609,14 +604,11 @@ def load_resnet18_weights(encoder: ResNet18Encoder, source: str | Path, key: str
     problem = _mismatch_message(key, path, what, own, state)
     if problem:
         width = encoder.channels[-1] / 512
-        fc1 = state.get("layer4.1.conv2.weight")
-        file_width = fc1.shape[0] / 512 if fc1 is not None and fc1.ndim == 4 else None
-        if file_width is not None and file_width != width:
-            param = "model.baseline_width / model.pose_width" if key == POSE_KEY else "the width multiplier"
-            hint = (f"the file holds a ResNet-18 of width multiplier {file_width:g}, the {what} has {width:g}: "
-                    f"set {param} to {file_width:g}, or use weights made at {width:g}")
-        else:
-            hint = "a torchvision-named resnet18 state dict of the encoder's width is needed"
+        last = state.get("layer4.1.conv2.weight")
+        file_width = last.shape[0] / 512 if last is not None and last.ndim == 4 else width
+        hint = (f"the file holds a ResNet-18 of width multiplier {file_width:g}, the {what} has {width:g}: set "
+                f"model.baseline_width / model.pose_width to {file_width:g}, or use weights made at {width:g}"
+                if file_width != width else "a torchvision-named resnet18 state dict of the encoder's width is needed")
         raise WeightsError(f"{problem}. {hint}")
     taken = _copy_into(encoder, state)
     report = LoadReport(key, str(path), what, _layout(raw.keys(), skipped, path.suffix, "resnet"),
