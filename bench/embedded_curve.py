@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from psdif.config import load_params, parse_params, to_dict  # noqa: E402
 from psdif.data import kitti  # noqa: E402
 from psdif.evaluation.evaluate import ConstantDisparity, evaluate_eigen  # noqa: E402
-from psdif.evaluation.metrics import load_gt_depths  # noqa: E402
+from psdif.evaluation.metrics import load_gt_depths, load_gt_frames  # noqa: E402
 from psdif.paths import GT_DEPTHS, TRAIN_LIST  # noqa: E402
 from psdif.train import train  # noqa: E402
 from psdif.variants import VARIANTS, get_variant  # noqa: E402
@@ -105,7 +105,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     base = with_overrides(load_params(REPO / "params.yaml"), a.set + [f"train.max_steps={a.steps}"])
     dc = base.data
-    test = kitti.read_split(Path(dc.splits_dir) / dc.test_split / "test_files.txt")
+    test = [kitti.parse_split_line(line) for line in load_gt_frames(GT_DEPTHS)[0]]  # what export_gt covered
     gts = load_gt_depths(GT_DEPTHS)
     disp_range = (base.model.min_depth, base.model.max_depth)
     flat = evaluate_eigen(ConstantDisparity(), Path(dc.raw_root), test, gts, dc.height, dc.width, dc.img_ext,

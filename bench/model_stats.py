@@ -89,7 +89,7 @@ def backbone_row(h: int, w: int) -> str:
     with FlopCounterMode(display=False) as counter:
         hr.stages(hr.act2(hr.bn2(hr.conv2(hr.act1(hr.bn1(hr.conv1(stem)))))))
     return (f"timm hrnet_w18 without head (MSFAN backbone): {_params(hr) / 1e6:.2f} M params, "
-            f"{counter.get_total_flops() / 1e9:.1f} GFLOP forward at {h}x{w} (SPEC §3: 9.56 M, 16.1 GFLOP).")
+            f"{counter.get_total_flops() / 1e9:.1f} GFLOP forward at {h}x{w} (design.md §3: 9.56 M, 16.1 GFLOP).")
 
 
 def format_table(rows: list[dict], h: int, w: int) -> str:
@@ -181,7 +181,7 @@ def main(argv=None) -> None:
         backbone_row(h, w),
         "",
         "Orientation (published figures): Monodepth2 depth net 14.8 M params; DIFFNet 10.9 M; one Monodepth2 "
-        "training step about 104 GFLOP per sample at 192x640 (SPEC §5; HR-Depth 123, DIFFNet 127).",
+        "training step about 104 GFLOP per sample at 192x640 (design.md §5; HR-Depth 123, DIFFNet 127).",
         f"Configs: paper = `psdif/presets/paper.yaml` model section (decoder_channels "
         f"{paper.decoder_channels}, baseline/pose width {paper.baseline_width}/{paper.pose_width}); embedded = "
         f"`psdif/presets/embedded.yaml` (decoder_channels {embedded.model.decoder_channels}, baseline/pose width "

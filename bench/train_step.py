@@ -1,4 +1,4 @@
-"""Throughput of one full PSDIF training step on synthetic inputs (SPEC §5 targets, SPEC §7 interface).
+"""Throughput of one full PSDIF training step on synthetic inputs (design.md §5 targets, design.md §7 interface).
 
     python bench/train_step.py --variant full --batch 12 --height 192 --width 640 [--amp] [--compile]
 
@@ -6,9 +6,11 @@ One step = the real step of ``psdif.train`` (:func:`psdif.train.train_step` on
 :func:`psdif.train.make_forward_loss`): depth net on the target frame, pose net on the two pairs (t-1, t),
 (t, t+1), all losses of ``psdif.losses.compute_losses`` (photometric over 4 scales x 2 sources with the
 automask, smoothness, cross-entropy and the boundary metric loss, as the variant enables them), backward,
-Adam step over both networks. Inputs: one synthetic :class:`psdif.batch.Batch` already on the device
-(random images, piecewise-constant random labels shifted from frame to frame, B_t computed from the
-target labels with ``boundary.z`` / ``boundary.t``); data loading and the loop's logging bookkeeping are not timed.
+Adam step over both networks. Inputs: one synthetic :class:`psdif.batch.PackedBatch` already on the device,
+as the loader delivers it (uint8 random images with the drawn colour jitter of the items, unpacked and
+jittered inside the timed step; piecewise-constant random labels shifted from frame to frame, B_t computed
+from the target labels with ``boundary.z`` / ``boundary.t``); data loading and the loop's logging
+bookkeeping are not timed.
 
 Model: ``--msfan-size w18`` (default) = the ``model`` section of ``psdif/presets/paper.yaml`` (HRNet-W18,
 decoder widths [16, 32, 64, 128, 256], baseline and pose ResNet-18 at width 1.0); any other size = the
@@ -43,7 +45,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from psdif.batch import FRAME_IDS, Batch  # noqa: E402
+from psdif.batch import FRAME_IDS, PackedBatch  # noqa: E402
+from psdif.data.augment import NO_JITTER, sample_augmentation  # noqa: E402
 from psdif.semantics.boundary import boundary_mask_torch  # noqa: E402
 from psdif.config import Params, default_params, load_params, preset_path  # noqa: E402
 from psdif.data.dataset import KITTI_NORMALISED_K  # noqa: E402
@@ -78,12 +81,14 @@ def synthetic_labels(batch: int, height: int, width: int, num_classes: int,
 
 
 def synthetic_batch(batch: int, height: int, width: int, params: Params, device: torch.device,
-                    seed: int = 0) -> Batch:
-    """A training :class:`Batch` on ``device``: images uniform in [0, 1] ``[B, 3, 3, H, W]`` (the augmented
-    copy a brightness-scaled clone), Monodepth2 normalised KITTI K at H x W, labels ``[B, 3, H, W]``
-    (:func:`synthetic_labels`), boundary ``[B, 1, H, W]`` = B_t of the target labels (boundary.z / .t)."""
+                    seed: int = 0) -> PackedBatch:
+    """A training batch as the loader hands it to the step, on ``device``: a :class:`PackedBatch` with uint8
+    images ``[B, 3, H, W, 3]`` (uniform), the jitter draws of items 0..B-1 of epoch 0
+    (``sample_augmentation``: about half jittered, so the timed step includes the device-side jitter),
+    Monodepth2 normalised KITTI K at H x W, uint8 labels ``[B, 3, H, W]`` (:func:`synthetic_labels`),
+    boundary ``[B, 1, H, W]`` = B_t of the target labels (boundary.z / .t). ``.unpack()`` gives the float batch."""
     g = torch.Generator().manual_seed(seed)
-    images = torch.rand(batch, len(FRAME_IDS), 3, height, width, generator=g)
+    images = torch.randint(0, 256, (batch, len(FRAME_IDS), height, width, 3), generator=g, dtype=torch.uint8)
     K = torch.eye(4)
     K[:3, :3] = torch.as_tensor(KITTI_NORMALISED_K, dtype=torch.float32)
     K[0] *= width
@@ -91,8 +96,11 @@ def synthetic_batch(batch: int, height: int, width: int, params: Params, device:
     K = K.expand(batch, 4, 4).contiguous()
     labels = synthetic_labels(batch, height, width, params.model.num_classes, g)
     boundary = boundary_mask_torch(labels[:, FRAME_IDS.index(0)], params.boundary.z, params.boundary.t)[:, None]
-    out = Batch(images=images, images_aug=(images * 1.1).clamp(0, 1), K=K, inv_K=torch.linalg.inv(K),
-                labels=labels, boundary=boundary)
+    augs = [sample_augmentation(seed, 0, i) for i in range(batch)]
+    out = PackedBatch(images=images, jitter=torch.tensor([a.jitter or NO_JITTER for a in augs], dtype=torch.float64),
+                      jitter_order=torch.tensor([a.order for a in augs]),
+                      jittered=torch.tensor([a.jitter is not None for a in augs]), K=K, inv_K=torch.linalg.inv(K),
+                      labels=labels.to(torch.uint8), boundary=boundary)
     return out.to(device, non_blocking=False)
 
 

@@ -23,6 +23,7 @@ import torch
 
 from psdif.config import Params, to_dict
 from psdif.io import params_hash, save_torch
+from psdif.seeding import seed_everything
 from psdif.variants import Variant, params_read_by, select_params
 
 CHECKPOINT_NAME = "last.pt"
@@ -40,11 +41,14 @@ class StaleCheckpointError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------ run key
 
-def hashed_params(params: Params, variant: Variant, inputs: Optional[dict] = None) -> dict:
-    """The run key: the variant, the params its train stage lists in dvc.yaml, and ``inputs``
-    (``{name: content digest}`` of the files the run reads; see ``stages/train.py``)."""
+def hashed_params(params: Params, variant: Variant, inputs: Optional[dict] = None,
+                  seed: Optional[int] = None) -> dict:
+    """The run key: the variant, its seed (default: the first of ``train.seeds``), the params its train
+    stages list in dvc.yaml, and ``inputs`` (``{name: content digest}`` of the files the run reads; see
+    ``stages/train.py``)."""
     keys = sorted(set(params_read_by(variant)) | {"data.intrinsics"})
-    key = {"variant": variant.name, **select_params(to_dict(params), keys)}
+    seed = params.train.seeds[0] if seed is None else seed
+    key = {"variant": variant.name, "seed": seed, **select_params(to_dict(params), keys)}
     if inputs:
         key["inputs"] = dict(sorted(inputs.items()))
     return key
@@ -68,12 +72,6 @@ def params_differences(old: dict, new: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ RNG states
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
 
 def rng_state(device: torch.device) -> dict:
     """Python, numpy and torch RNG states as plain containers and tensors (``weights_only``-loadable)."""

@@ -1,6 +1,7 @@
 """The ``psdif`` command and the shared entry of the stage scripts.
 
-    psdif preset embedded|paper     write params.yaml from a preset (the one switch to real KITTI)
+    psdif preset embedded|paper     write params.yaml from a preset (the one switch to real KITTI); a
+                                    params.yaml that differs is kept as params.yaml.<date-time>.bak
     psdif check-params [FILE]       validate params.yaml (every stage also does this at start)
     psdif dvc-yaml                  regenerate dvc.yaml (which stage reads which params and files)
     psdif predict ...               depth for images, folders or a video (see ``psdif predict -h``)
@@ -12,9 +13,23 @@ import argparse
 import os
 import shutil
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from psdif.config import ParamsError, load_params, preset_path
+
+
+def backup_path(dest: Path, now: datetime | None = None) -> Path:
+    """A new, unused ``<dest>.<YYYYmmdd-HHMMSS>[-N].bak`` beside ``dest``, created empty (never an old one)."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    for n in range(10_000):
+        backup = dest.with_name(f"{dest.name}.{stamp}{f'-{n}' if n else ''}.bak")
+        try:
+            with open(backup, "x"):  # exclusive create: an existing backup is never reused
+                return backup
+        except FileExistsError:
+            continue
+    raise ParamsError(f"{dest}: 10000 backups from {stamp} already exist; remove some")
 
 
 def cmd_preset(args) -> int:
@@ -22,9 +37,9 @@ def cmd_preset(args) -> int:
     dest = Path(args.output)
     load_params(src)  # a preset must always validate
     if dest.exists() and not args.force and dest.read_text() != src.read_text():
-        backup = dest.with_suffix(dest.suffix + ".bak")
+        backup = backup_path(dest)
         shutil.copyfile(dest, backup)
-        print(f"kept the previous {dest} as {backup}")
+        print(f"kept the previous {dest} as {backup} (restore it with: mv {backup} {dest})")
     tmp = dest.with_suffix(".tmp")
     shutil.copyfile(src, tmp)
     os.replace(tmp, dest)
@@ -56,7 +71,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("preset", help="write params.yaml from a preset (embedded | paper)")
     p.add_argument("name")
     p.add_argument("-o", "--output", default="params.yaml")
-    p.add_argument("--force", action="store_true", help="overwrite without keeping a .bak copy")
+    p.add_argument("--force", action="store_true", help="overwrite without keeping a timestamped .bak copy")
     p.set_defaults(func=cmd_preset)
     p = sub.add_parser("check-params", help="validate a params file")
     p.add_argument("file", nargs="?", default="params.yaml")

@@ -2,7 +2,10 @@
 
 Every value that changes a result lives in ``params.yaml`` (DVC tracks it); the dataclasses below carry
 no defaults on purpose, so nothing hides in code. Validation rejects unknown keys naming the nearest valid
-one (``loss.mu33`` -> "did you mean loss.mu3?"), wrong types and out-of-range values.
+one (``loss.mu33`` -> "did you mean loss.mu3?"), wrong types, non-finite numbers (``.nan``, ``.inf``,
+``1e400``), empty strings, out-of-range values, and combinations that would only fail (or silently do
+nothing) hours later: min >= max depth ranges, metric-loss scales the decoder does not have, a boundary
+threshold that selects no pixel or every pixel, a network input larger than the generated frames.
 
 Presets (``psdif/presets/*.yaml``) are complete parameter files: ``embedded`` (generated mini-KITTI on a
 CPU) and ``paper`` (real KITTI, the paper's settings); ``psdif preset NAME`` writes one to params.yaml.
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,8 +33,20 @@ class ParamsError(ValueError):
 PRETRAIN_TOKEN = "pretrain"  # model.encoder_weights / model.pose_weights: the pretrain stage's output
 
 
-def _rng(ge=None, gt=None, le=None, lt=None):
-    return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt})
+def _rng(ge=None, gt=None, le=None, lt=None, hint: str = ""):
+    """Range of a number (or of every item of a list of numbers); ``hint`` is appended to the message."""
+    return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "hint": hint})
+
+
+# depth-decoder feature scales the metric loss can use: FF_0, FF_1, FF_2 at 1/2, 1/4, 1/8 (models/psdifm.py,
+# models/baseline.py both return features {1, 2, 3})
+METRIC_SCALES = (1, 2, 3)
+NUM_CLASSES = 19  # the pseudo-labels are the 19 Cityscapes train ids (semantics/cityscapes.py)
+
+
+def _check_depth_range(section: str, lo: float, hi: float) -> None:
+    if lo >= hi:
+        raise ParamsError(f"{section}.min_depth={lo} must be < {section}.max_depth={hi}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,8 +59,8 @@ class DataConfig:
     img_ext: Literal["png", "jpg"]
     height: int = _rng(ge=64)               # network input height (multiple of 32)
     width: int = _rng(ge=64)                # network input width (multiple of 32)
-    num_workers: int = _rng(ge=0)
-    intrinsics: Literal["calib", "kitti_normalised"]  # K from calib_cam_to_cam.txt P_rect, or Monodepth2's fixed K
+    num_workers: int | Literal["auto"] = _rng(ge=0)  # loader processes per training process; auto: from the cores
+    intrinsics: Literal["calib", "kitti_normalised"]  # K from calib_cam_to_cam.txt P_rect, or Monodepth2's fixed K (design.md §4.2)
 
     def __post_init__(self):
         for name in ("height", "width"):
@@ -53,7 +70,9 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DownloadConfig:
-    splits_url: str            # base URL of the published split lists and kitti_archives_to_download.txt
+    fetch: Literal["none", "missing"]  # none: never use the network; missing: fetch what the lists need and
+    # is not on disk (KITTI drives and calibration, Make3D Test134 from eval.make3d_urls)
+    url: str                   # KITTI raw archive base: <url>/<date>_calib.zip, <url>/<drive>/<drive>_sync.zip
     jpeg: bool                 # convert PNG to JPEG (quality below, 4:2:0) after extraction
     jpeg_quality: int = _rng(ge=1, le=100)
     retries: int = _rng(ge=0)
@@ -83,13 +102,17 @@ class FilterConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class PseudolabelConfig:
-    checkpoint: Optional[str]               # Cityscapes DeepLabv3+/ResNet-101 .pth; null = in-pipeline teacher
+    checkpoint: Optional[str]               # Cityscapes DeepLabv3+/ResNet-101 .pth; null = `labeller` below
+    labeller: Literal["teacher", "oracle"]  # checkpoint null: train the in-pipeline teacher, or copy the
+    # generator's exact semantic ground truth (oracle; synthetic data only: every class boundary is there
+    # by construction, e.g. for tests that need non-empty B_t whatever the seed)
     batch_size: int = _rng(ge=1)
+    precision: Literal["fp32", "bf16", "fp16"]  # inference autocast on CUDA (ignored on the CPU)
     teacher_encoder: str  # smp encoder name of the teacher (embedded default)
     teacher_decoder_channels: int = _rng(ge=8)  # ASPP / decoder width of the teacher (DeepLabv3+: 256)
     teacher_steps: int = _rng(ge=1)
     teacher_batch_size: int = _rng(ge=1)
-    teacher_lr: float = _rng(gt=0)
+    teacher_lr: float = _rng(gt=0, le=1)
     teacher_height: int = _rng(ge=32)     # teacher training crop (multiples of 16)
     teacher_width: int = _rng(ge=32)
     teacher_weight_decay: float = _rng(ge=0)  # AdamW weight decay of the teacher
@@ -98,17 +121,42 @@ class PseudolabelConfig:
     teacher_class_weighting: Literal["none", "sqrt_inverse", "median_frequency"]  # CE class weights from the
     # training labels' pixel frequencies f_c (segmentation.class_weights): 1, 1/sqrt(f_c), median(f)/f_c
 
+    def __post_init__(self):
+        for name in ("teacher_height", "teacher_width"):
+            if getattr(self, name) % 16:
+                raise ParamsError(f"pseudolabel.{name}={getattr(self, name)} must be a multiple of 16 "
+                                  "(the teacher's output stride)")
+        sc = self.teacher_scale
+        if len(sc) != 2 or not 0 < sc[0] <= sc[1]:
+            raise ParamsError(f"pseudolabel.teacher_scale={sc} must be [min, max] with 0 < min <= max "
+                              "(e.g. [0.75, 1.25]; [1.0, 1.0] = no rescaling)")
+
 
 @dataclass(frozen=True, kw_only=True)
 class BoundaryConfig:
     z: int = _rng(ge=1)                     # neighbourhood side Z (odd)
     t: int = _rng(ge=0)                     # threshold T on |count(P+) - count(P-)|
-    figure_t: list[int]  # T values drawn in the Figure-4 panel
-    figure_z: list[int]  # Z values drawn in the Figure-4 panel
+    figure_t: list[int] = _rng(ge=0)  # T values drawn in the Figure-4 panel
+    figure_z: list[int] = _rng(ge=1)  # Z values drawn in the Figure-4 panel
 
     def __post_init__(self):
         if self.z % 2 == 0:
             raise ParamsError(f"boundary.z={self.z} must be odd (a centred Z x Z neighbourhood)")
+        for i, z in enumerate(self.figure_z):
+            if z % 2 == 0:
+                raise ParamsError(f"boundary.figure_z[{i}]={z} must be odd (a centred Z x Z neighbourhood)")
+        # |count(P+) - count(P-)| = |2 |P+| - Z^2| is odd (Z odd) and at most Z^2 (paper §3.4)
+        if self.t < 1:
+            raise ParamsError(f"boundary.t={self.t} selects no pixel: |count(P+) - count(P-)| is odd for an "
+                              "odd Z, so it is never <= 0; use t >= 1 (the paper: 10)")
+        if self.t >= self.z * self.z:
+            raise ParamsError(f"boundary.t={self.t} makes every pixel a boundary pixel "
+                              f"(|count(P+) - count(P-)| <= Z^2 = {self.z * self.z}); use t < {self.z * self.z}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareConfig:
+    enabled: bool  # train from frames, labels and B_t resized once (data/prepared); false: decode PNGs each epoch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,8 +175,10 @@ class ModelConfig:
         if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
             raise ParamsError(f"model.decoder_channels={self.decoder_channels} must be 5 positive widths "
                               "(output scales 0..4: F_0 at full size, then PSDIFM levels 0..3)")
-        if self.min_depth >= self.max_depth:
-            raise ParamsError(f"model.min_depth={self.min_depth} must be < model.max_depth={self.max_depth}")
+        if self.num_classes != NUM_CLASSES:
+            raise ParamsError(f"model.num_classes={self.num_classes} must be {NUM_CLASSES}: the pseudo-labels "
+                              "are the 19 Cityscapes train ids (a smaller head cannot take them as targets)")
+        _check_depth_range("model", self.min_depth, self.max_depth)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,7 +186,7 @@ class PretrainConfig:
     """The pretrain stage (psdif/pretrain.py): used where model.encoder_weights / pose_weights is ``pretrain``."""
     steps: int = _rng(ge=1)                 # Adam steps (each encoder sees the same batches)
     batch_size: int = _rng(ge=1)
-    lr: float = _rng(gt=0)
+    lr: float = _rng(gt=0, le=1)
     head_channels: int = _rng(ge=1)         # width of the discarded segmentation head
     seed: int
     checkpoint_every: int = _rng(ge=1)      # steps between last.pt writes (resume)
@@ -156,20 +206,39 @@ class LossConfig:
     metric_distance: Literal["l2", "squared"]
     automask: bool
 
+    def __post_init__(self):
+        scales = self.metric_scales
+        if not scales:
+            raise ParamsError(f"loss.metric_scales={scales} must name at least one scale of "
+                              f"{list(METRIC_SCALES)} (set loss.mu3: 0 to switch the metric loss off)")
+        for s in scales:
+            if s not in METRIC_SCALES:
+                raise ParamsError(f"loss.metric_scales={scales}: scale {s} is not one of the depth-decoder "
+                                  f"feature scales {list(METRIC_SCALES)} (FF_0..FF_2 at 1/2, 1/4, 1/8)")
+            if scales.count(s) > 1:
+                raise ParamsError(f"loss.metric_scales={scales} lists scale {s} twice")
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    seed: int
+    seeds: list[int]                 # one run per (variant, seed): stage train_<variant>@<seed>; from two seeds
+                                     # on, Tables 1-3 show mean ± std and Table 3 paired tests
     epochs: int = _rng(ge=1)
-    max_steps: Optional[int]        # stop after this many optimiser steps (null = all epochs)
+    max_steps: Optional[int] = _rng(ge=1, hint="(or null = all epochs)")  # stop after this many steps
     batch_size: int = _rng(ge=1)
-    lr: float = _rng(gt=0)
+    lr: float = _rng(gt=0, le=1)
     lr_step_epochs: int = _rng(ge=1)        # lr x lr_gamma after this many epochs
     lr_gamma: float = _rng(gt=0, le=1)
     checkpoint_every: int = _rng(ge=1)      # steps between checkpoints (plus one at each epoch end)
     log_every: int = _rng(ge=1)
     amp: bool                        # bf16 autocast on CUDA (ignored on CPU); false = fp32, the paper's precision
     compile: bool                   # torch.compile the training step
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise ParamsError("train.seeds is empty; give at least one seed, e.g. [0]")
+        if any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise ParamsError(f"train.seeds={self.seeds} must be distinct non-negative integers, e.g. [0, 1, 2]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,12 +248,17 @@ class EvalConfig:
     post_process: bool              # Monodepth v1 flip post-processing
     batch_size: int = _rng(ge=1)
     make3d_root: Optional[str]       # Test134 folder (img-*.jpg, depth_sph_corr-*.mat); null = none
-    make3d_max_depth: float
+    make3d_max_depth: float = _rng(gt=0)
     make3d_urls: list[str]     # Test134 archives fetched into make3d_root when it holds no pairs; [] = none
     make3d_sha256: list[str]   # pinned SHA-256 per URL, same order ("" = unpinned: the digest is printed)
-    figure_frames: list[int]  # test-split indices drawn in Figure 6
+    figure_frames: list[int] = _rng(ge=0)  # test-split indices drawn in Figure 6
 
     def __post_init__(self):
+        _check_depth_range("eval", self.min_depth, self.max_depth)
+        for i, digest in enumerate(self.make3d_sha256):
+            if digest and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+                raise ParamsError(f"eval.make3d_sha256[{i}]={digest!r} must be 64 hexadecimal digits "
+                                  "(a SHA-256) or \"\" (unpinned)")
         if self.make3d_sha256 and len(self.make3d_sha256) != len(self.make3d_urls):
             raise ParamsError(f"eval.make3d_sha256 has {len(self.make3d_sha256)} entries for "
                               f"{len(self.make3d_urls)} eval.make3d_urls; give one digest per URL (or [])")
@@ -198,6 +272,7 @@ class Params:
     filter: FilterConfig
     pseudolabel: PseudolabelConfig
     boundary: BoundaryConfig
+    prepare: PrepareConfig
     model: ModelConfig
     pretrain: PretrainConfig
     loss: LossConfig
@@ -205,6 +280,14 @@ class Params:
     eval: EvalConfig
 
     def __post_init__(self):
+        if self.pseudolabel.labeller == "oracle":
+            if self.pseudolabel.checkpoint:
+                raise ParamsError(f"pseudolabel.labeller=oracle with pseudolabel.checkpoint="
+                                  f"{self.pseudolabel.checkpoint!r}: choose one (checkpoint: null for the oracle, "
+                                  "or labeller: teacher to label with the checkpoint)")
+            if self.data.source != "synthetic":
+                raise ParamsError("pseudolabel.labeller=oracle needs data.source: synthetic (only the generator "
+                                  "has semantic ground truth); use labeller: teacher with a checkpoint on KITTI")
         # `pretrain` names the pretrain stage's files (psdif/pretrain.py): generated ground truth, one ResNet-18
         used = [k for k in ("encoder_weights", "pose_weights") if getattr(self.model, k) == PRETRAIN_TOKEN]
         if used and self.data.source != "synthetic":
@@ -215,6 +298,19 @@ class Params:
             raise ParamsError(f"model.pose_weights: pretrain is one ResNet-18 file for the baseline and the pose "
                               f"net, so model.baseline_width ({self.model.baseline_width}) must equal "
                               f"model.pose_width ({self.model.pose_width})")
+        if self.data.source != "synthetic":
+            return
+        syn = self.synthetic
+        for net, gen in (("height", "image_height"), ("width", "image_width")):
+            if getattr(self.data, net) > getattr(syn, gen):
+                raise ParamsError(f"data.{net}={getattr(self.data, net)} is larger than the generated frames' "
+                                  f"synthetic.{gen}={getattr(syn, gen)}: the network would see upsampled "
+                                  f"images; lower data.{net} or raise synthetic.{gen}")
+        frames = syn.train_drives * syn.frames_per_drive  # an upper bound: static frames are filtered out
+        if self.train.batch_size > frames:
+            raise ParamsError(f"train.batch_size={self.train.batch_size} is more than the {frames} generated "
+                              "training frames (synthetic.train_drives x frames_per_drive): no full batch; "
+                              "lower train.batch_size or generate more frames")
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -260,11 +356,21 @@ def _coerce(value, tp, key: str):
             # YAML reads 1e-3 (no dot) as a string: accept numeric strings
             if isinstance(value, str):
                 try:
-                    return float(value)
+                    number = float(value)
                 except ValueError:
                     pass
+                else:
+                    if not math.isfinite(number):  # "1e400", "nan", "inf"
+                        raise ParamsError(f"{key}={value!r} must be a finite number")
+                    return number
             raise ParamsError(f"{key}={value!r} must be a number")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ParamsError(f"{key}={value!r} must be a finite number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ParamsError(f"{key}={value!r} must be a string")
@@ -273,13 +379,18 @@ def _coerce(value, tp, key: str):
 
 
 def _check_range(value, meta, key):
-    if value is None or not isinstance(value, (int, float)):
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_range(v, meta, f"{key}[{i}]")
+        return
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     for bound, ok, words in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
                              ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
         b = meta.get(bound)
         if b is not None and not ok(value, b):
-            raise ParamsError(f"{key}={value} must be {words} {b}")
+            hint = f" {meta['hint']}" if meta.get("hint") else ""
+            raise ParamsError(f"{key}={value} must be {words} {b}{hint}")
 
 
 def _build(cls, raw: dict, prefix: str, all_keys: list[str]):
@@ -303,6 +414,9 @@ def _build(cls, raw: dict, prefix: str, all_keys: list[str]):
             values[name] = _build(tp, raw[name], f"{key}.", all_keys)
         else:
             values[name] = _coerce(raw[name], tp, key)
+            if isinstance(values[name], str) and not values[name].strip():
+                optional = typing.get_origin(tp) in (typing.Union, types.UnionType)
+                raise ParamsError(f"{key} is empty; give a value{' or null' if optional else ''}")
             _check_range(values[name], f.metadata, key)
     return cls(**values)
 

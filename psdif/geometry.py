@@ -1,7 +1,7 @@
-"""Camera geometry of view synthesis (paper §3.1, Eq. 8): pose parameterisation, back-projection,
-projection, warping, intrinsics pyramid and the sigmoid -> depth conversion (SPEC §3).
+"""Camera geometry of view synthesis (paper §3.1, Eq. 1): pose parameterisation, back-projection,
+projection, warping, intrinsics pyramid and the sigmoid -> depth conversion (design.md §3).
 
-Conventions (as in Monodepth2, SPEC §4.2):
+Conventions (as in Monodepth2, design.md §4.2):
 - intrinsics ``K`` / ``inv_K`` are ``[B, 4, 4]`` in pixels of the image they are used with;
 - a pose ``T`` maps homogeneous camera points of the target frame to the source frame:
   ``X_src = T @ X_tgt`` (``[B, 4, 4]``);
@@ -65,7 +65,7 @@ def translation_matrix(translation: torch.Tensor) -> torch.Tensor:
 
 def transformation_from_parameters(axisangle: torch.Tensor, translation: torch.Tensor,
                                    invert: bool = False) -> torch.Tensor:
-    """Pose matrix from PoseNet outputs (SPEC §7 interface, Monodepth2 meaning).
+    """Pose matrix from PoseNet outputs (design.md §7 interface, Monodepth2 meaning).
 
     axisangle, translation: ``[B, 1, 3]`` (or ``[B, 3]``); radians, metres.
     Returns ``M = T(t) @ R`` ``[B, 4, 4]``, or with ``invert=True`` its inverse ``R^T @ T(-t)``
@@ -109,7 +109,7 @@ def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> tor
 
 
 def backproject(depth: torch.Tensor, inv_K: torch.Tensor) -> torch.Tensor:
-    """Lift every pixel to 3-D: ``X = D(p) K^-1 p`` (Eq. 8, right part).
+    """Lift every pixel to 3-D: ``X = D(p) K^-1 p`` (Eq. 1, right part).
 
     depth: ``[B, 1, H, W]`` metres; inv_K: ``[B, 4, 4]``.
     Returns homogeneous camera points ``[B, 4, H*W]`` (metres, last row 1).
@@ -123,7 +123,7 @@ def backproject(depth: torch.Tensor, inv_K: torch.Tensor) -> torch.Tensor:
 
 def project_to_pixels(points: torch.Tensor, K: torch.Tensor, T: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Project camera points into the source view: ``p_s ~ K T X`` (Eq. 8, left part).
+    """Project camera points into the source view: ``p_s ~ K T X`` (Eq. 1, left part).
 
     points: ``[B, 4, N]``; K, T: ``[B, 4, 4]``.
     Returns pixel coordinates ``[B, 2, N]`` (u, v in pixels) and the source-camera depth ``z`` ``[B, 1, N]``.

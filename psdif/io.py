@@ -1,14 +1,18 @@
 """Atomic writes, hashes, manifests and the progress switch shared by the library and the stages.
 
-Nothing is half-written on interruption: every writer goes through :func:`atomic_path`.
+Nothing is half-written on interruption: every writer goes through :func:`atomic_path`. A full disk
+(``ENOSPC``, a quota, or torch's "file write failed") is reported as :class:`DiskFullError` naming the file
+that could not be written; its temporary file is removed and the previous file, if any, stays intact.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -24,24 +28,87 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+def cpu_count() -> int:
+    """Cores this process may use (the affinity mask: a container or ``taskset`` limit counts)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def progress_enabled() -> bool:
     """tqdm bars on a terminal, quiet in CI and logs (stderr not a TTY, or ``CI`` set)."""
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
+class DiskFullError(OSError):
+    """A write failed for lack of disk space (or quota); the message names the file. ``errno`` is ENOSPC."""
+
+    def __init__(self, message: str, filename: str):
+        super().__init__(errno.ENOSPC, message, filename)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
+# torch.save reports a failed write of its C++ zip writer as a RuntimeError without errno or path:
+# "[enforce fail at inline_container.cc:...] . PytorchStreamWriter failed writing file data/0: file write failed"
+_TORCH_WRITE_FAILED = ("file write failed", "PytorchStreamWriter failed writing")
+
+
+def disk_full_error(path: str | Path, exc: BaseException) -> DiskFullError | None:
+    """A :class:`DiskFullError` naming ``path`` when ``exc`` means the disk is full, else None."""
+    if isinstance(exc, DiskFullError):
+        return None  # already reworded (nested writers)
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        why = exc.strerror or str(exc)
+    elif isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITE_FAILED):
+        why = f"torch.save: {' '.join(str(exc).split())}"
+    else:
+        return None
+    path = Path(path)
+    try:
+        free = f"{shutil.disk_usage(_existing_parent(path)).free / 1e6:.1f} MB free there now"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(f"{path}: cannot write it, the disk is full ({why}; {free}). Nothing was "
+                         "half-written (a previous version of the file, if any, is intact); free some space "
+                         "or point the output elsewhere, then rerun", str(path))
+
+
+def _existing_parent(path: Path) -> Path:
+    for parent in (path, *path.parents):
+        if parent.exists():
+            return parent
+    return Path(".")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    A full disk, while the block writes or when the temporary file is made, raises :class:`DiskFullError`
+    naming ``path``; the temporary file is always removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, file_mode())  # mkstemp makes 0600 files; results get the user's usual permissions
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600 files; results get the user's usual permissions
         yield Path(tmp)
         os.replace(tmp, path)
+    except BaseException as exc:
+        full = disk_full_error(path, exc)
+        if full is not None:
+            raise full from exc
+        raise
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(root: str | Path) -> int:

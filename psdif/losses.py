@@ -1,4 +1,4 @@
-"""Training losses (paper §3.3-3.4, SPEC §2): photometric + automask + smoothness (L_base, Eqs. 14-19),
+"""Training losses (paper §3.3-3.4, design.md §2): photometric + automask + smoothness (L_base, Eqs. 14-19),
 semantic cross-entropy (L_CE), boundary alignment metric loss (L_metric, Eqs. 10-13, Algorithm 1) and
 their total (Eq. 20).
 
@@ -6,7 +6,7 @@ Pure functions of tensors returning tensors: no ``.item()``, no Python branch on
 static for a given input size, so a training step that calls :func:`compute_losses` can be compiled or
 captured as a CUDA graph. Photometric terms are vectorised over source frames and scales.
 
-Decisions where the paper and SPEC leave room (also in the function docstrings):
+Decisions where the paper leaves room (also in the function docstrings):
 - Eq. 19 weights the whole per-scale loss (photometric and smoothness) by 1/2^l, then averages over the
   scales, as the paper writes it (Monodepth2 weights only the smoothness term).
 - Eq. 18's ``M_pixel * L_pixel`` is the Monodepth2 combined minimum: the noisy identity errors compete in
@@ -42,7 +42,7 @@ from psdif.semantics.cityscapes import VOID_LABEL
 SSIM_C1 = 0.01 ** 2
 SSIM_C2 = 0.03 ** 2
 AUTOMASK_NOISE = 1e-5    # std of the tie-break noise added to the identity errors (Monodepth2)
-_METRIC_EPS = 1e-9       # floor of the squared feature distance (SPEC §2)
+_METRIC_EPS = 1e-9       # floor of the squared feature distance (design.md §2)
 
 
 # ----------------------------------------------------------------------------------------- photometric
@@ -58,7 +58,7 @@ def _box3(x: torch.Tensor) -> torch.Tensor:
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """SSIM dissimilarity ``clamp((1 - SSIM) / 2, 0, 1)`` per pixel and channel (SPEC §2, §7).
+    """SSIM dissimilarity ``clamp((1 - SSIM) / 2, 0, 1)`` per pixel and channel (design.md §2, §7).
 
     x, y: ``[B, C, H, W]``. Local statistics: reflection pad 1, 3 x 3 average pooling;
     C1 = 0.01^2, C2 = 0.03^2 (images in [0, 1]). Returns ``[B, C, H, W]``.

@@ -3,12 +3,14 @@
 RAW_MANIFEST = "data/manifests/raw.json"
 LABELS_MANIFEST = "data/manifests/pseudolabels.json"
 BOUNDARY_MANIFEST = "data/manifests/boundaries.json"
+LABELS, BOUNDARIES = "data/pseudolabels", "data/boundaries"          # the PNG trees of those two stages
+PREPARED = "data/prepared"                                           # frames resized once (prepare stage)
+PREPARED_MANIFESTS = {kind: f"data/manifests/prepared_{kind}.json" for kind in ("images", "labels", "boundaries")}
 INPUTS = "data/manifests/inputs"
 INPUT_FINGERPRINTS = {  # params.yaml key -> fingerprint file written by the check stage
     "pseudolabel.checkpoint": f"{INPUTS}/checkpoint.json",
     "model.encoder_weights": f"{INPUTS}/encoder_weights.json",
     "model.pose_weights": f"{INPUTS}/pose_weights.json",
-    "eval.make3d_root": f"{INPUTS}/make3d.json",
 }
 VALIDATED_PARAMS = f"{INPUTS}/params.json"                          # the check stage's record of params.yaml
 INPUT_LISTS = "${data.splits_dir}/${data.train_split}"             # train (and val) lists read by the filter
@@ -19,3 +21,28 @@ GT_DEPTHS = "data/eval/gt_depths.npz"
 PRETRAIN_DIR = "data/pretrain"                                       # the pretrain stage's encoder files
 PRETRAIN_MSFAN = f"{PRETRAIN_DIR}/msfan.pt"                          # model.encoder_weights: pretrain
 PRETRAIN_RESNET = f"{PRETRAIN_DIR}/resnet18.pt"                      # model.pose_weights: pretrain
+DOWNLOADS = "data/downloads"                                        # archives being fetched (never in the KITTI copy)
+EXPORT_GT_REPORT = "metrics/export_gt.json"                         # test-list coverage of the GT export
+FILTER_REPORT = "metrics/filter.json"
+COVERAGE = "metrics/coverage.json"                                  # train / val / test coverage, for the tables
+
+# per (variant, seed): what train_<variant>@<seed> writes; ``seed`` may be DVC's "${item}" in dvc.yaml
+MODELS = "models"
+
+
+def model_path(variant: str, seed) -> str:
+    return f"{MODELS}/{variant}/seed{seed}/model.pt"
+
+
+def train_metrics_path(variant: str, seed) -> str:
+    return f"metrics/train/{variant}/seed{seed}.json"
+
+
+def live_path(variant: str, seed) -> str:
+    """The run's DVCLive folder (loss curves); the summary stage averages them over seeds for the plots."""
+    return f"dvclive/{variant}/seed{seed}"
+
+
+EVAL_DIR = "metrics/eval"                  # <variant>.json (mean over seeds), flat.json, untrained.json
+SUMMARY = "metrics/summary.json"           # the headline metrics `dvc exp show` / `dvc metrics diff` lead with
+PLOT_DATA = "metrics/plots"                # what dvc.yaml's top-level plots draw

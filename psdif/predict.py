@@ -1,6 +1,6 @@
 """``psdif predict``: depth for image files, folders of images or video files, with a trained ``model.pt``.
 
-    psdif predict INPUT [INPUT ...] --model models/full/model.pt --out OUTDIR [--scale FACTOR]
+    psdif predict INPUT [INPUT ...] --model models/full/seed0/model.pt --out OUTDIR [--scale FACTOR]
 
 Each input image (or video frame) of any size is resized to the model's training size, its scale-0
 sigmoid disparity predicted in batches (:func:`psdif.evaluation.evaluate.predict_sigmoids`), resized back to the
@@ -10,15 +10,20 @@ input's own size (bilinear, on disparity, as the Eigen protocol does) and turned
     OUTDIR/<name>_depth.png   colour map of the disparity (near = bright)
     OUTDIR/<name>_depth.npy   float32 [H, W]: relative depth × --scale (1.0 = relative, no unit)
 
-``<name>`` is the file stem (``<stem>_%06d`` per video frame, counted from 0). Inputs whose stems clash
-(``a/0001.png`` and ``b/0001.png``) get as many parent-folder names as prefix as needed to tell them
-apart (``a_0001``, ``b_0001``); a clash no prefix resolves (``x.png`` beside ``x.jpg``) is an error.
+``<name>`` is the file stem (``<stem>_%06d`` per video frame, counted from 0). Images and videos write
+different files (``good.png`` -> ``good_depth.*``, ``good.mp4`` -> ``good_000000_depth.*``), so they never
+clash with each other by stem. Inputs of one kind whose stems clash get just enough to tell them apart:
+the extension when they share a folder (``x.png``, ``x.jpg`` -> ``x_png``, ``x_jpg``), parent-folder
+names when they do not (``a/0001.png``, ``b/0001.png`` -> ``a_0001``, ``b_0001``). A clash nothing
+resolves (an image named like a video frame, ``clip_000001.png`` beside ``clip.mp4``) is an error.
 
-Bad inputs (missing path, unsupported extension, corrupt image, video that cannot be opened, folder
-without images) are never skipped silently. Choice made here: every good input is still predicted, each
-bad one is reported on stderr by name as soon as it is found, and the command ends with the list of bad
-inputs and exit status 1 (``--strict``: stop before predicting anything if a check at listing time
-fails). Exit status 2: nothing predicted because of the command line, the model file or a name clash.
+Bad inputs (missing path, unsupported extension, corrupt or truncated image, image larger than
+``--max-megapixels``, video that cannot be opened, folder without images) are never skipped silently.
+Choice made here: every good input is still predicted, each bad one is reported on stderr by name as
+soon as it is found, and the command ends with the list of bad inputs and exit status 1 (``--strict``:
+every image is decoded and every video opened first, and nothing is predicted if any fails).
+Exit status 2: nothing predicted because of the command line (``--out`` a file, ...), the model file,
+a name clash, or a full disk.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from psdif.io import atomic_path
+from psdif.io import DiskFullError, atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv")
+MAX_MEGAPIXELS = 100.0  # default --max-megapixels: larger images are bad inputs (decompression bombs)
 
 
 class PredictError(Exception):
@@ -145,24 +151,34 @@ def collect_inputs(paths: list[str | Path], recursive: bool = False) -> Inputs:
 
 
 def assign_names(paths: list[Path], kinds: list[str] | None = None) -> list[str]:
-    """Output base names: the stem, prefixed with just enough parent-folder names to be unique.
+    """Output base names, unique within each kind (images write ``<name>_depth.*``, videos
+    ``<name>_%06d_depth.*``): the stem; ``<stem>_<ext>`` for inputs of one kind sharing folder and stem
+    (``x.png``, ``x.jpg``); then just enough parent-folder names as prefix to be unique.
 
-    Raises :class:`PredictError` naming the files when no prefix separates them (same folder and stem,
-    e.g. ``x.png`` and ``x.jpg``), or when an image name equals a video frame name ``<video>_%06d``.
+    Raises :class:`PredictError` naming the files when nothing separates them, or when an image name
+    equals a video frame name ``<video>_%06d``.
     """
     kinds = kinds or ["image"] * len(paths)
     full = [p.resolve() for p in paths]
     levels = [0] * len(paths)
+    same_stem: dict[tuple, list[int]] = defaultdict(list)
+    for i, f in enumerate(full):
+        same_stem[(kinds[i], f.parent, f.stem)].append(i)
+    base = [f.stem for f in full]
+    for group in same_stem.values():
+        if len(group) > 1:  # x.png beside x.jpg: only the extension tells them apart
+            for i in group:
+                base[i] = f"{full[i].stem}_{full[i].suffix.lstrip('.').lower()}"
 
     def name(i: int) -> str:
         parents = [part for part in full[i].parent.parts if part != full[i].anchor]
-        return "_".join(parents[len(parents) - levels[i]:] + [full[i].stem]) if levels[i] else full[i].stem
+        return "_".join(parents[len(parents) - levels[i]:] + [base[i]]) if levels[i] else base[i]
 
-    names = [full[i].stem for i in range(len(paths))]
+    names = list(base)
     while True:
-        groups: dict[str, list[int]] = defaultdict(list)
+        groups: dict[tuple, list[int]] = defaultdict(list)
         for i, n in enumerate(names):
-            groups[n].append(i)
+            groups[(kinds[i], n)].append(i)
         clashes = [g for g in groups.values() if len(g) > 1]
         if not clashes:
             break
@@ -185,34 +201,44 @@ def assign_names(paths: list[Path], kinds: list[str] | None = None) -> list[str]
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as ``uint8 [H, W, 3]`` RGB, EXIF orientation applied; errors name the file."""
-    from PIL import Image, ImageOps
+def read_rgb(path: str | Path, max_pixels: int | None = int(MAX_MEGAPIXELS * 1e6)) -> np.ndarray:
+    """An image file as ``uint8 [H, W, 3]`` RGB, EXIF orientation applied, fully decoded.
 
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode fully: a truncated file raises here
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable or corrupt image ({exc})") from None
+    Raises :class:`psdif.data.images.ImageError` (a ValueError) naming the file for a missing, corrupt or
+    truncated file and for one of more than ``max_pixels`` pixels (PIL's decompression-bomb guard too).
+    """
+    from psdif.data.images import read_image
+
+    return read_image(path, exif=True, max_pixels=max_pixels,
+                      hint="check the file, or leave it out of the inputs")
 
 
-def iter_frames(sources: list[Source], problems: list[str],
-                report: Callable[[str], None]) -> Iterator[tuple[str, np.ndarray]]:
+def check_images(sources: list[Source], max_pixels: int | None) -> list[str]:
+    """``--strict``: decode every image source now; returns ``"path: why"`` for each that fails."""
+    problems = []
+    for src in sources:
+        if src.kind == "image":
+            try:
+                read_rgb(src.path, max_pixels)
+            except ValueError as exc:
+                problems.append(str(exc))
+    return problems
+
+
+def iter_frames(sources: list[Source], problems: list[str], report: Callable[[str], None],
+                max_pixels: int | None = int(MAX_MEGAPIXELS * 1e6)) -> Iterator[tuple[str, np.ndarray]]:
     """(output name, RGB uint8 [H, W, 3]) for every image and video frame, in input order.
 
-    An image that does not decode is appended to ``problems`` (and reported) instead of stopping the run;
-    a video that ends before the frame count its container reports is reported as a note.
+    An image that does not decode (or is larger than ``max_pixels``) is appended to ``problems`` (and
+    reported) instead of stopping the run; a video that ends before the frame count its container reports
+    is reported as a note.
     """
     import cv2
 
     for src in sources:
         if src.kind == "image":
             try:
-                yield src.name, read_rgb(src.path)
+                yield src.name, read_rgb(src.path, max_pixels)
             except ValueError as exc:
                 problems.append(str(exc))
                 report(f"error: {exc}")
@@ -241,7 +267,7 @@ def depth_from_sigmoid(sigmoid: np.ndarray, height: int, width: int, min_depth: 
     """Network-size sigmoid [h, w] -> (sigmoid [height, width], depth float32 [height, width]).
 
     Bilinear resize of the disparity to the input size (as the Eigen protocol does; the sigmoid ->
-    disparity map is affine, so resizing either is the same), then ``scale · disp_to_depth`` (SPEC §3).
+    disparity map is affine, so resizing either is the same), then ``scale · disp_to_depth`` (design.md §3).
     """
     import cv2
     import torch
@@ -280,7 +306,8 @@ def write_outputs(out_dir: Path, name: str, sigmoid: np.ndarray, depth: np.ndarr
 def predict_sources(net: nn.Module, info: dict, sources: list[Source], out_dir: str | Path, *,
                     scale: float = 1.0, batch_size: int = 8, post_process: bool = False,
                     device: str | torch.device = "cpu", png: bool = True, npy: bool = True,
-                    progress: bool = False, report: Callable[[str], None] = print) -> tuple[int, list[str]]:
+                    progress: bool = False, report: Callable[[str], None] = print,
+                    max_pixels: int | None = int(MAX_MEGAPIXELS * 1e6)) -> tuple[int, list[str]]:
     """Predict every source in batches of ``batch_size`` and write its outputs into ``out_dir``.
 
     ``info``: from :func:`psdif.models.load_depth_model` (height, width, model_cfg min/max_depth).
@@ -297,7 +324,7 @@ def predict_sources(net: nn.Module, info: dict, sources: list[Source], out_dir: 
     counts = [s.frames for s in sources]
     total = sum(counts) if all(counts) else None
     done = 0
-    frames = iter_frames(sources, problems, report)
+    frames = iter_frames(sources, problems, report, max_pixels)
     with tqdm(total=total, desc="predict", unit="img", disable=not progress) as bar:
         while chunk := [item for _, item in zip(range(batch_size), frames)]:
             names, images = zip(*chunk)
@@ -321,7 +348,7 @@ def load_model(path: str | Path, device: str) -> tuple[nn.Module, dict]:
         msg = " ".join((str(exc) if str(path) in str(exc) else f"{path}: {exc}").split())
         msg = msg if len(msg) <= 300 else msg[:300] + " ...)"
         raise PredictError(f"{msg}; pass a model.pt written by `dvc repro` "
-                           "(models/<variant>/model.pt)") from None
+                           "(models/<variant>/seed<k>/model.pt)") from None
     cfg = info.get("model_cfg") or {}
     if not info.get("height") or not info.get("width") or "min_depth" not in cfg or "max_depth" not in cfg:
         raise PredictError(f"{path}: the checkpoint lacks the training size or depth range "
@@ -347,6 +374,15 @@ def _check_args(args) -> None:
         raise PredictError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.no_png and args.no_npy:
         raise PredictError("--no-png with --no-npy leaves nothing to write; drop one of them")
+    if not math.isfinite(args.max_megapixels) or args.max_megapixels <= 0:
+        raise PredictError(f"--max-megapixels {args.max_megapixels}: must be a positive number")
+    out = Path(args.out)
+    for folder in (out, *out.parents):  # the first existing one must be a folder
+        if folder.exists():
+            if not folder.is_dir():
+                raise PredictError(f"--out {out}: {folder} exists and is not a folder; give a folder "
+                                   "(created if missing) for the <name>_depth.png/.npy outputs")
+            break
 
 
 def cmd_predict(args) -> int:
@@ -366,17 +402,26 @@ def cmd_predict(args) -> int:
             err(f"note: {note}")
         for problem in inputs.problems:
             err(f"error: {problem}")
-        if inputs.problems and args.strict:
-            err(f"--strict: {len(inputs.problems)} bad input(s); nothing predicted")
-            return 1
+        max_pixels = int(args.max_megapixels * 1e6)
+        if args.strict:  # every image must decode before anything is predicted
+            decoding = check_images(inputs.sources, max_pixels)
+            for problem in decoding:
+                err(f"error: {problem}")
+            if inputs.problems or decoding:
+                err(f"--strict: {len(inputs.problems) + len(decoding)} bad input(s); nothing predicted")
+                return 1
         net, info = load_model(args.model, device)
     except PredictError as exc:
         err(f"error: {exc}")
         return 2
-    written, problems = predict_sources(
-        net, info, inputs.sources, args.out, scale=args.scale, batch_size=args.batch_size,
-        post_process=args.post_process, device=device, png=not args.no_png, npy=not args.no_npy,
-        progress=progress_enabled(), report=err)
+    try:
+        written, problems = predict_sources(
+            net, info, inputs.sources, args.out, scale=args.scale, batch_size=args.batch_size,
+            post_process=args.post_process, device=device, png=not args.no_png, npy=not args.no_npy,
+            progress=progress_enabled(), report=err, max_pixels=max_pixels)
+    except DiskFullError as exc:
+        err(f"error: {exc}")
+        return 2
     bad = inputs.problems + problems
     print(f"wrote {written} depth map(s) to {args.out} (model {args.model}: variant {info['variant']}, "
           f"{info['height']}x{info['width']}; depth = relative x {args.scale:g})")
@@ -401,8 +446,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help=f"image files ({', '.join(IMAGE_EXTS)}), folders of images, video files "
                         f"({', '.join(VIDEO_EXTS)})")
-    p.add_argument("--model", default="models/full/model.pt",
-                   help="trained checkpoint of any variant (default: models/full/model.pt)")
+    p.add_argument("--model", default="models/full/seed0/model.pt",
+                   help="trained checkpoint of any variant and seed (default: models/full/seed0/model.pt)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--scale", type=float, default=1.0, metavar="FACTOR", help=SCALE_HELP)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
@@ -412,8 +457,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="auto = cuda when available (default)")
     p.add_argument("--recursive", action="store_true", help="include images in subfolders of folder inputs")
     p.add_argument("--strict", action="store_true",
-                   help="predict nothing if any input is missing, unsupported or unopenable (default: "
-                        "predict the good ones, list the bad ones, exit 1)")
+                   help="decode every image and open every video first; predict nothing if any input is "
+                        "missing, unsupported, corrupt or too large (default: predict the good ones, list "
+                        "the bad ones, exit 1)")
+    p.add_argument("--max-megapixels", type=float, default=MAX_MEGAPIXELS, metavar="MP",
+                   help=f"images larger than this are bad inputs, not decoded (default {MAX_MEGAPIXELS:g}; "
+                        "PIL refuses more than about 179 MP in any case)")
     p.add_argument("--no-png", action="store_true", help="skip the colour PNGs")
     p.add_argument("--no-npy", action="store_true", help="skip the .npy depth arrays")
     p.set_defaults(func=cmd_predict)

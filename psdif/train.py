@@ -6,7 +6,7 @@ non-finite check, every ``train.checkpoint_every`` steps and at each epoch end `
 
 Throughput: the batch moves to the device in one ``batch.to``; the step has no host-device sync (the loss
 terms accumulate on the device and are read only at log and checkpoint steps). Resume is exact: the
-shuffled order depends on (train.seed, epoch), the augmentation on (train.seed, epoch, index), and
+shuffled order depends on (seed, epoch), the augmentation on (seed, epoch, index), and
 ``last.pt`` holds every RNG state (``psdif.checkpoint``). Distributed: under ``torchrun`` the networks are
 wrapped in DDP (NCCL on GPU, gloo on CPU), ``train.batch_size`` is the global batch, only rank 0 writes.
 """
@@ -27,13 +27,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from psdif.batch import FRAME_IDS, Batch
+from psdif.batch import FRAME_IDS, Batch, PackedBatch
 from psdif.checkpoint import (CHECKPOINT_NAME, MODEL_NAME, NonFiniteGuard, NonFiniteLossError,  # noqa: F401
-                              Progress, StaleCheckpointError, hashed_params, resume, rng_state, save_checkpoint,
-                              seed_everything)
+                              Progress, StaleCheckpointError, hashed_params, resume, rng_state, save_checkpoint)
 from psdif.config import Params, to_dict
-from psdif.distributed import DistInfo, EpochSampler, init_distributed
+from psdif.distributed import DistInfo, EpochSampler, check_shared_folder, init_distributed, loader_workers
 from psdif.io import params_hash, progress_enabled, save_torch  # noqa: F401  (params_hash: the run-key hash)
+from psdif.seeding import seed_everything
 from psdif.variants import Variant
 
 
@@ -87,7 +87,7 @@ def build_networks(variant: Variant, model_cfg) -> tuple[nn.Module, nn.Module]:
 
 
 def default_loss_fn(out, batch, poses, loss_cfg, variant, z, min_depth, max_depth):
-    """The real losses: ``psdif.losses.compute_losses`` (SPEC §2, Eq. 20)."""
+    """The real losses: ``psdif.losses.compute_losses`` (design.md §2, Eq. 20)."""
     from psdif.losses import compute_losses
 
     return compute_losses(out, batch, poses, loss_cfg, variant, z, min_depth, max_depth)
@@ -143,11 +143,15 @@ def make_forward_loss(model: nn.Module, params: Params, variant: Variant,
 
     model: :class:`Networks` (or its DDP wrapper) fed ``batch.images_aug`` ``[B, 3, 3, H, W]``; loss_fn:
     see :func:`default_loss_fn` (reads ``params.loss``, ``params.boundary.z``, ``params.model`` depth range).
-    This is the function ``train.compile`` hands to ``torch.compile`` (the backward is compiled with it).
+    A :class:`PackedBatch` (what the loader delivers) is unpacked first, on its device: uint8 -> float and
+    the colour jitter happen inside the step. This is the function ``train.compile`` hands to
+    ``torch.compile`` (the backward is compiled with it).
     """
     z, mind, maxd = params.boundary.z, params.model.min_depth, params.model.max_depth
 
-    def forward_loss(batch: Batch) -> dict[str, torch.Tensor]:
+    def forward_loss(batch: Batch | PackedBatch) -> dict[str, torch.Tensor]:
+        if isinstance(batch, PackedBatch):
+            batch = batch.unpack()
         out, poses = model(batch.images_aug)
         return loss_terms(loss_fn(out, batch, poses, params.loss, variant, z, mind, maxd))
 
@@ -220,31 +224,42 @@ def log_line(variant: str, step: int, total: int, losses: dict[str, float], samp
 
 # ------------------------------------------------------------------------------------------ the loop
 
-def make_dataset(params: Params, variant: Variant, frames, labels_root, boundary_root):
+def make_dataset(params: Params, variant: Variant, frames, labels_root, boundary_root, seed: int, prepared=None):
+    """The training set: ``prepared`` = ``{kind: manifest}`` of the prepare stage (frames resized once) or
+    None (decode the PNGs under ``data.raw_root``, ``labels_root``, ``boundary_root`` every epoch)."""
     from psdif.data.dataset import TripletDataset, frames_from_split
+    from psdif.data.prepared import load_prepared
 
     dc = params.data
+    need_labels, need_boundary = variant.seg or variant.metric_loss, variant.metric_loss
     if frames is None:
         frames = frames_from_split(dc.splits_dir, dc.train_split, "train")
+    if prepared is not None:
+        kinds = ["images"] + ["labels"] * need_labels + ["boundaries"] * need_boundary
+        prepared = load_prepared({k: prepared[k] for k in kinds})
     return TripletDataset(dc.raw_root, frames, dc.height, dc.width, labels_root, boundary_root, dc.img_ext,
-                          train=True, seed=params.train.seed, intrinsics=dc.intrinsics,
-                          need_labels=variant.seg or variant.metric_loss, need_boundary=variant.metric_loss)
+                          train=True, seed=seed, intrinsics=dc.intrinsics,
+                          need_labels=need_labels, need_boundary=need_boundary, prepared=prepared)
 
 
 def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=None, boundary_root=None,
           live_dir: Optional[str | Path] = None, frames=None, dataset=None, device=None,
           build_models: Callable = build_networks, loss_fn: Callable = default_loss_fn,
           progress: Optional[bool] = None, inputs: Optional[dict] = None,
+          seed: Optional[int] = None, prepared=None,
           on_step: Optional[Callable[[int, "Networks"], None]] = None) -> TrainResult:
     """Train ``variant`` with ``params`` into ``out_dir`` (``last.pt`` while running, then ``model.pt``).
 
     labels_root / boundary_root: pseudo-label and boundary PNG roots (needed by seg / metric-loss variants);
+    prepared: ``{kind: manifest path}`` of the prepare stage (read the frames from its arrays, see
+    :func:`make_dataset`);
     live_dir: DVCLive folder (default ``out_dir/dvclive``); frames: target frames (default: the train list
     of ``data.train_split``); dataset: a ready dataset with ``set_epoch`` (overrides frames);
     build_models(variant, model_cfg) -> (depth_net, pose_net); loss_fn: see :func:`default_loss_fn`;
     inputs: ``{name: digest}`` of the files the run reads, part of the run key (``psdif.checkpoint``);
-    on_step(step, networks): called on rank 0 after every optimiser step (bench/embedded_curve.py evaluates
-    there; it must leave the networks' state and the RNG streams as it found them).
+    seed: of the initialisation, the shuffled order and the augmentation (default: the first of
+    ``train.seeds``), part of the run key. on_step(step, networks): called on rank 0 after every optimiser
+    step (bench/embedded_curve.py evaluates there; it must leave the networks and the RNG streams as it found them).
     Resumes from ``out_dir/last.pt`` when present (refused if written under another run key); a run that
     completes writes ``model.pt`` and then deletes ``last.pt``.
     """
@@ -254,7 +269,7 @@ def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=
         return _train(params, variant, Path(out_dir), dinfo, cuda, labels_root=labels_root,
                       boundary_root=boundary_root, live_dir=live_dir, frames=frames, dataset=dataset,
                       device=device, build_models=build_models, loss_fn=loss_fn, progress=progress, inputs=inputs,
-                      on_step=on_step)
+                      seed=params.train.seeds[0] if seed is None else seed, prepared=prepared, on_step=on_step)
     finally:
         if dinfo.initialised_here:
             dist.destroy_process_group()
@@ -262,30 +277,33 @@ def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=
 
 def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cuda: bool, *, labels_root,
            boundary_root, live_dir, frames, dataset, device, build_models, loss_fn, progress,
-           inputs, on_step) -> TrainResult:
+           inputs, seed: int, prepared, on_step) -> TrainResult:
     tc = params.train
     device = torch.device(device if device is not None else (f"cuda:{dinfo.local_rank}" if cuda else "cpu"))
     set_precision(device)  # fp32 (TF32 convolutions on CUDA); bf16 only with train.amp
-    key = hashed_params(params, variant, inputs)
+    key = hashed_params(params, variant, inputs, seed)
     ckpt_path = out_dir / CHECKPOINT_NAME
 
     # networks (identical initialisation on every rank), then a per-rank stream for noise / dropout
-    seed_everything(tc.seed)
+    seed_everything(seed)
     nets = Networks(*build_models(variant, params.model)).to(device)
-    seed_everything(tc.seed + dinfo.rank)
+    seed_everything(seed + dinfo.rank)
     optimizer = make_optimizer(nets, tc.lr, device)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.lr_step_epochs, gamma=tc.lr_gamma)
 
-    # data: the global batch is split over the ranks; static shapes (drop_last)
+    # data: the global batch is split over the ranks; static shapes (drop_last). The sampler hands out
+    # (epoch, index) pairs, so persistent workers augment each epoch right without being told it.
     if dataset is None:
-        dataset = make_dataset(params, variant, frames, labels_root, boundary_root)
+        dataset = make_dataset(params, variant, frames, labels_root, boundary_root, seed, prepared)
     if tc.batch_size % dinfo.world:
         raise ValueError(f"train.batch_size={tc.batch_size} must be divisible by the {dinfo.world} processes")
     per_rank = tc.batch_size // dinfo.world
-    sampler = EpochSampler(len(dataset), dinfo.rank, dinfo.world, tc.seed)
+    sampler = EpochSampler(len(dataset), dinfo.rank, dinfo.world, seed, with_epoch=True)
     from psdif.data.dataset import collate
+    workers = loader_workers(params.data.num_workers, device.type == "cuda")
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, collate_fn=collate, drop_last=True,
-                        num_workers=params.data.num_workers, pin_memory=device.type == "cuda",
+                        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                        prefetch_factor=4 if workers else None,
                         generator=torch.Generator())  # own generator: the global RNG stays untouched
     steps_per_epoch = len(sampler) // per_rank
     if steps_per_epoch == 0:
@@ -293,7 +311,8 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
                          "lower train.batch_size or add frames")
     total_steps = min(tc.max_steps or math.inf, tc.epochs * steps_per_epoch)
 
-    resumed, log_state = resume(ckpt_path, key, nets, optimizer, scheduler, dinfo.rank, dinfo.world, tc.seed,
+    check_shared_folder(out_dir, dinfo)  # several machines: every rank must read the one last.pt
+    resumed, log_state = resume(ckpt_path, key, nets, optimizer, scheduler, dinfo.rank, dinfo.world, seed,
                                 device)
     at = resumed or Progress()
     losses = LossLog(log_state, device)

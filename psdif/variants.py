@@ -1,8 +1,10 @@
-"""The Table 3 ablation variants and the switches each one turns on (SPEC §3)."""
+"""The Table 3 ablation variants and the switches each one turns on (design.md §3)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from psdif.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,14 @@ def get_variant(name: str) -> Variant:
 
 
 # params.yaml keys that the training of each variant reads (dvc.yaml lists exactly these for its train
-# stage, so `dvc exp run -S loss.mu3=...` re-trains only the variants that use mu3; the checkpoint's
-# params hash covers the same keys). Tested against dvc.yaml in tests/test_pipeline.py.
+# stages, so `dvc exp run -S loss.mu3=...` re-trains only the variants that use mu3; the checkpoint's
+# params hash covers the same keys). Every train.* key but train.seeds: each train_<variant>@<seed> stage
+# reads its own seed (from its command line), so adding a seed leaves the runs of the others untouched.
+# Tested against dvc.yaml in tests/test_pipeline.py.
+_TRAIN = [f"train.{f.name}" for f in fields(TrainConfig) if f.name != "seeds"]
 _COMMON = ["data.height", "data.width", "data.img_ext", "data.intrinsics", "model.min_depth", "model.max_depth",
-           "model.pose_width", "model.pose_weights", "model.decoder_channels", "train", "loss.alpha", "loss.smoothness", "loss.mu1",
-           "loss.automask"]
+           "model.pose_width", "model.pose_weights", "model.decoder_channels", *_TRAIN, "loss.alpha",
+           "loss.smoothness", "loss.mu1", "loss.automask"]
 _MSFAN = ["model.msfan_size", "model.encoder_weights"]
 _SEG = ["model.num_classes", "loss.mu2"]
 _METRIC = ["loss.mu3", "loss.gamma1", "loss.gamma2", "loss.margin", "loss.metric_scales",

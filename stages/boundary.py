@@ -1,7 +1,7 @@
 """boundary stage: B_t (Z x Z neighbourhood, threshold T) for every pseudo-label -> data/boundaries.
 
-1-bit PNGs in the same KITTI layout as data/pseudolabels; the Figure-4 panel of one frame goes to
-metrics/figures/boundary_fig4.png; data/manifests/boundaries.json lists the files.
+1-bit PNGs in the same KITTI layout as data/pseudolabels, one process per core; the Figure-4 panel of one
+frame goes to metrics/figures/boundary_fig4.png; data/manifests/boundaries.json lists the files.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from psdif.data.images import read_image
 from psdif.semantics.boundary import boundary_figure, boundary_frames
 from psdif.stage import stage_args
 from psdif.io import progress_enabled
-from psdif.io import params_hash, prepare_output_tree, read_json, tree_manifest, write_json
+from psdif.io import cpu_count, params_hash, prepare_output_tree, read_json, tree_manifest, write_json
 from psdif.semantics.labels import read_label_png
 
 LABELS = Path("data/pseudolabels")
@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     prepare_output_tree(OUT, config, "recomputing every mask")
 
     info = boundary_frames([LABELS / f for f in labels], [OUT / f for f in labels], read_label_png,
-                           b.z, b.t, progress=progress_enabled())
+                           b.z, b.t, progress=progress_enabled(), workers=cpu_count())  # every core
     if labels:  # Figure 4: the middle frame of the list, with its camera image
         rel = Path(labels[len(labels) // 2])
         image = Path(p.data.raw_root) / rel.with_suffix(f".{p.data.img_ext}")

@@ -4,7 +4,8 @@ It comes first in the pipeline, so a mistake in params.yaml (an unknown key, a v
 file that is missing, `imagenet` weights on an offline machine) stops the run before any other stage has
 deleted an output. It writes data/manifests/inputs/params.json (the validated params) and one fingerprint
 per file named in params (psdif.paths.INPUT_FINGERPRINTS): the SHA-256 of a weight file (under a second for
-the 230 MB DeepLabv3+ checkpoint), a size-and-time fingerprint of the Make3D folder. A stage that
+the 230 MB DeepLabv3+ checkpoint). (The KITTI copy and the Make3D folder are fingerprinted by the download
+stage, in data/manifests/raw.json, after it has fetched what it was asked to.) A stage that
 reads such a file depends on its fingerprint, so replacing the file at the same path reruns that stage, and
 an unchanged file reruns nothing.
 """
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 from psdif.config import ParamsError, to_dict
-from psdif.io import params_hash, sha256_file, tree_manifest, write_json
+from psdif.io import sha256_file, write_json
 from psdif.models.weights import (ENCODER_KEY, POSE_KEY, PRETRAIN, PRETRAIN_FILES, cached_weights_file,
                                   check_model_weights)
 from psdif.paths import INPUT_FINGERPRINTS, INPUTS
@@ -34,9 +35,6 @@ def fingerprint(key: str, value, p) -> dict:
         out["sha256"] = sha256_file(path) if path else f"not yet downloaded ({value})"
     elif key == "pseudolabel.checkpoint":
         out["sha256"] = sha256_file(value)
-    elif key == "eval.make3d_root":
-        root = Path(value)
-        out["files"] = params_hash(tree_manifest(root, content=False)) if root.is_dir() else "absent"
     return out
 
 

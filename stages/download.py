@@ -1,53 +1,115 @@
-"""download stage: generate the mini-KITTI (embedded default) or fetch KITTI raw; write data/manifests/raw.json."""
+"""download stage (runs on every `dvc repro`): the data the split lists name -> data/manifests/raw.json.
+
+Embedded default (``data.source: synthetic``): generate the mini-KITTI, or check the generated files against
+the generator's record of what it wrote (content hashes) and regenerate the drives that differ.
+
+Real KITTI (``data.source: kitti``): ``data.raw_root`` is the user's KITTI raw copy, complete or partial. The
+drives named by the train / val / test lists that are on disk are used as they are; nothing is written into
+the copy unless ``download.fetch: missing`` asks to download what is missing (drive and calibration archives
+from ``download.url``; bookkeeping in data/downloads/). With ``download.fetch: none`` (the default) the
+network is never used: missing drives are reported, and the later stages use what is there and count
+what is not (metrics/filter.json, metrics/export_gt.json, metrics/coverage.json).
+
+The manifest fingerprints, per drive, the size and modification time of every file the pipeline reads, so
+an edited frame is noticed and an unchanged copy gives a byte-identical manifest (nothing reruns). It also
+records the Make3D folder (``eval.make3d_root``), fetched here and nowhere else when asked.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 from psdif.data import kitti
+from psdif.data.download import DownloadError
+from psdif.data.ondisk import copy_fingerprint, drives_of, list_paths, read_lists
+from psdif.io import params_hash, progress_enabled, tree_manifest, write_json
+from psdif.paths import DOWNLOADS, RAW_MANIFEST
 from psdif.stage import stage_args
-from psdif.io import progress_enabled
-from psdif.io import params_hash, tree_manifest, write_json
 
-MANIFEST = Path("data/manifests/raw.json")
 MAKE3D_SYNTH = Path("data/make3d_synth")
+
+
+def make3d_record(p) -> dict:
+    """The Make3D folder of ``eval.make3d_root``: fetched first when missing and ``download.fetch: missing``."""
+    from psdif.data.make3d import ensure_make3d
+
+    root = p.eval.make3d_root
+    if root is None:
+        return {"root": None}
+    try:
+        ensure_make3d(root, p.eval.make3d_urls, p.eval.make3d_sha256, p.download.retries,
+                      fetch=p.download.fetch == "missing")
+    except FileNotFoundError as exc:
+        print(f"warning: Make3D (Table 2) will not run: {exc}", file=sys.stderr)
+        return {"root": root, "status": "absent"}
+    return {"root": root, "files": params_hash(tree_manifest(root, content=False))}
+
+
+def synthetic(p, root: Path, splits: Path) -> dict:
+    from psdif.data.synthetic import generate_make3d, generate_mini_kitti
+
+    summary = generate_mini_kitti(p.synthetic, root, splits, progress=progress_enabled())
+    if summary.get("repaired"):
+        print(f"regenerated {len(summary['repaired'])} drives whose files differed from the generator's record")
+    if p.synthetic.make3d_images:
+        generate_make3d(p.synthetic, MAKE3D_SYNTH)
+    files = summary.pop("files")
+    # deterministic content only (no timings): an unchanged tree must give a byte-identical manifest, so
+    # that this always-run stage reruns nothing downstream
+    summary = {k: v for k, v in summary.items() if k not in ("seconds", "reused", "repaired")}
+    return {"source": "synthetic", "params": params_hash(dataclasses.asdict(p.synthetic)),
+            "summary": summary, "files": files,
+            "make3d_synth": tree_manifest(MAKE3D_SYNTH) if MAKE3D_SYNTH.is_dir() else {}}
+
+
+def real(p, root: Path) -> dict:
+    from psdif.data.download import download_kitti, missing_archives
+
+    lists = read_lists(p.data.splits_dir, p.data.train_split, p.data.test_split)
+    folders = drives_of(*lists.values())
+    archives = missing_archives(root, folders, p.download.url)
+    if archives and p.download.fetch == "missing":
+        print(f"fetching {len(archives)} KITTI archives from {p.download.url} into {root}")
+        download_kitti(archives, root, DOWNLOADS, p.download.retries,
+                       p.download.jpeg_quality if p.download.jpeg else None, progress_enabled())
+    record = copy_fingerprint(root, folders)
+    named = ", ".join(str(path) for role, path in list_paths(p.data.splits_dir, p.data.train_split,
+                                                             p.data.test_split).items() if lists[role])
+    if not record["drives"]:
+        raise SystemExit(f"error: none of the {len(folders)} drives named by {named} is under data.raw_root="
+                         f"{root} (e.g. {folders[0] if folders else '-'}); point data.raw_root at your KITTI raw "
+                         "copy, or set download.fetch: missing to download them")
+    if record["missing_drives"]:
+        how = ("" if p.download.fetch == "missing" else
+               "; the run uses the drives on disk (set download.fetch: missing to download the others)")
+        print(f"warning: {len(record['missing_drives'])} of the {len(folders)} drives the lists name are not under "
+              f"{root}, e.g. {record['missing_drives'][0]}{how}", file=sys.stderr)
+    no_calib = [d for d, v in record["calib"].items() if v == "missing"]
+    if no_calib:
+        print(f"warning: no calibration files under {root}/{no_calib[0]} (calib_cam_to_cam.txt, "
+              "calib_velo_to_cam.txt, calib_imu_to_velo.txt): its test frames cannot be evaluated", file=sys.stderr)
+    frames = sum(len(kitti.list_frames(root, d, 2)) for d in record["drives"]
+                 if (root / d / "image_02" / "data").is_dir())
+    print(f"{root}: {len(record['drives'])} of {len(folders)} drives on disk, {frames} camera-2 frames")
+    return {"source": "kitti", **record}
 
 
 def main(argv=None) -> None:
     p, _ = stage_args("download", argv)
     root, splits = Path(p.data.raw_root), Path(p.data.splits_dir)
-    progress = progress_enabled()
-    if p.data.source == "synthetic":
-        from psdif.data.synthetic import generate_make3d, generate_mini_kitti
-
-        summary = generate_mini_kitti(p.synthetic, root, splits, progress=progress)
-        if p.synthetic.make3d_images:
-            generate_make3d(p.synthetic, MAKE3D_SYNTH)
-        # deterministic content only (no timings): an unchanged tree must give a byte-identical manifest, so
-        # that this always-run stage reruns nothing downstream
-        summary = {k: v for k, v in summary.items() if k not in ("seconds", "reused")}
-        manifest = {"source": "synthetic", "params": params_hash(dataclasses.asdict(p.synthetic)),
-                    "summary": summary, "files": tree_manifest(root),
-                    "make3d": tree_manifest(MAKE3D_SYNTH) if MAKE3D_SYNTH.is_dir() else {}}
-    else:
-        from psdif.data.download import download_kitti, fetch_splits
-
-        fetch_splits(p.download.splits_url, splits, p.download.retries, progress)
-        urls = (splits / "kitti_archives_to_download.txt").read_text().split()
-        finished = download_kitti(urls, root, p.download.retries,
-                                  p.download.jpeg_quality if p.download.jpeg else None, progress)
-        drives = sorted({f.folder for name in ("eigen_zhou/train_files.txt", "eigen_zhou/val_files.txt",
-                                                f"{p.data.test_split}/test_files.txt")
-                         for f in kitti.read_split(splits / name)})
-        missing = [d for d in drives if not (root / d).is_dir()]
-        if missing:
-            raise SystemExit(f"error: {len(missing)} drives of the splits are missing under {root}, "
-                             f"e.g. {missing[0]}; re-run the download stage")
-        manifest = {"source": "kitti", "archives": finished,
-                    "frames": {d: len(kitti.list_frames(root, d, 2)) for d in drives}}
-    write_json(MANIFEST, manifest)
-    print(f"wrote {MANIFEST}")
+    try:
+        manifest = synthetic(p, root, splits) if p.data.source == "synthetic" else real(p, root)
+    except (kitti.KittiError, DownloadError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    try:
+        manifest["make3d"] = make3d_record(p)
+    except DownloadError as exc:
+        raise SystemExit(f"error: Make3D Test134 (eval.make3d_urls): {exc}; or set eval.make3d_root: null to run "
+                         "without Table 2") from None
+    write_json(RAW_MANIFEST, manifest)
+    print(f"wrote {RAW_MANIFEST}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
 """evaluate stages: Eigen protocol (and Make3D where data exists) -> metrics/eval/<variant>.json.
 
-``--variant NAME`` evaluates models/NAME/model.pt; ``--reference`` writes the ``flat`` (constant
-disparity) and ``untrained`` (full network at initialisation) rows. Make3D results go under a ``make3d``
-key: the real Test134 from eval.make3d_root, or the generated cross-domain set (embedded default).
+``--variant NAME`` evaluates models/NAME/seed<k>/model.pt for every seed k of ``train.seeds`` and writes
+their mean, spread and per-seed values (``psdif.evaluation.seeds``; one seed: its evaluation as it is);
+``--reference`` writes the ``flat`` (constant disparity) and ``untrained`` (full network at its
+initialisation with the first seed) rows. The test frames are the ones the GT
+export covered (data/eval/gt_depths.npz holds their lines); each result says what it measured: the data
+source, the test split, how many of its listed frames were evaluated and a digest of their lines, so rows
+of different test sets are never mistaken for one another (psdif.evaluation.tables). Make3D results go
+under a ``make3d`` key: the real Test134 from eval.make3d_root when it is on disk, or the generated
+cross-domain set (embedded default); otherwise the key says why it did not run. Nothing is downloaded here.
 """
 
 from __future__ import annotations
@@ -12,14 +18,16 @@ from pathlib import Path
 import torch
 
 from psdif.data import kitti
-from psdif.stage import stage_args
-from psdif.io import progress_enabled
 from psdif.evaluation.evaluate import ConstantDisparity, evaluate_eigen, evaluate_make3d_set, untrained_net
-from psdif.io import write_json
-from psdif.evaluation.metrics import load_gt_depths
+from psdif.evaluation.metrics import load_gt_depths, load_gt_frames
+from psdif.evaluation.datasets import REAL_MAKE3D, SYNTHETIC_MAKE3D, kitti_label
+from psdif.evaluation.seeds import aggregate
+from psdif.io import params_hash, progress_enabled, write_json
+from psdif.paths import EVAL_DIR, GT_DEPTHS, model_path
+from psdif.stage import stage_args
 from psdif.variants import VARIANTS
 
-GT = Path("data/eval/gt_depths.npz")
+GT = Path(GT_DEPTHS)
 MAKE3D_SYNTH = Path("data/make3d_synth")
 
 
@@ -30,25 +38,48 @@ def _args(parser):
 
 
 def make3d_source(p) -> tuple[Path | None, str]:
-    from psdif.data.make3d import ensure_make3d
+    """(folder, dataset label) of the Make3D evaluation, or (None, why it does not run)."""
+    from psdif.data.make3d import has_make3d
 
     if p.eval.make3d_root:
-        return ensure_make3d(p.eval.make3d_root, p.eval.make3d_urls, p.eval.make3d_sha256,
-                             p.download.retries), "Make3D Test134"
+        if has_make3d(p.eval.make3d_root):
+            return Path(p.eval.make3d_root), REAL_MAKE3D
+        how = ("set download.fetch: missing to fetch eval.make3d_urls" if p.eval.make3d_urls
+               else "list its archives in eval.make3d_urls and set download.fetch: missing")
+        return None, (f"no Make3D Test134 images (img-*.jpg) under eval.make3d_root={p.eval.make3d_root}; put "
+                      f"Test134 there or {how}")
     if p.data.source == "synthetic" and MAKE3D_SYNTH.is_dir():
-        return MAKE3D_SYNTH, "generated campus scenes (Make3D format, cross-domain)"
-    return None, ""
+        return MAKE3D_SYNTH, SYNTHETIC_MAKE3D
+    if p.data.source == "synthetic":
+        return None, "no generated Make3D-format set (synthetic.make3d_images is 0)"
+    return None, "eval.make3d_root is null"
 
 
-def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d_samples, make3d_label, device) -> None:
+def test_set(p, frames: list[str], listed: int) -> dict:
+    """What a result was measured on (stored beside the metrics)."""
+    return {"dataset": kitti_label(p.data.source), "test_split": p.data.test_split, "test_listed": listed,
+            "test_set": params_hash(frames)[:8]}
+
+
+def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d, device, measured: dict) -> dict:
     summary, _, _ = evaluate_eigen(net, Path(p.data.raw_root), frames, gts, p.data.height, p.data.width,
                                    p.data.img_ext, p.eval, disp_range, device, progress_enabled())
-    if make3d_samples:
-        summary["make3d"] = {**evaluate_make3d_set(net, make3d_samples, p.data.height, p.data.width, p.eval,
-                                                   disp_range, device), "dataset": make3d_label}
-    out = Path("metrics/eval") / f"{name}.json"
+    summary.update(measured)
+    samples, label = make3d
+    if samples:
+        summary["make3d"] = {**evaluate_make3d_set(net, samples, p.data.height, p.data.width, p.eval,
+                                                   disp_range, device), "dataset": label}
+    else:
+        summary["make3d"] = {"not_run": label}
+    print(f"{name}: abs_rel {summary['abs_rel']:.4f}  a1 {summary['a1']:.3f} on {summary['n_images']} of "
+          f"{measured['test_listed']} {p.data.test_split} frames")
+    return summary
+
+
+def write_row(name: str, summary: dict) -> None:
+    out = Path(EVAL_DIR) / f"{name}.json"
     write_json(out, summary)
-    print(f"{name}: abs_rel {summary['abs_rel']:.4f}  a1 {summary['a1']:.3f}  -> {out}")
+    print(f"-> {out}")
 
 
 def main(argv=None) -> None:
@@ -57,22 +88,41 @@ def main(argv=None) -> None:
     from psdif.models import load_depth_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    frames = kitti.read_split(Path(p.data.splits_dir) / p.data.test_split / "test_files.txt")
+    try:
+        lines, listed = load_gt_frames(GT)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    frames = [kitti.parse_split_line(line, f"{GT} frame {i}") for i, line in enumerate(lines)]
     gts = load_gt_depths(GT)
+    measured = test_set(p, lines, listed)
     root, label = make3d_source(p)
-    samples = load_make3d_test(root) if root else []
+    if root is None:
+        print(f"Make3D: not run ({label})")
+    make3d = (load_make3d_test(root) if root else [], label)
     if args.reference:
         disp_range = (p.model.min_depth, p.model.max_depth)
-        evaluate_one(p, ConstantDisparity(), "flat", disp_range, frames, gts, samples, label, device)
-        evaluate_one(p, untrained_net(p.model, p.train.seed).to(device), "untrained", disp_range, frames, gts,
-                     samples, label, device)
+        write_row("flat", evaluate_one(p, ConstantDisparity(), "flat", disp_range, frames, gts, make3d, device,
+                                       measured))
+        write_row("untrained", evaluate_one(p, untrained_net(p.model, p.train.seeds[0]).to(device), "untrained",
+                                            disp_range, frames, gts, make3d, device, measured))
         return
-    net, info = load_depth_model(Path("models") / args.variant / "model.pt", device)
-    if (info["height"], info["width"]) != (p.data.height, p.data.width):
-        raise SystemExit(f"error: models/{args.variant}/model.pt was trained at {info['height']}x{info['width']} "
-                         f"but data is {p.data.height}x{p.data.width}; re-run `dvc repro`")
-    cfg = info["model_cfg"]
-    evaluate_one(p, net, args.variant, (cfg["min_depth"], cfg["max_depth"]), frames, gts, samples, label, device)
+    per_seed = {}
+    for seed in p.train.seeds:
+        path = Path(model_path(args.variant, seed))
+        if not path.is_file():
+            raise SystemExit(f"error: {path} is missing (train.seeds = {p.train.seeds}); run `dvc repro` "
+                             f"(stage train_{args.variant}@{seed}) first")
+        net, info = load_depth_model(path, device)
+        if (info["height"], info["width"]) != (p.data.height, p.data.width):
+            raise SystemExit(f"error: {path} was trained at {info['height']}x{info['width']} "
+                             f"but data is {p.data.height}x{p.data.width}; re-run `dvc repro`")
+        cfg = info["model_cfg"]
+        per_seed[seed] = evaluate_one(p, net, f"{args.variant} seed {seed}", (cfg["min_depth"], cfg["max_depth"]),
+                                      frames, gts, make3d, device, measured)
+    try:
+        write_row(args.variant, aggregate(per_seed, f"{EVAL_DIR}/{args.variant}.json"))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}")
 
 
 if __name__ == "__main__":

@@ -1,28 +1,58 @@
-"""export_gt stage: Eigen GT depth of every test frame from its velodyne scan (SPEC §4.3, vel_depth=True)."""
+"""export_gt stage: Eigen GT depth of the test frames on disk from their velodyne scans (design.md §4.3,
+vel_depth=True) -> data/eval/gt_depths.npz, metrics/export_gt.json.
+
+A listed test frame whose drive, image, scan or calibration is not on disk (a partial KITTI copy) is skipped
+and counted, never an error; the GT file holds the lines of the frames it covers, which the evaluate and
+figures stages read, and metrics/export_gt.json says how many were listed, used and missing (and why).
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from psdif.data import kitti
-from psdif.stage import stage_args
-from psdif.io import progress_enabled
+from psdif.data.ondisk import coverage, list_paths, test_frame_missing
 from psdif.evaluation.metrics import save_gt_depths
-
-OUT = Path("data/eval/gt_depths.npz")
+from psdif.io import progress_enabled, write_json
+from psdif.paths import EXPORT_GT_REPORT, GT_DEPTHS
+from psdif.stage import stage_args
 
 
 def main(argv=None) -> None:
     p, _ = stage_args("export_gt", argv)
     root = Path(p.data.raw_root)
-    frames = kitti.read_split(Path(p.data.splits_dir) / p.data.test_split / "test_files.txt")
-    depths = [kitti.generate_depth_map(kitti.calib_dir(root, f.folder), kitti.velodyne_path(root, f.folder, f.frame),
-                                       cam=f.cam, vel_depth=True)
-              for f in tqdm(frames, desc="export GT", unit="frame", disable=not progress_enabled())]
-    save_gt_depths(OUT, depths)
-    print(f"wrote {OUT}: {len(depths)} frames")
+    test_list = list_paths(p.data.splits_dir, p.data.train_split, p.data.test_split)["test"]
+    try:
+        listed = kitti.read_split(test_list)
+    except kitti.KittiError as exc:
+        raise SystemExit(f"error: {exc} (data.splits_dir / data.test_split)") from None
+    used, missing = [], []
+    for ref in listed:
+        reason = test_frame_missing(root, ref, p.data.img_ext)
+        if reason:
+            missing.append((ref, reason))
+        else:
+            used.append(ref)
+    report = {"test_split": p.data.test_split, **coverage(listed, used, missing, test_list)}
+    write_json(EXPORT_GT_REPORT, report)
+    if not used:
+        first = report["first_missing"][0] if missing else "the list is empty"
+        raise SystemExit(f"error: no frame of {test_list} can be evaluated ({len(listed)} listed; first: {first}); "
+                         f"check data.raw_root ({root}) and the test list")
+    if missing:
+        print(f"warning: {len(missing)} of {len(listed)} test frames are not on disk and are skipped "
+              f"({report['missing_by_reason']}); first: {report['first_missing'][0]}", file=sys.stderr)
+    try:
+        depths = [kitti.generate_depth_map(kitti.calib_dir(root, f.folder), kitti.velodyne_path(root, f.folder, f.frame),
+                                           cam=f.cam, vel_depth=True)
+                  for f in tqdm(used, desc="export GT", unit="frame", disable=not progress_enabled())]
+    except kitti.KittiError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    save_gt_depths(GT_DEPTHS, depths, [f.line() for f in used], len(listed))
+    print(f"wrote {GT_DEPTHS}: {len(used)} of {len(listed)} listed test frames")
 
 
 if __name__ == "__main__":

@@ -1,50 +1,85 @@
 """figures stage: Figure 6 (image, baseline and full depth) and Figure 5 (semantic inconsistency) for the
-test frames of eval.figure_frames -> metrics/figures/fig6_qualitative.png, fig5_inconsistency.png."""
+test frames of eval.figure_frames -> metrics/figures/fig6_qualitative.png, fig5_inconsistency.png.
+
+The test frames are those the GT export covered (data/eval/gt_depths.npz), the ones the tables measured.
+Indices past their end are dropped with a warning (a short or partial test list is not an error). Figure 5
+warps the neighbours (t-1, t+1) into t, so it draws the picked frames that have both on disk; when none has,
+the figure says so instead. The models are those of the first of ``train.seeds``.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 
-from psdif.data.images import read_image
 from psdif.data import kitti
-from psdif.stage import stage_args
 from psdif.data.dataset import TripletDataset, collate
+from psdif.data.images import read_image
 from psdif.evaluation.evaluate import predict_sigmoids
-from psdif.evaluation.figures import inconsistency_figure, inconsistency_rows, qualitative_figure
+from psdif.evaluation.figures import inconsistency_figure, inconsistency_rows, note_figure, qualitative_figure
+from psdif.evaluation.metrics import load_gt_frames
+from psdif.paths import GT_DEPTHS, model_path
+from psdif.stage import stage_args
 
 OUT = Path("metrics/figures")
 
 
+def pick_frames(wanted: list[int], frames: list, what: str) -> list:
+    """``frames[i]`` for the indices in ``wanted`` that exist; a warning names the others. None left: the
+    first frames (up to as many as wanted)."""
+    bad = [i for i in wanted if not 0 <= i < len(frames)]
+    if bad:
+        print(f"warning: eval.figure_frames {bad} are outside the {len(frames)} {what}; drawing the others",
+              file=sys.stderr)
+    picked = [frames[i] for i in wanted if 0 <= i < len(frames)]
+    return picked or frames[:max(1, len(wanted))]
+
+
+def has_neighbours(root: Path, ref: kitti.FrameRef, img_ext: str) -> bool:
+    return all(kitti.image_path(root, ref.shifted(o), img_ext).is_file() for o in (-1, 1))
+
+
 def main(argv=None) -> None:
     p, _ = stage_args("figures", argv)
-    from psdif.models import build_pose_net, dataclass_replace_weights, load_depth_model
     from psdif.config import ModelConfig
+    from psdif.models import build_pose_net, dataclass_replace_weights, load_depth_model
 
-    frames = kitti.read_split(Path(p.data.splits_dir) / p.data.test_split / "test_files.txt")
-    bad = [i for i in p.eval.figure_frames if not 0 <= i < len(frames)]
-    if bad:
-        raise SystemExit(f"error: eval.figure_frames {bad} outside the test split's {len(frames)} frames")
-    picked = [frames[i] for i in p.eval.figure_frames]
+    try:
+        lines, _ = load_gt_frames(GT_DEPTHS)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    frames = [kitti.parse_split_line(line, f"{GT_DEPTHS} frame {i}") for i, line in enumerate(lines)]
+    picked = pick_frames(list(p.eval.figure_frames), frames, f"test frames of {GT_DEPTHS}")
     images = [read_image(kitti.image_path(p.data.raw_root, f, p.data.img_ext)) for f in picked]
 
     disparities, nets = {}, {}
+    seed = p.train.seeds[0]
     for name in ("baseline", "full"):
-        net, info = load_depth_model(Path("models") / name / "model.pt")
+        net, info = load_depth_model(Path(model_path(name, seed)))
         nets[name] = (net, info)
         disparities[name] = predict_sigmoids(net, images, info["height"], info["width"], p.eval.batch_size)
     qualitative_figure(images, disparities, OUT / "fig6_qualitative.png", p.model.min_depth, p.model.max_depth)
 
-    net, info = nets["full"]
-    pose = build_pose_net(dataclass_replace_weights(ModelConfig(**info["model_cfg"])))
-    pose.load_state_dict(torch.load(Path("models/full/model.pt"), map_location="cpu", weights_only=True)["pose"])
-    data = TripletDataset(p.data.raw_root, picked, p.data.height, p.data.width, "data/pseudolabels",
-                          "data/boundaries", p.data.img_ext, train=False, seed=0, intrinsics=p.data.intrinsics)
-    batch = collate([data[i] for i in range(len(data))])
-    rows = inconsistency_rows(net, pose.eval(), batch, p.model.min_depth, p.model.max_depth)
-    inconsistency_figure(rows, OUT / "fig5_inconsistency.png")
-    print(f"wrote {OUT}/fig6_qualitative.png, {OUT}/fig5_inconsistency.png")
+    root = Path(p.data.raw_root)
+    triplets = [f for f in picked if has_neighbours(root, f, p.data.img_ext)]
+    fig5 = OUT / "fig5_inconsistency.png"
+    if not triplets:
+        reason = (f"Figure 5 not drawn: none of the picked test frames ({', '.join(f.line() for f in picked)}) "
+                  "has both neighbours (t-1, t+1) on disk")
+        print(f"warning: {reason}", file=sys.stderr)
+        note_figure(reason, fig5)
+    else:
+        net, info = nets["full"]
+        pose = build_pose_net(dataclass_replace_weights(ModelConfig(**info["model_cfg"])))
+        pose.load_state_dict(torch.load(Path(model_path("full", seed)), map_location="cpu", weights_only=True)["pose"])
+        data = TripletDataset(p.data.raw_root, triplets, p.data.height, p.data.width, "data/pseudolabels",
+                              "data/boundaries", p.data.img_ext, train=False, seed=0, intrinsics=p.data.intrinsics)
+        batch = collate([data[i] for i in range(len(data))]).unpack()
+        rows = inconsistency_rows(net, pose.eval(), batch, p.model.min_depth, p.model.max_depth)
+        inconsistency_figure(rows, fig5)
+    print(f"wrote {OUT}/fig6_qualitative.png, {fig5}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from psdif.data import kitti
+from psdif.data.ondisk import LIST_FORMAT, coverage
 from psdif.data.static_filter import filter_lists
 from psdif.io import progress_enabled, write_json
 from psdif.stage import stage_args
@@ -34,18 +35,28 @@ def main(argv=None) -> None:
     train_file, val_file = lists / "train_files.txt", lists / "val_files.txt"
     if not train_file.is_file():
         raise SystemExit(f"error: {train_file}: no train list (data.splits_dir / data.train_split); a split folder "
-                         "holds train_files.txt and optionally val_files.txt, one '<date>/<drive> <frame> <l|r>' "
-                         "per line")
-    listed_train = kitti.read_split(train_file)
-    listed_val = kitti.read_split(val_file) if val_file.is_file() else []
+                         f"holds train_files.txt and optionally val_files.txt, {LIST_FORMAT}")
+    try:
+        listed_train = kitti.read_split(train_file)
+        listed_val = kitti.read_split(val_file) if val_file.is_file() else []
+    except kitti.KittiError as exc:
+        raise SystemExit(f"error: {exc}") from None
     f = p.filter
-    result = filter_lists(root, listed_train, listed_val, f.min_speed, f.min_image_motion, f.drop_static,
-                          f.val_fraction, p.data.img_ext, progress=progress_enabled())
+    try:
+        result = filter_lists(root, listed_train, listed_val, f.min_speed, f.min_image_motion, f.drop_static,
+                              f.val_fraction, p.data.img_ext, progress=progress_enabled())
+    except kitti.KittiError as exc:  # a drive folder without its camera folder, an unreadable OXTS file, ...
+        raise SystemExit(f"error: {exc}") from None
     report = {
         "train_split": str(lists), "listed_train": len(listed_train), "listed_val": len(listed_val),
         "train_lines": len(result.train), "val_lines": len(result.val), "dropped": result.dropped,
         "drives": len(result.motions), "static_frames": sum(len(m.static) for m in result.motions),
         "static_listed": result.static_listed, "drop_static": f.drop_static,
+        # listed / used / missing per list; a val list carved from train (no val_files.txt) counts as train
+        "coverage": {"train": coverage(listed_train, result.train if listed_val else result.train + result.val,
+                                       result.not_kept["train"], train_file),
+                     "val": coverage(listed_val, result.val if listed_val else [], result.not_kept["val"],
+                                     val_file if listed_val else None)},
     }
     if p.data.source == "synthetic":
         found = {d: s for d, s in result.static.items()}

@@ -1,11 +1,16 @@
-"""tables stage: metrics/eval/*.json -> metrics/tables/table{1,2,3}.{md,csv} (this run beside the paper)."""
+"""tables stage: metrics/eval/*.json -> metrics/tables/table{1,2,3}.{md,csv} (this run beside the paper),
+and metrics/coverage.json: how much of the train / val / test lists the run found on disk (from the filter's
+and the GT export's reports), which the tables quote."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from psdif.evaluation.tables import write_tables
+from psdif.io import write_json
+from psdif.paths import COVERAGE, EXPORT_GT_REPORT, FILTER_REPORT
 from psdif.stage import stage_args
-from psdif.evaluation.tables import run_labels, write_tables
 
 
 def _extra(parser) -> None:
@@ -13,10 +18,25 @@ def _extra(parser) -> None:
     parser.add_argument("--out-dir", default="metrics/tables", help="where the tables go (default: %(default)s)")
 
 
+def gather_coverage(filter_report: Path, export_report: Path) -> dict | None:
+    """``{"train": ..., "val": ..., "test": ...}`` coverage entries from the two reports (None: neither exists)."""
+    cover = {}
+    if filter_report.is_file():
+        cover.update(json.loads(filter_report.read_text()).get("coverage", {}))
+    if export_report.is_file():
+        report = json.loads(export_report.read_text())
+        cover["test"] = {k: report[k] for k in ("list", "listed", "used", "missing", "missing_by_reason",
+                                                 "first_missing") if k in report}
+    return cover or None
+
+
 def main(argv=None) -> None:
-    p, args = stage_args("tables", argv, extra=_extra)
-    kitti_label, make3d_label = run_labels(p.data.source, p.eval.make3d_root)
-    for path in write_tables(Path(args.eval_dir), Path(args.out_dir), kitti_label, make3d_label):
+    _, args = stage_args("tables", argv, extra=_extra)
+    cover = gather_coverage(Path(FILTER_REPORT), Path(EXPORT_GT_REPORT))
+    if cover is not None:
+        write_json(COVERAGE, cover)
+        print(f"wrote {COVERAGE}")
+    for path in write_tables(Path(args.eval_dir), Path(args.out_dir), coverage=cover):
         print(f"wrote {path}")
 
 

@@ -1,4 +1,4 @@
-"""B_t extraction (SPEC §2) against a brute-force reading of the definition, plus storage and figure."""
+"""B_t extraction (design.md §2) against a brute-force reading of the definition, plus storage and figure."""
 
 from __future__ import annotations
 
@@ -98,6 +98,25 @@ def test_boundary_frames_resumes(tmp_path):
     assert info["computed"] == 2 and info["frames"] == 3
     np.testing.assert_array_equal(read_boundary_png(outs[0]), brute_force_boundary(labels[0], 5, 10))
     assert not read_boundary_png(outs[1]).any()
+
+
+def _read_npy(path):
+    return np.load(path)
+
+
+def test_boundary_frames_in_processes_equal_one_process(tmp_path):
+    """Three processes write the same masks and report the same (bit-equal) fraction as one process."""
+    srcs = []
+    for i in range(7):
+        srcs.append(tmp_path / f"labels{i}.npy")
+        np.save(srcs[-1], np.kron(np.random.default_rng(i).integers(0, 4, (5, 6)), np.ones((3, 5), np.int64)))
+    one = boundary_frames(srcs, [tmp_path / "one" / f"{i}.png" for i in range(7)], _read_npy, 5, 10, progress=False)
+    many = boundary_frames(srcs, [tmp_path / "many" / f"{i}.png" for i in range(7)], _read_npy, 5, 10,
+                           progress=False, workers=3)
+    assert one == many and many["computed"] == 7
+    for i, src in enumerate(srcs):
+        np.testing.assert_array_equal(read_boundary_png(tmp_path / "many" / f"{i}.png"),
+                                      brute_force_boundary(np.load(src), 5, 10))
 
 
 def test_figure_written(tmp_path):

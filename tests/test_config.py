@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,7 +95,118 @@ def test_cli_preset_and_check(tmp_path):
     r = run("check-params", str(out))
     assert r.returncode == 2 and "loss.mu33" in r.stderr and "did you mean loss.mu3" in r.stderr
     r = run("preset", "paper", "-o", str(out))
-    assert r.returncode == 0 and (tmp_path / "params.yaml.bak").exists()
-    assert "mu33" in (tmp_path / "params.yaml.bak").read_text()
+    backups = list(tmp_path.glob("params.yaml.*.bak"))
+    assert r.returncode == 0 and len(backups) == 1 and str(backups[0]) in r.stdout
+    assert "mu33" in backups[0].read_text()
     r = run("preset", "nope", "-o", str(out))
     assert r.returncode == 2 and "unknown preset 'nope'" in r.stderr
+
+
+def test_preset_never_overwrites_an_earlier_backup(tmp_path, capsys):
+    """preset paper, then preset embedded: the user's own params survive both (the .bak was clobbered)."""
+    from psdif.cli import main
+
+    out = tmp_path / "params.yaml"
+    mine = config.preset_path("embedded").read_text().replace("mu3: 0.02", "mu3: 0.07  # my experiment")
+    out.write_text(mine)
+    assert main(["preset", "paper", "-o", str(out)]) == 0
+    first = capsys.readouterr().out
+    assert main(["preset", "embedded", "-o", str(out)]) == 0  # within the same second as the first
+    second = capsys.readouterr().out
+    backups = sorted(tmp_path.glob("params.yaml.*.bak"))
+    assert len(backups) == 2, backups
+    contents = {b.read_text() for b in backups}
+    assert contents == {mine, config.preset_path("paper").read_text()}
+    for b, said in ((b, first if b.read_text() == mine else second) for b in backups):
+        assert str(b) in said  # each run says where the previous file went
+        assert re.fullmatch(r"params\.yaml\.\d{8}-\d{6}(-\d+)?\.bak", b.name), b.name
+    assert out.read_text() == config.preset_path("embedded").read_text()
+    # a third switch with identical content writes no backup at all
+    assert main(["preset", "embedded", "-o", str(out)]) == 0
+    assert len(list(tmp_path.glob("params.yaml.*.bak"))) == 2
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    # each of these validated and then crashed or silently did the wrong thing
+    ("train", "lr", 1000, r"train.lr=1000.0 must be <= 1"),
+    ("train", "lr", "1e400", r"train.lr='1e400' must be a finite number"),   # YAML reads 1e400 as a string
+    ("train", "lr", float("nan"), r"train.lr=nan must be a finite number"),
+    ("loss", "mu3", float("inf"), r"loss.mu3=inf must be a finite number"),
+    ("eval", "make3d_max_depth", float("-inf"), r"eval.make3d_max_depth=-inf must be a finite number"),
+    ("pseudolabel", "teacher_scale", [0.75, float("inf")], r"pseudolabel.teacher_scale\[1\]=inf must be a finite"),
+    ("pseudolabel", "teacher_lr", 5.0, r"pseudolabel.teacher_lr=5.0 must be <= 1"),
+    ("train", "max_steps", -5, r"train.max_steps=-5 must be >= 1"),
+    ("train", "max_steps", 0, r"train.max_steps=0 must be >= 1 \(or null"),
+    ("loss", "metric_scales", [7], r"loss.metric_scales=\[7\]: scale 7 is not one of the depth-decoder "
+                                   r"feature scales \[1, 2, 3\]"),
+    ("loss", "metric_scales", [], r"loss.metric_scales=\[\] must name at least one scale"),
+    ("loss", "metric_scales", [1, 1], r"loss.metric_scales=\[1, 1\] lists scale 1 twice"),
+    ("eval", "min_depth", 90.0, r"eval.min_depth=90.0 must be < eval.max_depth=80.0"),
+    ("model", "min_depth", 200.0, r"model.min_depth=200.0 must be < model.max_depth=100.0"),
+    ("eval", "make3d_max_depth", 0, r"eval.make3d_max_depth=0.0 must be > 0"),
+    ("boundary", "t", 0, r"boundary.t=0 selects no pixel"),
+    ("boundary", "t", 25, r"boundary.t=25 makes every pixel a boundary pixel"),
+    ("boundary", "figure_z", [3, 4], r"boundary.figure_z\[1\]=4 must be odd"),
+    ("boundary", "figure_t", [-1], r"boundary.figure_t\[0\]=-1 must be >= 0"),
+    ("pseudolabel", "teacher_height", 100, r"pseudolabel.teacher_height=100 must be a multiple of 16"),
+    ("pseudolabel", "teacher_scale", [1.25, 0.75], r"pseudolabel.teacher_scale=\[1.25, 0.75\] must be \[min, max\]"),
+    ("pseudolabel", "teacher_scale", [0.5], r"pseudolabel.teacher_scale=\[0.5\] must be \[min, max\]"),
+    ("pseudolabel", "teacher_scale", [0.0, 1.0], r"pseudolabel.teacher_scale=\[0.0, 1.0\] must be \[min, max\]"),
+    ("pseudolabel", "checkpoint", "", r"pseudolabel.checkpoint is empty"),
+    ("data", "raw_root", "  ", r"data.raw_root is empty"),
+    ("model", "num_classes", 7, r"model.num_classes=7 must be 19"),
+    ("eval", "figure_frames", [0, -1], r"eval.figure_frames\[1\]=-1 must be >= 0"),
+    ("eval", "make3d_sha256", ["abc"], r"eval.make3d_sha256\[0\]='abc' must be 64 hexadecimal"),
+])
+def test_values_that_would_crash_later_are_refused_naming_the_key(raw, section, key, value, message):
+    if key == "make3d_sha256":
+        raw["eval"]["make3d_urls"] = ["http://example.org/Test134.tar.gz"]
+    raw[section][key] = value
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"data": {"height": 256}}, r"data.height=256 is larger than the generated frames' "
+                                r"synthetic.image_height=136"),
+    ({"data": {"width": 480}}, r"data.width=480 is larger than the generated frames' synthetic.image_width=448"),
+    ({"train": {"batch_size": 1000}}, r"train.batch_size=1000 is more than the 480 generated training frames"),
+])
+def test_cross_section_checks_on_the_generated_data(raw, changes, message):
+    for section, values in changes.items():
+        raw[section].update(values)
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+    raw["data"]["source"] = "kitti"  # real KITTI: the synthetic section does not apply
+    raw["model"].update(encoder_weights=None, pose_weights=None)  # nor the pretrain token (generated ground truth)
+    parse_params(raw)
+
+
+def test_bounds_keep_every_sane_value(raw):
+    """The edges of each range still validate (no bound too tight)."""
+    raw["train"]["lr"] = 1
+    raw["train"]["max_steps"] = None
+    raw["loss"]["metric_scales"] = [3, 1]
+    raw["boundary"].update(t=1, z=3, figure_z=[1, 3])
+    raw["pseudolabel"].update(teacher_scale=[1.0, 1.0], teacher_height=32)
+    raw["eval"].update(min_depth=0.5, max_depth=0.6, figure_frames=[])
+    raw["eval"].update(make3d_urls=["u"], make3d_sha256=["a" * 64])
+    p = parse_params(raw)
+    assert p.train.max_steps is None and p.loss.metric_scales == [3, 1]
+    raw["boundary"].update(t=8, z=3)  # 8 < 3 x 3: still selects some pixels
+    parse_params(raw)
+
+
+def test_oracle_labeller_only_on_generated_data_without_a_checkpoint(raw):
+    raw["pseudolabel"]["labeller"] = "oracle"
+    assert parse_params(raw).pseudolabel.labeller == "oracle"
+    raw["pseudolabel"]["checkpoint"] = "data/checkpoints/x.pth"
+    with pytest.raises(ParamsError, match="pseudolabel.labeller=oracle with pseudolabel.checkpoint"):
+        parse_params(raw)
+    raw["pseudolabel"]["checkpoint"] = None
+    raw["data"]["source"] = "kitti"
+    with pytest.raises(ParamsError, match="pseudolabel.labeller=oracle needs data.source: synthetic"):
+        parse_params(raw)
+    raw["pseudolabel"]["labeller"] = "orcale"
+    with pytest.raises(ParamsError, match=r"pseudolabel.labeller='orcale' is not one of \['teacher', 'oracle'\]"):
+        parse_params(raw)

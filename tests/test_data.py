@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from psdif.batch import FRAME_IDS, Batch
+from psdif.batch import FRAME_IDS, Batch, PackedBatch
 from psdif.semantics.boundary import boundary_mask, write_boundary_png
 from psdif.data.images import resize_image
 from psdif.data.dataset import (DataError, TripletDataset, collate, frames_from_split, 
@@ -78,6 +78,12 @@ def tiny(tmp_path_factory):
     return write_tiny_kitti(root)
 
 
+def unpacked(item: PackedBatch) -> Batch:
+    """A dataset item as the training step sees it: unpacked (float images, jitter applied), no batch axis."""
+    b = collate([item]).unpack()
+    return Batch(**{f: getattr(b, f)[0] for f in ("images", "images_aug", "K", "inv_K", "labels", "boundary")})
+
+
 def make_ds(tiny, frames, train=True, h=48, w=128, **kw):
     raw, labels, boundary = tiny
     kw.setdefault("intrinsics", "calib")
@@ -86,7 +92,11 @@ def make_ds(tiny, frames, train=True, h=48, w=128, **kw):
 
 def test_item_shapes_dtypes_and_collate(tiny):
     ds = make_ds(tiny, targets(range(1, 5)))
-    batch = collate([ds[i] for i in range(3)])
+    packed = collate([ds[i] for i in range(3)])
+    assert isinstance(packed, PackedBatch) and packed.batch_size == 3
+    assert packed.images.dtype == torch.uint8 and packed.images.shape == (3, 3, 48, 128, 3)
+    assert packed.labels.dtype == torch.uint8 and packed.jitter.shape == (3, 4) and packed.jittered.shape == (3,)
+    batch = packed.unpack()
     assert isinstance(batch, Batch) and batch.batch_size == 3
     assert batch.images.shape == batch.images_aug.shape == (3, 3, 3, 48, 128)
     assert batch.images.dtype == torch.float32 and 0 <= batch.images.min() and batch.images.max() <= 1
@@ -101,7 +111,7 @@ def test_item_shapes_dtypes_and_collate(tiny):
 def test_frames_are_t_prev_next_of_same_camera(tiny):
     """Frame order (0, -1, +1): the red mark (class-1 width = W/4 + frame) identifies each frame."""
     ds = make_ds(tiny, targets(range(5, 6)), train=False, h=IMG_H, w=IMG_W)
-    item = ds[0]
+    item = unpacked(ds[0])
     for k, off in enumerate(FRAME_IDS):
         red_cols = int((item.images[k, 0, 50] > 0.99).sum())
         assert red_cols == IMG_W // 4 + 5 + off
@@ -132,7 +142,7 @@ def test_flip_moves_image_labels_and_boundary_together(tiny):
     unflipped = [i for i in range(len(frames)) if not sample_augmentation(3, 0, i).flip]
     assert flipped and unflipped
     for i in flipped[:3]:
-        a, p = aug[i], plain[i]
+        a, p = unpacked(aug[i]), unpacked(plain[i])
         torch.testing.assert_close(a.images, p.images.flip(-1), rtol=0, atol=0)
         assert torch.equal(a.labels, p.labels.flip(-1))
         assert torch.equal(a.boundary, p.boundary.flip(-1))
@@ -147,13 +157,14 @@ def test_flip_moves_image_labels_and_boundary_together(tiny):
         np.testing.assert_array_equal(boundary_mask(a.labels[0].numpy(), 5, 10), a.boundary[0].numpy())
     for i in unflipped[:2]:
         assert torch.equal(aug[i].images, plain[i].images) and torch.equal(aug[i].labels, plain[i].labels)
+        assert torch.equal(unpacked(aug[i]).images, unpacked(plain[i]).images)
 
 
 def _flipped_and_plain(tiny, intrinsics, h=48, w=128):
     frames = targets(range(1, 13))
     i = next(i for i in range(len(frames)) if sample_augmentation(3, 0, i).flip)
-    return (make_ds(tiny, frames, train=True, h=h, w=w, intrinsics=intrinsics)[i],
-            make_ds(tiny, frames, train=False, h=h, w=w, intrinsics=intrinsics)[i])
+    return (unpacked(make_ds(tiny, frames, train=True, h=h, w=w, intrinsics=intrinsics)[i]),
+            unpacked(make_ds(tiny, frames, train=False, h=h, w=w, intrinsics=intrinsics)[i]))
 
 
 def test_flipped_calib_intrinsics_project_like_the_flipped_image(tiny):
@@ -207,14 +218,39 @@ def test_one_jitter_for_all_frames(tmp_path):
     clean = [i for i in range(len(frames)) if sample_augmentation(3, 0, i).jitter is None]
     assert jittered and clean
     for i in jittered:
-        item = ds[i]
+        item = unpacked(ds[i])
         assert torch.equal(item.images_aug[0], item.images_aug[1]) and torch.equal(item.images_aug[0],
                                                                                     item.images_aug[2])
         assert (item.images_aug - item.images).abs().max() > 0.01
         assert 0 <= item.images_aug.min() and item.images_aug.max() <= 1
     for i in clean:
-        item = ds[i]
+        item = unpacked(ds[i])
         assert torch.equal(item.images_aug, item.images)
+
+
+def test_the_step_sees_the_resized_frames_and_torchvision_jitter(tiny):
+    """An item unpacked on the device = the decoded frames resized (INTER_AREA) / 255, flipped when drawn, and
+    torchvision's colour jitter with the item's own draw (the reference of psdif.data.augment.color_jitter)."""
+    from psdif.data.augment import color_jitter
+    from psdif.data.images import read_image
+    from psdif.data.kitti import image_path
+
+    raw, _, _ = tiny
+    frames = targets(range(1, 9)) + targets(range(3, 7), "r")
+    ds = make_ds(tiny, frames)
+    seen = set()
+    for i, target in enumerate(frames):
+        aug = sample_augmentation(3, 0, i)
+        seen.add((aug.flip, aug.jitter is not None))
+        images = np.stack([resize_image(read_image(image_path(raw, target.shifted(o), "png")), 48, 128)
+                           for o in FRAME_IDS])
+        if aug.flip:
+            images = images[:, :, ::-1]
+        expected = torch.from_numpy(images.copy()).permute(0, 3, 1, 2).float() / 255
+        got = unpacked(ds[i])
+        assert torch.equal(got.images, expected)
+        assert (got.images_aug - color_jitter(expected, aug)).abs().max() <= 1e-6
+    assert seen == {(False, False), (False, True), (True, False), (True, True)}  # every case was compared
 
 
 def test_brightness_only_jitter_matches_hand_computation():
@@ -239,12 +275,14 @@ def test_augmentation_rates_and_determinism():
 
 def test_epoch_changes_augmentation_and_is_reproducible(tiny):
     ds = make_ds(tiny, targets(range(1, 9)))
-    first = [ds[i].images_aug for i in range(8)]
+    first = [unpacked(ds[i]).images_aug for i in range(8)]
     ds.set_epoch(1)
-    second = [ds[i].images_aug for i in range(8)]
+    second = [unpacked(ds[i]).images_aug for i in range(8)]
     ds.set_epoch(0)
-    assert all(torch.equal(a, ds[i].images_aug) for i, a in enumerate(first))
+    assert all(torch.equal(a, unpacked(ds[i]).images_aug) for i, a in enumerate(first))
     assert any(not torch.equal(a, b) for a, b in zip(first, second))
+    # an (epoch, index) key gives the item of that epoch whatever epoch was set
+    assert all(torch.equal(b, unpacked(ds[(1, i)]).images_aug) for i, b in enumerate(second))
 
 
 def test_missing_neighbour_frame_is_named(tiny):
@@ -300,14 +338,14 @@ def test_real_kitti_sample(kitti_mini):
     ds = TripletDataset(kitti_mini, [FrameRef("2011_09_26/2011_09_26_drive_0001_sync", 2, "l")], 192, 640,
                         None, None, "png", train=True, seed=0, intrinsics="calib", need_labels=False,
                         need_boundary=False)
-    item = ds[0]
+    item = unpacked(ds[0])
     assert item.images.shape == (3, 3, 192, 640)
     assert 0.0 <= item.images.min() < 0.2 and 0.8 < item.images.max() <= 1.0
     K = item.K.numpy()
     np.testing.assert_allclose([K[0, 0], K[0, 2], K[1, 1], K[1, 2]],
                                [721.5377 * 640 / 1242, 609.5593 * 640 / 1242, 721.5377 * 192 / 375,
                                 172.854 * 192 / 375], rtol=1e-5)
-    # the calibrated K is close to SPEC §4.2's normalised convention
+    # the calibrated K is close to design.md §4.2's normalised convention
     np.testing.assert_allclose(K[0, 0] / 640, 0.58, atol=0.005)
     np.testing.assert_allclose(K[1, 1] / 192, 1.92, atol=0.01)
 
@@ -319,4 +357,5 @@ def test_worker_processes_see_the_epoch(tiny):
     ds.set_epoch(2)
     loaded = list(DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate))
     direct = collate([ds[i] for i in range(3)])
-    assert torch.equal(loaded[0].images_aug, direct.images_aug) and torch.equal(loaded[0].labels, direct.labels)
+    assert torch.equal(loaded[0].images, direct.images) and torch.equal(loaded[0].jitter, direct.jitter)
+    assert torch.equal(loaded[0].labels, direct.labels)

@@ -7,12 +7,15 @@ import http.server
 import io
 import threading
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from psdif.data import download
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -96,23 +99,86 @@ def _zip_bytes(files: dict) -> bytes:
     return buf.getvalue()
 
 
-def test_download_kitti_extracts_converts_and_resumes(server, tmp_path):
-    _, url = server
+DRIVE = "2011_09_26/2011_09_26_drive_0001_sync"
+
+
+def _png() -> bytes:
     png = io.BytesIO()
     Image.fromarray((np.random.default_rng(1).random((8, 12, 3)) * 255).astype(np.uint8)).save(png, "PNG")
-    drive = "2011_09_26/2011_09_26_drive_0001_sync"
-    _Handler.files["/calib.zip"] = _zip_bytes({"2011_09_26/calib_cam_to_cam.txt": "S_rect_02: 12 8\n"})
-    _Handler.files["/drive.zip"] = _zip_bytes({f"{drive}/image_02/data/0000000000.png": png.getvalue(),
-                                               f"{drive}/oxts/data/0000000000.txt": "0 " * 30})
-    root = tmp_path / "raw"
-    urls = [url + "/calib.zip", url + "/drive.zip"]
-    assert download.download_kitti(urls, root, retries=0, jpeg_quality=92, progress=False) == ["calib.zip", "drive.zip"]
-    jpg = root / drive / "image_02/data/0000000000.jpg"
+    return png.getvalue()
+
+
+def _serve_kitti(base: str) -> None:
+    """A drive archive and its date's calibration archive, at KITTI's paths below ``base``."""
+    _Handler.files[f"{base}/2011_09_26_calib.zip"] = _zip_bytes(
+        {f"2011_09_26/{n}": f"{n}\n" for n in download.CALIB_FILES})
+    _Handler.files[f"{base}/2011_09_26_drive_0001/2011_09_26_drive_0001_sync.zip"] = _zip_bytes(
+        {f"{DRIVE}/image_02/data/0000000000.png": _png(), f"{DRIVE}/oxts/data/0000000000.txt": "0 " * 30})
+
+
+def test_download_kitti_fetches_only_what_is_missing_and_converts(server, tmp_path):
+    _, url = server
+    _serve_kitti("/raw_data")
+    root, work = tmp_path / "raw", tmp_path / "data" / "downloads"
+    archives = download.missing_archives(root, [DRIVE], url + "/raw_data")
+    assert archives == [(f"{url}/raw_data/2011_09_26_calib.zip", "2011_09_26/calib"),
+                        (f"{url}/raw_data/2011_09_26_drive_0001/2011_09_26_drive_0001_sync.zip", DRIVE)]
+    assert download.download_kitti(archives, root, work, retries=0, jpeg_quality=92, progress=False) == [
+        "2011_09_26_calib.zip", "2011_09_26_drive_0001_sync.zip"]
+    jpg = root / DRIVE / "image_02/data/0000000000.jpg"
     assert jpg.exists() and not jpg.with_suffix(".png").exists()
-    assert (root / "2011_09_26/calib_cam_to_cam.txt").read_text() == "S_rect_02: 12 8\n"
-    # a second run skips finished archives without fetching them again
-    _Handler.files.clear()
-    assert download.download_kitti(urls, root, retries=0, progress=False) == ["calib.zip", "drive.zip"]
+    assert (root / "2011_09_26/calib_cam_to_cam.txt").read_text() == "calib_cam_to_cam.txt\n"
+    assert list(work.iterdir()) == []                       # archives deleted once extracted
+    assert sorted(p.name for p in root.iterdir()) == ["2011_09_26"]  # no bookkeeping, no staging left
+    # present now: nothing is missing, nothing is fetched again
+    assert download.missing_archives(root, [DRIVE], url + "/raw_data") == []
+
+
+def test_drives_and_calibration_on_disk_count_as_present(tmp_path):
+    """A user's copy (no psdif markers anywhere) is present; a date with only some calib files is not."""
+    (tmp_path / DRIVE / "image_02" / "data").mkdir(parents=True)
+    for name in download.CALIB_FILES[:2]:
+        (tmp_path / "2011_09_26" / name).write_text("x")
+    assert download.missing_archives(tmp_path, [DRIVE], "http://h/r") == [("http://h/r/2011_09_26_calib.zip",
+                                                                          "2011_09_26/calib")]
+    (tmp_path / "2011_09_26" / download.CALIB_FILES[2]).write_text("x")
+    assert download.missing_archives(tmp_path, [DRIVE], "http://h/r") == []
+
+
+def test_archive_urls_rebuild_the_published_archive_list():
+    """KITTI's layout, checked against psdif/splits/kitti_archives_to_download.txt (66 archives)."""
+    base = "https://s3.eu-central-1.amazonaws.com/avg-kitti/raw_data"
+    lines = (REPO / "psdif" / "splits" / "kitti_archives_to_download.txt").read_text().split()
+    rebuilt = []
+    for line in lines:
+        name = line.rsplit("/", 1)[-1]
+        if name.endswith("_calib.zip"):
+            rebuilt.append(download.calib_archive_url(base, name[:10]))
+        else:
+            rebuilt.append(download.drive_archive_url(base, f"{name[:10]}/{name[:-len('.zip')]}"))
+    assert rebuilt == lines and len(lines) == 66
+
+
+def test_shipped_split_lists_match_their_sha256sums():
+    """psdif/splits holds Monodepth2's published lists, byte for byte (SHA256SUMS), and nothing unlisted."""
+    folder = REPO / "psdif" / "splits"
+    sums = dict(reversed(line.split()) for line in (folder / "SHA256SUMS").read_text().splitlines() if line.strip())
+    for rel, digest in sums.items():
+        assert hashlib.sha256((folder / rel).read_bytes()).hexdigest() == digest, rel
+    shipped = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - {"SHA256SUMS"}
+    assert shipped == set(sums)
+    # the published line counts (eigen test 697, eigen_zhou 39,810 / 4,424)
+    counts = {rel: len((folder / rel).read_text().splitlines()) for rel in sums}
+    assert counts["eigen/test_files.txt"] == 697
+    assert (counts["eigen_zhou/train_files.txt"], counts["eigen_zhou/val_files.txt"]) == (39810, 4424)
+
+
+def test_an_archive_without_its_drive_is_refused_naming_it(server, tmp_path):
+    _, url = server
+    _Handler.files["/r/2011_09_26_drive_0001/2011_09_26_drive_0001_sync.zip"] = _zip_bytes({"other/file.txt": "x"})
+    archives = download.missing_archives(tmp_path / "raw", [DRIVE], url + "/r")[1:]
+    with pytest.raises(download.DownloadError, match="drive_0001_sync.zip: the archive did not provide"):
+        download.download_kitti(archives, tmp_path / "raw", tmp_path / "dl", retries=0, progress=False)
 
 
 def test_corrupt_zip_is_named(tmp_path):
@@ -123,3 +189,37 @@ def test_corrupt_zip_is_named(tmp_path):
     with pytest.raises(download.DownloadError, match="x.zip"):
         download.verify_zip(bad)
 
+
+
+def _crafted_zip(path, name: str, data: bytes = b"payload", symlink: bool = False) -> None:
+    import stat
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("2011_09_26/calib_cam_to_cam.txt", "S_rect_02: 12 8\n")  # an honest member first
+        info = zipfile.ZipInfo(name)
+        if symlink:
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, data)
+
+
+@pytest.mark.parametrize("name,symlink,why", [
+    ("../evil.txt", False, "'..'"),
+    ("2011_09_26/../../evil.txt", False, "'..'"),
+    ("..\\evil.txt", False, "'..'"),
+    ("/tmp/evil.txt", False, "absolute"),
+    ("C:/evil.txt", False, "absolute"),
+    ("2011_09_26/link", True, "symbolic link"),
+])
+def test_extract_zip_refuses_members_that_escape_or_link(tmp_path, name, symlink, why):
+    """Checked by our own code before anything is written, not left to zipfile (which silently rewrites
+    '../x' to 'x' and writes a link's target as a file)."""
+    archive = tmp_path / "2011_09_26_calib.zip"
+    _crafted_zip(archive, name, b"/etc/passwd" if symlink else b"payload", symlink)
+    root = tmp_path / "work" / "raw"
+    root.mkdir(parents=True)
+    with pytest.raises(download.DownloadError) as err:
+        download.extract_zip(archive, root)
+    msg = str(err.value)
+    assert str(archive) in msg and repr(name) in msg and why in msg
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != archive]
+    assert written == [], written  # not even the honest member: refused before extraction

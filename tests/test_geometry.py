@@ -14,7 +14,7 @@ from psdif.geometry import (backproject, disp_to_depth, intrinsics_pyramid, proj
 
 
 def make_K(batch: int, height: int, width: int, dtype=torch.float32) -> torch.Tensor:
-    """KITTI's normalised intrinsics (SPEC §4.2) scaled to pixels, ``[B, 4, 4]``."""
+    """KITTI's normalised intrinsics (design.md §4.2) scaled to pixels, ``[B, 4, 4]``."""
     K = torch.tensor([[0.58 * width, 0, 0.5 * width, 0], [0, 1.92 * height, 0.5 * height, 0],
                       [0, 0, 1, 0], [0, 0, 0, 1]], dtype=dtype)
     return K.expand(batch, 4, 4).clone()

@@ -35,3 +35,86 @@ def test_atomic_writes_get_the_umask_permissions_not_0600(tmp_path):
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "l.png").stat().st_mode & 0o777 == 0o644
+
+
+# ------------------------------------------------------------------------------------------ full disk
+
+import errno
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from psdif.io import DiskFullError, atomic_write_bytes, save_torch, write_json
+
+
+def _no_space(*_a, **_k):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _half_then(exc):
+    """A Path writer that puts a few bytes on disk and then fails like a full disk."""
+    real = Path.write_bytes
+
+    def write(self, data, *a, **k):
+        real(self, bytes(data)[:3] if isinstance(data, (bytes, bytearray)) else b"hal")
+        raise exc
+    return write
+
+
+def _assert_clean_failure(folder: Path, target: Path, before: bytes | None, err: pytest.ExceptionInfo):
+    msg = str(err.value)
+    assert str(target) in msg and "disk is full" in msg, msg
+    assert err.value.errno == errno.ENOSPC
+    leftovers = [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == [], leftovers
+    if before is None:
+        assert not target.exists()
+    else:
+        assert target.read_bytes() == before  # the previous complete file is untouched
+
+
+@pytest.mark.parametrize("writer", ["bytes", "text", "json", "png"])
+def test_full_disk_names_the_file_and_leaves_nothing_half_written(tmp_path, monkeypatch, writer):
+    from psdif.data.images import write_png
+    from psdif.io import atomic_write_text
+
+    target = tmp_path / f"out.{writer}"
+    target.write_bytes(b"previous complete file")
+    nospace = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Path, "write_bytes", _half_then(nospace))
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: _half_then(nospace)(self, b"x"))
+    with pytest.raises(DiskFullError) as err:
+        {"bytes": lambda: atomic_write_bytes(target, b"new content"),
+         "text": lambda: atomic_write_text(target, "new content"),
+         "json": lambda: write_json(target, {"a": 1}),
+         "png": lambda: write_png(target, np.zeros((4, 4), np.uint8))}[writer]()
+    _assert_clean_failure(tmp_path, target, b"previous complete file", err)
+
+
+@pytest.mark.parametrize("failure", ["oserror", "torch_enforce"])
+def test_full_disk_in_torch_save_names_the_checkpoint(tmp_path, monkeypatch, failure):
+    import torch
+
+    target = tmp_path / "ckpt" / "last.pt"
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"PK\x03\x04 half a zip")
+        if failure == "oserror":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        # what torch.save reports when its C++ writer cannot write (seen on a full disk)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed "
+                           "writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(DiskFullError) as err:
+        save_torch(target, {"w": torch.zeros(3)})
+    _assert_clean_failure(target.parent, target, None, err)
+
+
+def test_other_write_errors_pass_through_unchanged(tmp_path, monkeypatch):
+    """Only a full disk is reworded: a permission error stays what it is."""
+    monkeypatch.setattr(Path, "write_bytes", _half_then(PermissionError(errno.EACCES, "Permission denied")))
+    with pytest.raises(PermissionError):
+        atomic_write_bytes(tmp_path / "x.bin", b"data")
+    assert not list(tmp_path.iterdir())

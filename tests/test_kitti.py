@@ -16,7 +16,7 @@ DRIVE = "2011_09_26/2011_09_26_drive_0001_sync"
 
 
 def _reference_depth_map(calib_dir: Path, velo_path: Path, cam: int, vel_depth: bool) -> np.ndarray:
-    """SPEC §4.3 written out literally, one point and one group at a time (slow, obviously correct)."""
+    """design.md §4.3 written out literally, one point and one group at a time (slow, obviously correct)."""
     cc = kitti.read_calib_file(calib_dir / "calib_cam_to_cam.txt")
     vc = kitti.read_calib_file(calib_dir / "calib_velo_to_cam.txt")
     velo2cam = np.vstack([np.hstack([vc["R"].reshape(3, 3), vc["T"][:, None]]), [0, 0, 0, 1]])
@@ -144,3 +144,76 @@ def test_errors_name_the_file(tmp_path, kitti_mini):
     ox.write_text("1 2 3")
     with pytest.raises(kitti.KittiError, match="o.txt: 3 OXTS fields, expected 30"):
         kitti.read_oxts(ox)
+
+
+# ------------------------------------------------------------------------------------------ damaged inputs
+
+def _calib_copy(kitti_mini: Path, tmp_path: Path, old: str = "", new: str = "") -> Path:
+    """The real calibration folder in tmp_path, with ``old`` replaced by ``new`` in calib_cam_to_cam.txt."""
+    date = tmp_path / "2011_09_26"
+    shutil.copytree(kitti_mini / "2011_09_26", date, ignore=shutil.ignore_patterns("*_sync"))
+    path = date / "calib_cam_to_cam.txt"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return date
+
+
+def test_empty_velodyne_scan_is_named(tmp_path, kitti_mini):
+    empty = tmp_path / "0000000007.bin"
+    empty.write_bytes(b"")
+    with pytest.raises(kitti.KittiError, match=r"0000000007\.bin: empty file \(0 bytes\)"):
+        kitti.read_velodyne(empty)
+    with pytest.raises(kitti.KittiError, match=r"0000000007\.bin: empty file"):  # was IndexError in reduceat
+        kitti.generate_depth_map(kitti_mini / "2011_09_26", empty)
+
+
+def test_velodyne_scan_short_by_13_bytes_is_truncated(tmp_path, kitti_mini):
+    """16 bytes a point: cutting 13 leaves whole float32 values (the old check passed) but a partial point."""
+    src = kitti.velodyne_path(kitti_mini, DRIVE, 0)
+    data = src.read_bytes()
+    assert len(data) % 16 == 0
+    cut = tmp_path / "0000000000.bin"
+    cut.write_bytes(data[:-13])
+    with pytest.raises(kitti.KittiError) as err:
+        kitti.read_velodyne(cut)
+    msg = str(err.value)
+    assert str(cut) in msg and "truncated" in msg and f"{len(data) - 13} bytes" in msg and "16" in msg
+    cut.write_bytes(data[:-16])  # whole points: a shorter but valid scan
+    assert kitti.read_velodyne(cut).shape == (len(data) // 16 - 1, 4)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_non_finite_calibration_value_names_file_and_entry(tmp_path, kitti_mini, bad):
+    date = _calib_copy(kitti_mini, tmp_path, "P_rect_02: 7.215377e+02", f"P_rect_02: {bad}")
+    with pytest.raises(kitti.KittiError) as err:  # was IndexError in reduceat (no point projects)
+        kitti.generate_depth_map(date, kitti.velodyne_path(kitti_mini, DRIVE, 0))
+    msg = str(err.value)
+    assert "calib_cam_to_cam.txt" in msg and "'P_rect_02'" in msg and bad in msg and "not finite" in msg
+
+
+def test_non_numeric_calibration_value_is_not_called_missing(tmp_path, kitti_mini):
+    date = _calib_copy(kitti_mini, tmp_path, "P_rect_02: 7.215377e+02", "P_rect_02: 7.215377e+O2")
+    line = next(i for i, l in enumerate((date / "calib_cam_to_cam.txt").read_text().splitlines(), 1)
+                if l.startswith("P_rect_02"))
+    with pytest.raises(kitti.KittiError) as err:
+        kitti.read_camera_calib(date, 2)
+    msg = str(err.value)
+    assert f"calib_cam_to_cam.txt:{line}" in msg and "'P_rect_02'" in msg and "7.215377e+O2" in msg
+    assert "not a number" in msg and "missing" not in msg
+    # the dataset's intrinsics (data.intrinsics: calib) report the same, not "no 12-value entry"
+    from psdif.data.dataset import DataError, camera_intrinsics
+    with pytest.raises(DataError, match=r"'P_rect_02'.*not a number.*7\.215377e\+O2"):
+        camera_intrinsics(tmp_path, kitti.FrameRef("2011_09_26/x", 0, "l"), (375, 1242), (192, 640), "calib")
+    # calib_time (a date, not numbers) is still accepted and ignored
+    assert kitti.read_camera_calib(kitti_mini / "2011_09_26", 2).image_size == (375, 1242)
+
+
+def test_scan_with_no_point_in_the_image_gives_an_empty_map(tmp_path, kitti_mini):
+    """Every point behind the camera: an all-zero depth map (not an IndexError)."""
+    scan = kitti.read_velodyne(kitti.velodyne_path(kitti_mini, DRIVE, 0)).copy()
+    scan[:, 0] = -np.abs(scan[:, 0]) - 1.0
+    path = tmp_path / "behind.bin"
+    scan.tofile(path)
+    depth = kitti.generate_depth_map(kitti_mini / "2011_09_26", path)
+    assert depth.shape == (375, 1242) and depth.dtype == np.float32 and not depth.any()

@@ -1,4 +1,4 @@
-"""psdif.losses against brute-force and hand-computed references (SPEC §2)."""
+"""psdif.losses against brute-force and hand-computed references (design.md §2)."""
 
 from __future__ import annotations
 
@@ -178,7 +178,7 @@ def test_semantic_inconsistency_under_known_translation():
 
 def metric_bruteforce(feat: np.ndarray, labels: np.ndarray, boundary: np.ndarray, inconsistent: np.ndarray,
                       z: int, m: float, g1: float, g2: float, distance: str) -> float:
-    """SPEC §2 read literally, one anchor and one neighbour at a time (float64)."""
+    """design.md §2 read literally, one anchor and one neighbour at a time (float64)."""
     f = feat / np.linalg.norm(feat, axis=1, keepdims=True)
     b, _, h, w = f.shape
     r = z // 2

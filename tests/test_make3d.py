@@ -1,4 +1,4 @@
-"""Make3D Test134 loader, protocol (SPEC §4.4) and downloader, on fixtures written in the real format."""
+"""Make3D Test134 loader, protocol (design.md §4.4) and downloader, on fixtures written in the real format."""
 
 from __future__ import annotations
 

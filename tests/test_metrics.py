@@ -1,4 +1,4 @@
-"""Eigen protocol (SPEC §4.3) against hand computation and the real KITTI GT of drive 0001 frame 5."""
+"""Eigen protocol (design.md §4.3) against hand computation and the real KITTI GT of drive 0001 frame 5."""
 
 from __future__ import annotations
 
@@ -195,6 +195,21 @@ def test_ragged_gt_roundtrip_without_pickle(tmp_path):
     assert len(back) == 3
     for a, b in zip(maps, back):
         np.testing.assert_array_equal(a, b)
+
+
+def test_gt_file_holds_the_frames_it_covers(tmp_path):
+    from psdif.evaluation.metrics import load_gt_frames
+
+    path = tmp_path / "gt_depths.npz"
+    lines = ["2011_09_26/2011_09_26_drive_0001_sync 5 l", "2011_09_26/2011_09_26_drive_0001_sync 25 l"]
+    save_gt_depths(path, [np.ones((2, 3), np.float32), np.zeros((4, 1), np.float32)], lines, listed=697)
+    assert load_gt_frames(path) == (lines, 697)
+    assert [m.shape for m in load_gt_depths(path)] == [(2, 3), (4, 1)]
+    with pytest.raises(ValueError, match="2 frame names for 1 GT depth maps"):
+        save_gt_depths(path, [np.ones((2, 3), np.float32)], lines)
+    save_gt_depths(path, [np.ones((2, 3), np.float32)])                   # an older export: no frame list
+    with pytest.raises(ValueError, match=r"gt_depths.npz: no list of the frames.*export_gt"):
+        load_gt_frames(path)
 
 
 def test_ragged_gt_corrupt_file_names_it(tmp_path):

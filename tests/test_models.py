@@ -365,7 +365,7 @@ def test_onnx_round_trip(cfg, tmp_path):
 # ------------------------------------------------------------------------------------------------- compile
 
 def test_full_net_traces_without_graph_breaks(cfg):
-    """SPEC §5: nothing in the depth net may stop torch.compile (fullgraph raises on any graph break)."""
+    """design.md §5: nothing in the depth net may stop torch.compile (fullgraph raises on any graph break)."""
     torch._dynamo.reset()
     net = build_depth_net(VARIANTS["full"], cfg).eval()
     compiled = torch.compile(net, backend="eager", fullgraph=True)

@@ -17,6 +17,22 @@ from psdif.variants import VARIANTS, params_read_by, select_params
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _expanded(params: dict | None = None) -> dict:
+    """The generated stages as DVC names and resolves them: a ``foreach`` over ``${train.seeds}`` becomes
+    ``<name>@<seed>`` with ``${item}`` replaced (independent of DVC's own parser)."""
+    params = params or yaml.safe_load((REPO / "params.yaml").read_text())
+    out = {}
+    for name, stage in pipeline.build()["stages"].items():
+        if "foreach" not in stage:
+            out[name] = stage
+            continue
+        assert stage["foreach"] == "${train.seeds}", name
+        for seed in params["train"]["seeds"]:
+            text = json.dumps(stage["do"]).replace("${item}", str(seed))
+            out[f"{name}@{seed}"] = json.loads(text)
+    return out
+
+
 def test_committed_dvc_yaml_is_generated():
     assert (REPO / "dvc.yaml").read_text() == pipeline.render(), "run `psdif dvc-yaml` and commit dvc.yaml"
 
@@ -24,9 +40,9 @@ def test_committed_dvc_yaml_is_generated():
 def test_train_stages_read_only_their_params():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     for name, v in VARIANTS.items():
-        assert stages[f"train_{name}"]["params"] == params_read_by(v)
+        assert stages[f"train_{name}"]["do"]["params"] == params_read_by(v)
     # mu3 reaches only the full model; mu2 only the semantic variants
-    users = lambda key: {n for n in VARIANTS if key in stages[f"train_{n}"]["params"]}
+    users = lambda key: {n for n in VARIANTS if key in stages[f"train_{n}"]["do"]["params"]}
     assert users("loss.mu3") == {"full"}
     assert users("loss.mu2") == {"msfan_seg", "msfan_seg_psdifm", "full"}
     assert users("model.baseline_width") == {"baseline"}
@@ -44,11 +60,11 @@ def test_every_listed_param_exists_and_checkpoint_hash_follows_them():
 
 
 def test_stage_scripts_exist_for_every_stage():
-    for name, stage in pipeline.build()["stages"].items():
+    for name, stage in _expanded().items():
         script = stage["cmd"].split()[1]
         assert (REPO / script).exists(), f"{name}: {script} missing"
         for dep in stage["deps"]:
-            if "$" not in dep and not dep.startswith(("data/", "models/", "metrics/", "psdif/splits/")):
+            if "$" not in dep and not dep.startswith(("data/", "models/", "metrics/", "dvclive/", "psdif/splits/")):
                 assert (REPO / dep).exists(), f"{name}: dependency {dep} missing"
 
 
@@ -92,12 +108,12 @@ def _closure(script: str) -> set[str]:
 
 
 def test_code_deps_are_what_the_script_imports():
-    for name, stage in pipeline.build()["stages"].items():
+    for name, stage in _expanded().items():
         script = stage["cmd"].split()[1]
         code = {d for d in stage["deps"] if d.endswith(".py")}
         assert code == _closure(script), f"{name}: {sorted(code ^ _closure(script))}"
     # the modules the issue found missing are there
-    deps = {n: set(s["deps"]) for n, s in pipeline.build()["stages"].items()}
+    deps = {n: set(s["deps"]) for n, s in _expanded().items()}
     assert {"psdif/data/kitti.py", "psdif/config.py", "psdif/io.py"} <= deps["evaluate_full"]
     assert {"psdif/semantics/boundary.py", "psdif/data/kitti.py"} <= deps["pseudolabel"] | deps["boundary"]
     assert {"psdif/losses.py", "psdif/train.py", "psdif/models/psdifm.py"} <= deps["figures"]
@@ -131,7 +147,7 @@ def committed_copy(tmp_path_factory):
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, dest / f)
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    for stage in pipeline.build()["stages"].values():
+    for stage in _expanded(params).values():
         for entry in stage["deps"] + [next(iter(o)) if isinstance(o, dict) else o
                                       for key in ("outs", "metrics", "plots") for o in stage.get(key, [])]:
             path = dest / _resolve(entry, params)
@@ -173,12 +189,13 @@ def test_dvc_status_names_every_stage_that_imports_an_edited_module(committed_co
         stale = _stages_with_changed(status(), module)
     finally:
         target.write_text(original)
-    importers = {name for name, s in pipeline.build()["stages"].items() if module in _closure(s["cmd"].split()[1])}
+    importers = {name for name, s in _expanded().items() if module in _closure(s["cmd"].split()[1])}
     assert importers and stale == importers
 
 
 def test_dvc_status_sees_an_edited_split_list(committed_copy):
-    """Deleting two lines of the test list makes every stage that reads it stale (it was nobody's dep)."""
+    """Deleting two lines of the test list makes every stage that reads it stale (it was nobody's dep); the
+    evaluate and figures stages read the frames the GT export used (data/eval/gt_depths.npz), not the list."""
     dest, status = committed_copy
     params = yaml.safe_load((dest / "params.yaml").read_text())
     test_list = _resolve(pipeline.TEST_LIST, params)
@@ -189,7 +206,7 @@ def test_dvc_status_sees_an_edited_split_list(committed_copy):
         stale = _stages_with_changed(status(), test_list)
     finally:
         path.write_text(original)
-    assert stale == {"filter", "pseudolabel", "export_gt", "figures"}
+    assert stale == {"filter", "pseudolabel", "export_gt"}
 
 
 def test_check_stage_fingerprints_weight_files_by_content(tmp_path, monkeypatch, capsys):

@@ -178,8 +178,12 @@ def test_output_names_prefix_parents_or_refuse():
     p = Path
     assert assign_names([p("/d/x/a/0001.png"), p("/d/y/a/0001.png"), p("/d/z/b.png")]) == \
         ["x_a_0001", "y_a_0001", "b"]
-    with pytest.raises(PredictError, match="x.png.*x.jpg|x.jpg.*x.png"):
-        assign_names([p("/d/x.png"), p("/d/x.jpg")])
+    # one folder, one stem: the extension is kept, only for those
+    assert assign_names([p("/d/x.png"), p("/d/x.jpg"), p("/d/y.png")]) == ["x_png", "x_jpg", "y"]
+    # an image and a video write <name>_depth.* and <name>_NNNNNN_depth.*: the same name is no clash
+    assert assign_names([p("/d/good.png"), p("/d/good.mp4")], ["image", "video"]) == ["good", "good"]
+    with pytest.raises(PredictError, match="x_png.png.*x.png|x.png.*x_png.png"):
+        assign_names([p("/d/x.png"), p("/d/x.jpg"), p("/d/x_png.png")])
     with pytest.raises(PredictError, match="clip_000001.png"):
         assign_names([p("/d/clip.avi"), p("/e/clip_000001.png")], ["video", "image"])
 
@@ -223,3 +227,106 @@ def test_baseline_checkpoint_with_post_processing(tmp_path, capsys):
     full = cv2.resize(blended.astype(np.float32), (80, 50), interpolation=cv2.INTER_LINEAR)
     ref = 1.0 / (1.0 / cfg.max_depth + (1.0 / cfg.min_depth - 1.0 / cfg.max_depth) * full.astype(np.float64))
     np.testing.assert_allclose(np.load(tmp_path / "o" / "im_depth.npy"), ref, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ hostile inputs
+
+def _png_claiming_size(path: Path, width: int, height: int) -> None:
+    """A tiny, valid-CRC PNG whose header claims ``width x height`` (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    _write_png(path, _random_image(2, 2, 0))
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr:ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+
+
+def test_decompression_bomb_is_a_bad_input_and_later_images_are_still_predicted(model, tmp_path, capsys):
+    path, net, cfg = model
+    _png_claiming_size(tmp_path / "a_bomb.png", 15000, 15000)
+    rgb = _random_image(24, 48, 9)
+    _write_png(tmp_path / "b_good.png", rgb)
+    out = tmp_path / "out"
+    code, err = _run([tmp_path / "a_bomb.png", tmp_path / "b_good.png", "--model", path, "--out", out,
+                      "--device", "cpu"], capsys)
+    assert code == 1
+    listed = err.split("bad input(s), not predicted:")[1]
+    assert "a_bomb.png" in listed and "225000000 pixels" in listed and "too large" in listed
+    assert sorted(p.name for p in out.glob("*.npy")) == ["b_good_depth.npy"]
+    np.testing.assert_allclose(np.load(out / "b_good_depth.npy"), _reference_depth(net, cfg, rgb), rtol=1e-4)
+    # a lower limit of our own refuses smaller images the same way
+    code, err = _run([tmp_path / "b_good.png", "--model", path, "--out", tmp_path / "o2", "--device", "cpu",
+                      "--max-megapixels", "0.001"], capsys)
+    assert code == 1 and "b_good.png: 48 x 24 pixels is more than" in err
+
+
+def test_image_and_video_of_the_same_name_do_not_clash(model, tmp_path, capsys):
+    """good.png -> good_depth.*, good.avi -> good_000000_depth.*: different files, not a name clash."""
+    path = model[0]
+    _write_png(tmp_path / "good.png", _random_image(24, 48, 10))
+    video = tmp_path / "good.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 24))
+    for i in range(2):
+        writer.write(cv2.cvtColor(_random_image(24, 48, 11 + i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "out"
+    code, err = _run([tmp_path / "good.png", video, "--model", path, "--out", out, "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("*.npy")) == ["good_000000_depth.npy", "good_000001_depth.npy",
+                                                          "good_depth.npy"]
+
+
+def test_same_stem_in_one_folder_keeps_the_extension(model, tmp_path, capsys):
+    path = model[0]
+    _write_png(tmp_path / "x.png", _random_image(24, 48, 12))
+    cv2.imwrite(str(tmp_path / "x.jpg"), _random_image(24, 48, 13))
+    out = tmp_path / "out"
+    code, err = _run([tmp_path / "x.png", tmp_path / "x.jpg", "--model", path, "--out", out, "--device", "cpu"],
+                     capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("*.npy")) == ["x_jpg_depth.npy", "x_png_depth.npy"]
+    a, b = np.load(out / "x_png_depth.npy"), np.load(out / "x_jpg_depth.npy")
+    assert not np.array_equal(a, b)  # each from its own image
+
+
+def test_strict_decodes_every_image_before_predicting_anything(model, tmp_path, capsys):
+    path = model[0]
+    _write_png(tmp_path / "a_good.png", _random_image(24, 48, 14))
+    data = (tmp_path / "a_good.png").read_bytes()
+    (tmp_path / "b_corrupt.png").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    code, err = _run([tmp_path / "a_good.png", tmp_path / "b_corrupt.png", "--model", path, "--out", out,
+                      "--strict", "--device", "cpu"], capsys)
+    assert code == 1 and "b_corrupt.png" in err and "nothing predicted" in err
+    assert not out.exists()  # not even the good image
+
+
+@pytest.mark.parametrize("where", ["file", "below_a_file"])
+def test_out_that_is_a_file_is_a_clear_error(model, tmp_path, capsys, where):
+    path = model[0]
+    _write_png(tmp_path / "x.png", _random_image(24, 48, 15))
+    (tmp_path / "taken").write_text("a file")
+    out = tmp_path / "taken" if where == "file" else tmp_path / "taken" / "sub"
+    code, err = _run([tmp_path / "x.png", "--model", path, "--out", out, "--device", "cpu"], capsys)
+    assert code == 2 and "--out" in err and str(tmp_path / "taken") in err and "not a folder" in err
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
+def test_full_disk_while_writing_is_reported_not_a_traceback(model, tmp_path, capsys, monkeypatch):
+    import errno
+
+    path = model[0]
+    _write_png(tmp_path / "x.png", _random_image(24, 48, 16))
+    out = tmp_path / "out"
+
+    def no_space(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", no_space)
+    code, err = _run([tmp_path / "x.png", "--model", path, "--out", out, "--device", "cpu"], capsys)
+    assert code == 2 and str(out / "x_depth.png") in err and "disk is full" in err
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

@@ -1,8 +1,10 @@
-"""Cityscapes DeepLabv3+ loader (SPEC §4.5), in-pipeline teacher, pseudo-label storage."""
+"""Cityscapes DeepLabv3+ loader (design.md §4.5), in-pipeline teacher, pseudo-label storage."""
 
 from __future__ import annotations
 
 import copy
+import pickle
+import zipfile
 from pathlib import Path
 from collections import namedtuple
 
@@ -39,8 +41,29 @@ def public_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "best_deeplabv3plus_resnet101_cityscapes_os16.pth"
     state = model.state_dict()
     torch.save({"cur_itrs": 30000, "model_state": state, "optimizer_state": {"state": {}, "param_groups": []},
-                "scheduler_state": {}, "best_score": np.float64(0.7)}, path)
+                "scheduler_state": {}, "best_score": np.float64(0.7)}, path, pickle_module=_Numpy1Pickle)
+    with zipfile.ZipFile(path) as zf:  # the scalar is pickled under numpy 1's module name, as in the file
+        pkl = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
+    assert b"numpy.core.multiarray\nscalar" in pkl
     return path, state
+
+
+class _Numpy1Pickler(pickle._Pickler):
+    """Pickles numpy scalars as numpy 1.x did (``GLOBAL numpy.core.multiarray scalar``), the form the public
+    checkpoint (saved with numpy 1) holds, whatever numpy runs the test."""
+
+    def save_global(self, obj, name=None):
+        if obj is type(np.float64(0)).__reduce__(np.float64(0))[0]:  # numpy's scalar reconstructor
+            self.write(pickle.GLOBAL + b"numpy.core.multiarray\nscalar\n")
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+class _Numpy1Pickle:
+    Pickler = _Numpy1Pickler
+    Unpickler = pickle.Unpickler
+    dump = staticmethod(lambda obj, f, protocol=2: _Numpy1Pickler(f, protocol).dump(obj))
 
 
 def test_architecture_size_and_output_stride():
@@ -63,13 +86,32 @@ def test_architecture_size_and_output_stride():
     assert [model.classifier.aspp.convs[i][0].dilation for i in (1, 2, 3)] == [(6, 6), (12, 12), (18, 18)]
 
 
+def test_aspp_equals_smp_aspp_without_needing_smp():
+    """The checkpoint's ASPP is our own module (a GPU box may lack smp): same keys, shapes and output as smp's."""
+    smp_decoder = pytest.importorskip("segmentation_models_pytorch.decoders.deeplabv3.decoder")
+    from psdif.semantics.deeplab import _ASPP
+
+    torch.manual_seed(0)
+    ours = _ASPP(32, 8, (2, 3, 4), dropout=0.1).eval()
+    theirs = smp_decoder.ASPP(32, 8, (2, 3, 4), separable=False, dropout=0.1).eval()
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == \
+        [(k, v.shape) for k, v in theirs.state_dict().items()]
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.uniform_(-0.5, 0.5)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 32, 9, 11)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+
+
 def _bn(x, sd, p):
     return F.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"],
                         sd[p + ".bias"], False, 0.0, 1e-5)
 
 
 def reference_logits(sd: dict, x: torch.Tensor) -> torch.Tensor:
-    """The reference computation written out with functional ops from the state dict (SPEC §4.5)."""
+    """The reference computation written out with functional ops from the state dict (design.md §4.5)."""
     net = torchvision.models.resnet101(weights=None, replace_stride_with_dilation=[False, False, True])
     net.fc = torch.nn.Identity()
     net.load_state_dict({k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")})
@@ -110,6 +152,48 @@ def test_public_checkpoint_loads_and_matches_reference(public_ckpt):
     with torch.no_grad():
         expect = model(normalize_images(img)).argmax(1).numpy()
     np.testing.assert_array_equal(predict_labels(model, img, device="cpu"), expect)
+
+
+@pytest.mark.parametrize("numpy1_names", [True, False])
+def test_public_checkpoint_metadata_loads_without_unpickling_code(tmp_path, numpy1_names):
+    """The public dict layout with a numpy float64 best_score (pickled by numpy 1 or 2) loads."""
+    from psdif.semantics.deeplab import read_checkpoint
+
+    path = tmp_path / "small.pth"
+    obj = {"model_state": {"w": torch.ones(2)}, "optimizer_state": {"state": {}, "param_groups": [{"lr": 0.01}]},
+           "scheduler_state": {"last_epoch": 3}, "cur_itrs": 30000, "best_score": np.float64(0.7215)}
+    torch.save(obj, path, **({"pickle_module": _Numpy1Pickle} if numpy1_names else {}))
+    ckpt = read_checkpoint(path)
+    assert ckpt["cur_itrs"] == 30000 and float(ckpt["best_score"]) == 0.7215
+    assert isinstance(ckpt["best_score"], np.floating)
+    torch.testing.assert_close(ckpt["model_state"]["w"], torch.ones(2))
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it calls open(marker, "w"), i.e. creates the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("where", ["top", "inside_model_state"])
+def test_crafted_checkpoint_does_not_run_code(tmp_path, where):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "best_deeplabv3plus_resnet101_cityscapes_os16.pth"
+    payload = {"model_state": {"w": torch.ones(1)}, "cur_itrs": 1, "best_score": np.float64(0.5)}
+    if where == "top":
+        payload["extra"] = _RunsCode(marker)
+    else:
+        payload["model_state"]["w"] = _RunsCode(marker)
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError) as err:
+        load_cityscapes_deeplab(path)
+    assert not marker.exists(), "unpickling ran the payload"
+    msg = str(err.value)
+    assert str(path) in msg and "refused" in msg and "open" in msg
 
 
 def test_loader_errors(public_ckpt, tmp_path):
@@ -284,13 +368,15 @@ def _model_fn(calls):
     return fn
 
 
-def test_label_frames_writes_skips_and_shards(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "2-decoders-2-writers"])
+def test_label_frames_writes_skips_and_shards(tmp_path, workers):
+    """Same files and histogram whether decoding and encoding run here or in worker processes / threads."""
     frames = _frames()
     calls: list[int] = []
     # pre-existing output: complete file, must be kept and counted
     keep = np.full((8, 12), 3, np.uint8)
     write_label_png(label_path(tmp_path, "2011_09_26/d1", "l", 0), keep)
-    hist = label_frames(_model_fn(calls), frames, _image, tmp_path, batch_size=4, progress=False)
+    hist = label_frames(_model_fn(calls), frames, _image, tmp_path, batch_size=4, progress=False, workers=workers)
     assert sum(calls) == len(frames) - 1 and max(calls) <= 4
     expect_hist = np.zeros(19, np.int64)
     for ref in frames:
@@ -306,14 +392,15 @@ def test_label_frames_writes_skips_and_shards(tmp_path):
     assert calls == []
     # shards are disjoint and cover all frames
     out2 = tmp_path / "sharded"
-    h0 = label_frames(_model_fn([]), frames, _image, out2, 3, rank=0, world_size=2, progress=False)
+    h0 = label_frames(_model_fn([]), frames, _image, out2, 3, rank=0, world_size=2, progress=False, workers=workers)
     n0 = len(list(out2.rglob("*.png")))
-    h1 = label_frames(_model_fn([]), frames, _image, out2, 3, rank=1, world_size=2, progress=False)
+    h1 = label_frames(_model_fn([]), frames, _image, out2, 3, rank=1, world_size=2, progress=False, workers=workers)
     assert n0 == 6 and len(list(out2.rglob("*.png"))) == len(frames)
     assert (h0 + h1).sum() == sum(_image(r)[..., 0].size for r in frames)
 
 
-def test_interrupted_run_leaves_no_partial_png(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_interrupted_run_leaves_no_partial_png(tmp_path, monkeypatch, workers):
     frames = _frames()
     calls: list[int] = []
 
@@ -323,9 +410,9 @@ def test_interrupted_run_leaves_no_partial_png(tmp_path, monkeypatch):
         return _model_fn(calls)(images)
 
     with pytest.raises(KeyboardInterrupt):
-        label_frames(dies_on_second_batch, frames, _image, tmp_path, batch_size=4, progress=False)
+        label_frames(dies_on_second_batch, frames, _image, tmp_path, batch_size=4, progress=False, workers=workers)
     written = sorted(tmp_path.rglob("*.png"))
-    assert len(written) == 4 and not list(tmp_path.rglob("*.tmp"))
+    assert len(written) == 4 and not list(tmp_path.rglob("*.tmp"))  # the first batch's writes completed
     for p in written:
         read_label_png(p)  # complete
 

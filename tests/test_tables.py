@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO.parent / "shared" / "paper" / "paper.txt"
 
 RUN = dict(abs_rel=0.23456, sq_rel=1.5, rmse=6.1, rmse_log=0.28, a1=0.7, a2=0.9, a3=0.95,
-           ratio_median=30.2, ratio_std=0.08, n_images=80)
+           ratio_median=30.2, ratio_std=0.08, n_images=80,
+           dataset="generated mini-KITTI (embedded default)", test_split="synth_eigen", test_listed=80,
+           test_set="0a1b2c3d")   # what the evaluate stage records beside the metrics
 M3D = dict(abs_rel=0.51, sq_rel=5.25, rmse=9.0, rmse_log=0.2, n_images=24)
 
 
@@ -38,7 +40,7 @@ def _md_rows(text: str) -> list[list[str]]:
 
 def test_paper_rows_match_the_paper_text():
     """Each published row, printed the paper's way (method + Sup + 3-decimal numbers run together), is a
-    line of paper.txt; and the numbers SPEC §5 quotes are there."""
+    line of paper.txt; and the numbers design.md §5 quotes are there."""
     if not PAPER.exists():
         pytest.skip(f"paper text not found at {PAPER}")
     lines = set(PAPER.read_text(encoding="utf-8").splitlines())
@@ -64,7 +66,10 @@ def test_write_tables_rows_and_not_run(tmp_path):
 
     t1 = _md_rows((out / "table1.md").read_text(encoding="utf-8"))
     assert len(t1) == 4 + 18
-    assert all("this run — generated mini-KITTI" in r[2] for r in t1[:4])        # this run first
+    assert all(r[2] == "this run — generated mini-KITTI (embedded default), test split synth_eigen"
+               for r in (t1[0], t1[1], t1[3]))                                   # this run first
+    assert t1[2][2] == "this run"                                                 # untrained: not run
+    assert "different test sets" not in (out / "table1.md").read_text(encoding="utf-8")
     assert all(r[2] == PUBLISHED for r in t1[4:])
     full = t1[0]
     assert full[3:13] == ["0.235", "1.500", "6.100", "0.280", "0.700", "0.900", "0.950", "30.200", "0.080", "80"]
@@ -91,20 +96,20 @@ def test_write_tables_rows_and_not_run(tmp_path):
 
 
 def test_markdown_pipes_are_aligned(tmp_path):
-    for table in build_tables(_eval_dir(tmp_path), REAL_KITTI, "Make3D Test134"):
+    for table in build_tables(_eval_dir(tmp_path)):
         lines = [ln for ln in table.markdown().splitlines() if ln.startswith("|")]
         pipes = {tuple(i for i, ch in enumerate(ln) if ch == "|") for ln in lines}
         assert len(pipes) == 1, table.name                                        # same columns everywhere
         assert set(lines[1]) <= set("|-: ")
         if table.name != "table2":
-            assert "this run — KITTI Eigen" in table.markdown()
+            assert "this run — generated mini-KITTI (embedded default), test split synth_eigen" in table.markdown()
 
 
 def test_dataset_label_from_json_and_bad_files(tmp_path):
     d = _eval_dir(tmp_path)
     (d / "full.json").write_text(json.dumps(dict(RUN, dataset="KITTI Eigen (subset)")))
     tables = build_tables(d, "generated mini-KITTI (embedded default)", "x")
-    assert tables[0].rows[0][2] == "this run — KITTI Eigen (subset)"
+    assert tables[0].rows[0][2] == "this run — KITTI Eigen (subset), test split synth_eigen"
 
     (d / "msfan.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"msfan\.json.*malformed"):
@@ -123,7 +128,49 @@ def test_tables_stage_script(tmp_path):
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(REPO / "stages" / "tables.py"), "--params",
                            str(REPO / "psdif" / "presets" / "embedded.yaml"), "--eval-dir", str(d),
-                           "--out-dir", str(out)], capture_output=True, text=True, env=env, timeout=120)
+                           "--out-dir", str(out)], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     text = (out / "table3.md").read_text(encoding="utf-8")
     assert "generated mini-KITTI (embedded default)" in text and "0.109" in text
+    assert not (tmp_path / "metrics" / "coverage.json").exists()  # no filter / export_gt report: no coverage
+
+
+def test_rows_of_different_test_sets_are_never_one_table_without_saying_so(tmp_path):
+    """A real run's full row (5 KITTI frames) beside rows left over from an embedded run (80 generated frames):
+    each row says what it measured, and the title and a note say they are not comparable."""
+    d = _eval_dir(tmp_path)
+    (d / "full.json").write_text(json.dumps(dict(RUN, dataset=REAL_KITTI, test_split="eigen", n_images=5,
+                                                 test_listed=697, test_set="99999999",
+                                                 make3d={"not_run": "no Make3D Test134 images under data/make3d"})))
+    t1, t2, t3 = build_tables(d)
+    for table, others in ((t1, "baseline, flat"), (t3, "baseline")):
+        assert "different test sets" in table.title
+        note = next(n for n in table.notes if n.startswith("WARNING"))
+        assert "full: KITTI raw, test split eigen, 5 images (frames 99999999)" in note
+        assert f"{others}: generated mini-KITTI (embedded default), test split synth_eigen, 80 images" in note
+    assert t1.rows[0][2] == "this run — KITTI raw, test split eigen, 5 of 697 listed frames"
+    assert t1.rows[1][2] == "this run — generated mini-KITTI (embedded default), test split synth_eigen"
+    assert t2.rows[0][3] == NOT_RUN and t2.rows[0][2] == "this run"
+    assert "Make3D not run: no Make3D Test134 images under data/make3d." in t2.notes
+
+
+def test_results_that_do_not_record_their_data_are_not_labelled_from_params(tmp_path):
+    d = _eval_dir(tmp_path)
+    legacy = {k: v for k, v in RUN.items() if k not in ("dataset", "test_split", "test_listed", "test_set")}
+    (d / "full.json").write_text(json.dumps(legacy))
+    t1 = build_tables(d)[0]
+    assert t1.rows[0][2].startswith("this run — data not recorded")
+    assert "different test sets" in t1.title                                      # unknown != synth_eigen
+
+
+def test_coverage_note_from_the_reports(tmp_path):
+    cover = {"train": {"listed": 4, "used": 3, "missing": 1, "missing_by_reason": {"drive not on disk": 1},
+                       "first_missing": ["2011_09_26/2011_09_26_drive_0002_sync 3 l (drive not on disk)"]},
+             "val": {"listed": 0, "used": 0, "missing": 0, "missing_by_reason": {}, "first_missing": []},
+             "test": {"listed": 697, "used": 2, "missing": 695, "missing_by_reason": {"drive not on disk": 695},
+                      "first_missing": []}}
+    t1 = build_tables(_eval_dir(tmp_path), coverage=cover)[0]
+    note = next(n for n in t1.notes if n.startswith("Coverage"))
+    assert "3 of 4 listed train lines (not used: 1 drive not on disk)" in note
+    assert "2 of 697 listed test frames (not used: 695 drive not on disk)" in note

@@ -122,7 +122,7 @@ def tiny_params(root: Path, **train_kw):
     p = default_params()
     data = replace(p.data, raw_root=str(root / "raw"), splits_dir=str(root / "splits"), train_split="tiny",
                    height=H, width=W, num_workers=0, intrinsics="calib")
-    tc = dict(seed=5, epochs=3, max_steps=None, batch_size=2, lr=1e-3, lr_step_epochs=1, lr_gamma=0.5,
+    tc = dict(seeds=[5], epochs=3, max_steps=None, batch_size=2, lr=1e-3, lr_step_epochs=1, lr_gamma=0.5,
               checkpoint_every=4, log_every=2, amp=False, compile=False)
     tc.update(train_kw)
     return replace(p, data=data, train=replace(p.train, **tc))
@@ -290,6 +290,117 @@ def test_ddp_two_processes_match_one_process(tiny, tmp_path):
     assert (tmp_path / "ddp" / "model.pt").exists()
 
 
+def node_main(args_json: str) -> None:
+    """One rank of the two-node test, started by torchrun (RANK, WORLD_SIZE, MASTER_* set by it)."""
+    args = json.loads(args_json)
+    torch.set_num_threads(1)
+    run_standin(Path(args["root"]), Path(args["out"]), loss=StandInLoss(noise=False), dropout=0.0, max_steps=4,
+                batch_size=4, checkpoint_every=2)
+
+
+def test_two_nodes_of_two_processes_resume_a_one_process_run(tiny, tmp_path):
+    """Global batch 4. One process trains 2 steps and stops after its checkpoint; then 2 "machines" x 2 gloo
+    processes, launched as the train stage launches them (psdif.distributed.torchrun_command from PSDIF_NNODES,
+    PSDIF_NPROC, PSDIF_NODE_RANK, PSDIF_RDZV_ENDPOINT: two torchrun agents, static rendezvous on this host),
+    resume it to step 4. They say that the noise streams restart, only rank 0 writes (the same files as one
+    process), and the weights equal an unbroken one-process run: the same samples in the same steps (no noise,
+    no dropout; DDP averages the 4 per-rank gradients, so float rounding only)."""
+    from psdif.distributed import torchrun_command
+
+    ref = tmp_path / "ref"
+    run_standin(tiny, ref, loss=StandInLoss(noise=False), dropout=0.0, max_steps=4, batch_size=4, checkpoint_every=2)
+    out = tmp_path / "resumed"
+
+    def stops_at_step_3(*a):
+        if loss.calls == 2:
+            raise Interrupt
+        return loss(*a)
+    loss = StandInLoss(noise=False)
+    with pytest.raises(Interrupt):
+        run_standin(tiny, out, loss=stops_at_step_3, dropout=0.0, max_steps=4, batch_size=4, checkpoint_every=2)
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 2
+
+    script = tmp_path / "node.py"
+    args = json.dumps({"root": str(tiny), "out": str(out)})
+    script.write_text(f"from tests.test_train import node_main\nnode_main({args!r})\n")
+    port = _free_port()
+    procs = []
+    for node in (0, 1):
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PSDIF_NNODES": "2", "PSDIF_NPROC": "2",
+               "PSDIF_NODE_RANK": str(node), "PSDIF_RDZV_ENDPOINT": f"127.0.0.1:{port}"}
+        env.pop("RANK", None)
+        cmd = torchrun_command(str(script), [], env)
+        assert cmd is not None and "--nnodes=2" in cmd and f"--node-rank={node}" in cmd
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)[-4000:]
+    assert "written by 1 processes, resumed by 4" in logs[0] + logs[1]
+    a, b = state_of(ref), state_of(out)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    assert torch.load(out / "model.pt", weights_only=False)["step"] == 4
+    files = lambda d: sorted(str(f.relative_to(d)) for f in d.rglob("*") if f.is_file())  # noqa: E731
+    assert files(out) == files(ref) and not (out / "last.pt").exists()
+
+
+def test_torchrun_command_from_the_environment(monkeypatch):
+    from psdif.distributed import torchrun_command
+
+    for k in ("RANK", "PSDIF_NPROC", "PSDIF_NNODES", "PSDIF_NODE_RANK", "PSDIF_RDZV_ENDPOINT"):
+        monkeypatch.delenv(k, raising=False)
+    assert torchrun_command("s.py", ["--variant", "full"]) is None  # one process: no relaunch
+    monkeypatch.setenv("PSDIF_NPROC", "8")
+    assert torchrun_command("s.py", ["--variant", "full"])[2:] == [
+        "torch.distributed.run", "--nproc-per-node=8", "--standalone", "s.py", "--variant", "full"]
+    monkeypatch.setenv("PSDIF_NNODES", "2")
+    with pytest.raises(SystemExit, match="PSDIF_RDZV_ENDPOINT=<host of node 0>:<port>"):
+        torchrun_command("s.py", [])
+    monkeypatch.setenv("PSDIF_RDZV_ENDPOINT", "node0.cluster:29400")
+    monkeypatch.setenv("PSDIF_NODE_RANK", "1")
+    assert torchrun_command("s.py", [])[3:] == ["--nproc-per-node=8", "--nnodes=2", "--node-rank=1",
+                                                "--master-addr=node0.cluster", "--master-port=29400", "s.py"]
+    monkeypatch.setenv("RANK", "3")  # already under torchrun
+    assert torchrun_command("s.py", []) is None
+
+
+def test_training_from_prepared_frames_gives_the_same_weights(tiny, tmp_path, deterministic):
+    """The loop fed from the prepare stage's arrays ends with exactly the weights of the loop fed from the PNGs
+    (the same pixels, flips and jitter draws reach the step)."""
+    from psdif.data.prepared import prepare_all
+
+    frames = targets(range(1, 14))
+    manifests = {k: tmp_path / f"prepared_{k}.json" for k in ("images", "labels", "boundaries")}
+    prepare_all(str(tiny / "raw"), str(tiny / "labels"), str(tiny / "boundaries"), "png", H, W, frames,
+                tmp_path / "prepared", manifests, {k: "x" for k in manifests}, workers=1, progress=False)
+    png = run_standin(tiny, tmp_path / "png", max_steps=5)
+    params = tiny_params(tiny, max_steps=5)
+    prep = train(params, get_variant("baseline"), tmp_path / "prep", build_models=make_builder(0.2),
+                 loss_fn=StandInLoss(), progress=False, prepared=manifests)
+    assert png.steps == prep.steps == 5
+    for k, v in state_of(tmp_path / "png").items():
+        assert torch.equal(v, state_of(tmp_path / "prep")[k]), k
+
+
+def test_loader_workers_from_the_machine(monkeypatch):
+    from psdif.config import ParamsError, parse_params, to_dict
+    from psdif.distributed import loader_workers
+    from psdif.io import cpu_count
+
+    assert loader_workers(3, cuda=True) == 3 and loader_workers(0, cuda=True) == 0
+    assert loader_workers("auto", cuda=False) == 0  # the CPU's cores run the step
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert loader_workers("auto", cuda=True) == max(1, cpu_count() - 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * cpu_count()))  # more processes than cores: one each
+    assert loader_workers("auto", cuda=True) == 1
+    raw = to_dict(default_params())
+    raw["data"]["num_workers"] = "auto"
+    assert parse_params(raw).data.num_workers == "auto"
+    raw["data"]["num_workers"] = "many"
+    with pytest.raises(ParamsError, match="data.num_workers"):
+        parse_params(raw)
+
+
 def test_real_networks_and_losses_full_variant(tmp_path):
     """Two steps of the real 'full' variant (MSFAN tiny + PSDIFM + all losses) on the tiny dataset."""
     raw, labels, boundary = write_tiny_kitti(tmp_path, frames=range(0, 6), sides=("l",))
@@ -342,13 +453,15 @@ def test_changed_boundary_t_changes_the_run_key_and_last_pt_is_not_resumed(tiny,
     from psdif.paths import BOUNDARY_MANIFEST, LABELS_MANIFEST
 
     boundary_stage, train_stage = _stage_module("boundary"), _stage_module("train")
-    assert "boundary.t" not in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_full"]["params"]
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_full"]
+    stage = stage.get("do", stage)  # one stage per seed (foreach)
+    assert "boundary.t" not in stage["params"]
     work = tmp_path / "project"
     work.mkdir()
     monkeypatch.chdir(work)
     shutil.copytree(tiny / "labels", "data/pseudolabels")  # as the pseudolabel stage leaves them
     write_json(LABELS_MANIFEST, {"config": "tiny", "files": tree_manifest("data/pseudolabels", "**/*.png")})
-    for dep in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_full"]["deps"]:
+    for dep in stage["deps"]:
         if dep.startswith("data/") and dep not in (BOUNDARY_MANIFEST, LABELS_MANIFEST):
             Path(dep).parent.mkdir(parents=True, exist_ok=True)
             Path(dep).write_text(f"stand-in {dep}\n")
@@ -367,7 +480,7 @@ def test_changed_boundary_t_changes_the_run_key_and_last_pt_is_not_resumed(tiny,
                      build_models=make_builder(0.2), loss_fn=loss, progress=False, inputs=inputs)
 
     inputs_10 = boundary_stage_with(10)
-    dir_10 = train_stage.run_dir_for(params, full, inputs_10)
+    dir_10 = train_stage.run_dir_for(params, full, inputs_10, params.train.seeds[0])
     loss = StandInLoss()
 
     def interrupted(*args):
@@ -381,7 +494,7 @@ def test_changed_boundary_t_changes_the_run_key_and_last_pt_is_not_resumed(tiny,
     inputs_12 = boundary_stage_with(12)
     assert inputs_12[BOUNDARY_MANIFEST] != inputs_10[BOUNDARY_MANIFEST]
     assert {k for k in inputs_10 if inputs_10[k] != inputs_12[k]} == {BOUNDARY_MANIFEST}
-    dir_12 = train_stage.run_dir_for(params, full, inputs_12)
+    dir_12 = train_stage.run_dir_for(params, full, inputs_12, params.train.seeds[0])
     assert dir_12 != dir_10 and not (dir_12 / "last.pt").exists()   # the stage starts a fresh run
     with pytest.raises(StaleCheckpointError) as err:                 # and the old last.pt is refused
         run(dir_10, inputs_12, StandInLoss())

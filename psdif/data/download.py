@@ -1,10 +1,15 @@
 """Downloads for the real-data path: resumable HTTP fetch (Range), retries, SHA-256 pins, zip checks.
 
-KITTI raw (66 zips, ~175 GB): every archive is fetched to ``<raw_root>/.downloads/`` with HTTP Range
-resume, tested as a zip (CRC of every member) before extraction, extracted atomically per archive (a
-marker file records a finished archive, so an interrupted run resumes with the next one), and
-optionally converted PNG -> JPEG (quality from params, 4:2:0). The published split lists are fetched
-with pinned SHA-256 hashes and refused when they differ.
+KITTI raw is fetched only when asked (``download.fetch: missing``) and only what is missing: the drive
+archives of the drives the split lists name that are not under ``data.raw_root``, and the calibration
+archive of each of their dates whose three ``calib_*.txt`` files are not there. A drive on disk counts as
+present, whoever put it there (a user's copy, an earlier download). Each archive is fetched to
+``data/downloads/`` (never into the KITTI copy) with HTTP Range resume, tested as a zip (CRC of every
+member) before extraction, extracted into a staging folder beside the copy and moved into place (a new
+drive folder appears whole, with one rename), optionally converted PNG -> JPEG, and then deleted.
+Archive URLs follow KITTI's layout: ``<url>/<date>_calib.zip`` and
+``<url>/<date>_drive_NNNN/<date>_drive_NNNN_sync.zip`` (``psdif/splits/kitti_archives_to_download.txt``
+lists the 66 of the published splits).
 """
 
 from __future__ import annotations
@@ -19,16 +24,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from psdif.data.ondisk import CALIB_FILES
 from psdif.io import atomic_path, sha256_file
 
-# SHA-256 of the published split lists (facts: the files as distributed with Monodepth2).
-SPLIT_SHA256 = {
-    "eigen/test_files.txt": "e226d4ca16e0e6e9695435014347dcf973588531330536fd8a68d298ef091a6b",
-    "eigen_benchmark/test_files.txt": "d56e5e509e6960a01fb93795f85028ac6e4a82ad40e64b6e968988e4db95b9be",
-    "eigen_zhou/train_files.txt": "00173a231642151c4693274e701ddd4cae7916520a757c7a94eae8e1173f7b0c",
-    "eigen_zhou/val_files.txt": "64a868b8d2c66c3979a2d74c22ea2e9146850d5b9f5786ed8e5f92201ba1ad04",
-    "kitti_archives_to_download.txt": "9899630a856ea2661a06d223440561395792e15538ebe97f3b719a04b91e4386",
-}
+STAGING = ".psdif-extracting"   # beside the KITTI copy, only while an archive is moved into it
 
 
 class DownloadError(RuntimeError):
@@ -91,15 +90,6 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
             raise DownloadError(f"{url}: connection closed at {part.stat().st_size} of {total} bytes")
 
 
-def fetch_splits(base_url: str, splits_dir: str | Path, retries: int = 5, progress: bool = True) -> list[Path]:
-    """The published split lists, each checked against its pinned SHA-256."""
-    out = []
-    for rel, digest in SPLIT_SHA256.items():
-        out.append(fetch(f"{base_url.rstrip('/')}/{rel}", Path(splits_dir) / rel, digest, retries,
-                         progress=progress))
-    return out
-
-
 def verify_zip(path: str | Path) -> None:
     """Check every member's CRC; raise naming the archive and the bad member."""
     try:
@@ -111,20 +101,67 @@ def verify_zip(path: str | Path) -> None:
         raise DownloadError(f"{path}: member {bad} fails its CRC check; delete the archive and run again")
 
 
+def _check_members(zf: zipfile.ZipFile, archive: Path, stage: Path, root: Path) -> None:
+    """Refuse absolute names, '..' components, symbolic links and anything resolving outside ``stage``."""
+    import stat
+
+    for info in zf.infolist():
+        name = info.filename.replace("\\", "/")
+        if name.startswith("/") or (len(name) > 1 and name[1] == ":" and name[0].isalpha()):
+            why = "is an absolute path"
+        elif ".." in name.split("/"):
+            why = "has a '..' component"
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            why = "is a symbolic link"
+        elif not (stage / name).resolve().is_relative_to(stage.resolve()):
+            why = "resolves outside the extraction folder"
+        else:
+            continue
+        raise DownloadError(f"{archive}: member {info.filename!r} {why}; refusing to extract an archive that "
+                            f"could write outside {root}. It is not a genuine KITTI raw archive: delete it "
+                            "and run again")
+
+
+def _move_into(src: Path, dest: Path) -> None:
+    """Move the tree ``src`` into ``dest``: a folder ``dest`` lacks moves with one rename (it appears whole),
+    otherwise its files are moved one by one (each rename is atomic)."""
+    for item in sorted(src.iterdir()):
+        target = dest / item.name
+        if item.is_dir() and target.is_dir():
+            _move_into(item, target)
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
+            os.replace(item, target)
+
+
 def extract_zip(path: str | Path, root: str | Path, jpeg_quality: int | None = None) -> None:
-    """Extract into ``root`` through a staging folder; with ``jpeg_quality``, PNG images become JPEG."""
-    root = Path(root)
-    stage = root / ".extracting" / Path(path).stem
-    shutil.rmtree(stage, ignore_errors=True)
+    """Extract into ``root`` through a staging folder beside it; with ``jpeg_quality``, PNG images become JPEG.
+
+    Every member name is checked first, by this code rather than left to ``zipfile`` (which silently
+    rewrites ``../x`` to ``x``): an absolute name (``/x``, ``C:/x``), a ``..`` component (``/`` or ``\\``
+    separated) or a symbolic link refuses the whole archive with a :class:`DownloadError` naming it and
+    the member, before anything is written. A folder of the archive that ``root`` lacks (a drive) then
+    appears with one rename, complete or not at all; the staging folder is removed afterwards (and first,
+    when a killed run left one).
+    """
+    root, path = Path(root), Path(path)
+    stage = root / STAGING / path.stem
     with zipfile.ZipFile(path) as zf:
-        zf.extractall(stage)
-    if jpeg_quality is not None:
-        png_to_jpeg(stage, jpeg_quality)
-    for src in sorted(p for p in stage.rglob("*") if p.is_file()):
-        dest = root / src.relative_to(stage)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dest)
+        _check_members(zf, path, stage, root)
     shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            zf.extractall(stage)
+        if jpeg_quality is not None:
+            png_to_jpeg(stage, jpeg_quality)
+        _move_into(stage, root)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        try:
+            (root / STAGING).rmdir()
+        except OSError:
+            pass
 
 
 def png_to_jpeg(folder: str | Path, quality: int) -> int:
@@ -141,23 +178,57 @@ def png_to_jpeg(folder: str | Path, quality: int) -> int:
     return n
 
 
-def download_kitti(archive_urls: list[str], root: str | Path, retries: int = 5, jpeg_quality: int | None = None,
-                   progress: bool = True) -> list[str]:
-    """Fetch, verify and extract every archive; finished archives (marker files) are skipped."""
-    root = Path(root)
-    done_dir = root / ".downloads" / "done"
-    done_dir.mkdir(parents=True, exist_ok=True)
-    finished = []
-    for url in tqdm(archive_urls, desc="KITTI archives", unit="zip", disable=not progress):
-        name = Path(url).name
-        marker = done_dir / (name + ".ok")
-        if marker.exists():
-            finished.append(name)
-            continue
-        zpath = fetch(url, root / ".downloads" / name, None, retries, progress=progress)
+# ------------------------------------------------------------------------------------------ KITTI raw
+
+def drive_archive_url(base_url: str, folder: str) -> str:
+    """``<date>/<date>_drive_NNNN_sync`` -> ``<url>/<date>_drive_NNNN/<date>_drive_NNNN_sync.zip``."""
+    drive = folder.split("/")[-1]
+    stem = drive[:-len("_sync")] if drive.endswith("_sync") else drive
+    return f"{base_url.rstrip('/')}/{stem}/{stem}_sync.zip"
+
+
+def calib_archive_url(base_url: str, date: str) -> str:
+    return f"{base_url.rstrip('/')}/{date}_calib.zip"
+
+
+def drive_present(root: str | Path, folder: str) -> bool:
+    """A drive counts as present when its folder exists (its frames on disk are what the pipeline uses)."""
+    return (Path(root) / folder).is_dir()
+
+
+def calib_present(root: str | Path, date: str) -> bool:
+    return all((Path(root) / date / name).is_file() for name in CALIB_FILES)
+
+
+def missing_archives(root: str | Path, folders, base_url: str) -> list[tuple[str, str]]:
+    """(url, what it provides) of the archives to fetch for the drives ``folders``: the calibration of every
+    date without its three calib files, then every drive whose folder is absent."""
+    dates = sorted({f.split("/")[0] for f in folders})
+    out = [(calib_archive_url(base_url, d), f"{d}/calib") for d in dates if not calib_present(root, d)]
+    out += [(drive_archive_url(base_url, f), f) for f in sorted(folders) if not drive_present(root, f)]
+    return out
+
+
+def download_kitti(archives: list[tuple[str, str]], root: str | Path, work_dir: str | Path, retries: int = 5,
+                   jpeg_quality: int | None = None, progress: bool = True, backoff: float = 1.0) -> list[str]:
+    """Fetch, verify and extract ``archives`` (from :func:`missing_archives`) into ``root``.
+
+    Archives go to ``work_dir`` (``data/downloads``; a killed fetch resumes from its ``.part`` file) and are
+    deleted once extracted. An archive that does not provide what it should (the drive folder, the calib
+    files) is an error naming it. Returns the names of the archives fetched.
+    """
+    root, work_dir = Path(root), Path(work_dir)
+    done = []
+    for url, provides in tqdm(archives, desc="KITTI archives", unit="zip", disable=not progress):
+        name = url.rstrip("/").rsplit("/", 1)[-1]
+        zpath = fetch(url, work_dir / name, None, retries, progress=progress, backoff=backoff)
         verify_zip(zpath)
         extract_zip(zpath, root, jpeg_quality)
-        marker.write_text("ok\n")
-        zpath.unlink()  # 175 GB of zips need not stay beside the extracted copy
-        finished.append(name)
-    return finished
+        present = (calib_present(root, provides.split("/")[0]) if provides.endswith("/calib")
+                   else drive_present(root, provides))
+        if not present:
+            raise DownloadError(f"{url}: the archive did not provide {provides} under {root}; is "
+                                "download.url a KITTI raw mirror?")
+        zpath.unlink()
+        done.append(name)
+    return done

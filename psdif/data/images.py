@@ -8,6 +8,7 @@ to do. Every PNG the pipeline writes goes through :func:`write_png` (temporary f
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -42,7 +43,8 @@ def open_image(path: str | Path, what: str = "image", hint: str = "re-extract or
     try:
         im = Image.open(path)
         if max_pixels is not None and im.width * im.height > max_pixels:
-            raise ImageError(f"{path}: {im.width} x {im.height} pixels is more than the {max_pixels} allowed")
+            raise ImageError(f"{path}: {im.width} x {im.height} pixels is more than the {max_pixels} allowed; "
+                             f"{hint}")
         im.load()  # decodes fully: a truncated file raises here
         return im
     except BaseException as exc:
@@ -51,7 +53,7 @@ def open_image(path: str | Path, what: str = "image", hint: str = "re-extract or
         if isinstance(exc, ImageError):
             raise
         if isinstance(exc, Image.DecompressionBombError):
-            raise ImageError(f"{path}: {what} too large to decode safely ({exc})") from None
+            raise ImageError(f"{path}: {what} too large to decode safely ({exc}); {hint}") from None
         if isinstance(exc, (OSError, SyntaxError, ValueError)):
             raise ImageError(f"{path}: unreadable or truncated {what} ({exc}); {hint}") from None
         raise
@@ -89,6 +91,19 @@ def write_png(path: str | Path, image: np.ndarray, bilevel: bool = False) -> Non
     if not ok:
         raise ImageError(f"{path}: PNG encoding failed ({image.dtype} {image.shape})")
     atomic_write_bytes(path, buf.tobytes())
+
+
+@contextmanager
+def opencv_single_threaded():
+    """Fork worker processes inside this block: OpenCV's thread pool does not survive a fork (a child that
+    resizes its pool waits forever for threads that exist only in the parent), so the parent drops to one
+    OpenCV thread while forking; the children keep one, the parent gets its own count back."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:

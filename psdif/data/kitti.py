@@ -1,6 +1,6 @@
 """KITTI raw: split lists, images, calibration, velodyne, OXTS, timestamps, and the Eigen GT depth map.
 
-Layout (SPEC §4.1)::
+Layout (design.md §4.1)::
 
     <root>/<date>/calib_{cam_to_cam,velo_to_cam,imu_to_velo}.txt
     <root>/<date>/<date>_drive_NNNN_sync/image_0{2,3}/data/%010d.{png,jpg}
@@ -112,39 +112,80 @@ def list_frames(root: str | Path, folder: str, cam: int = 2) -> list[int]:
 
 # ------------------------------------------------------------------------------------------ readers
 
-def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
-    """``key: numbers`` lines as float64 arrays; non-numeric values (``calib_time``) are skipped."""
+class CalibFile(dict):
+    """``key -> float64 array`` of a calibration file, remembering where each entry came from.
+
+    ``lines``: key -> line number; ``text``: key -> value text of the entries that are not all numbers
+    (``calib_time: 09-Jan-2012 13:57:47``; or a damaged value), which are left out of the mapping.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.lines: dict[str, int] = {}
+        self.text: dict[str, str] = {}
+
+
+def read_calib_file(path: str | Path) -> CalibFile:
+    """``key: numbers`` lines as float64 arrays; entries that are not all numbers (``calib_time``) are left
+    out of the mapping but kept in ``.text`` so that :func:`calib_entry` can say what is wrong with them."""
     path = Path(path)
     if not path.exists():
         raise KittiError(f"{path}: calibration file not found")
-    out: dict[str, np.ndarray] = {}
+    out = CalibFile(path)
     for i, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         if ":" not in line:
             raise KittiError(f"{path}:{i}: expected 'key: values', got {line.strip()!r}")
         key, value = line.split(":", 1)
+        key = key.strip()
+        out.lines[key] = i
         try:
-            out[key.strip()] = np.array([float(v) for v in value.split()], dtype=np.float64)
+            out[key] = np.array([float(v) for v in value.split()], dtype=np.float64)
         except ValueError:
-            continue  # e.g. calib_time: 09-Jan-2012 13:57:47
+            out.text[key] = value.strip()  # e.g. calib_time: 09-Jan-2012 13:57:47
     return out
 
 
-def _calib_entry(calib: dict, key: str, size: int, path) -> np.ndarray:
+def calib_entry(calib: dict, key: str, size: int, path) -> np.ndarray:
+    """Entry ``key`` of a :func:`read_calib_file` mapping: ``size`` finite numbers, else :class:`KittiError`
+    naming the file, the line and the entry, and saying what is wrong (missing, not numbers, count, nan)."""
+    line = getattr(calib, "lines", {}).get(key)
+    where = f"{path}:{line}" if line else f"{path}"
+    fix = "fix the file or extract it again from the calibration archive"
+    text = getattr(calib, "text", {}).get(key)
+    if text is not None:
+        bad = next((v for v in text.split() if not _is_float(v)), text)
+        raise KittiError(f"{where}: calibration entry {key!r} has a value that is not a number "
+                         f"({bad!r} in {text[:80]!r}); {fix}")
     if key not in calib:
-        raise KittiError(f"{path}: missing calibration entry {key!r}")
-    if calib[key].size != size:
-        raise KittiError(f"{path}: {key} has {calib[key].size} values, expected {size}")
-    return calib[key]
+        raise KittiError(f"{path}: missing calibration entry {key!r}; {fix}")
+    values = calib[key]
+    if values.size != size:
+        raise KittiError(f"{where}: calibration entry {key!r} has {values.size} values, expected {size}; {fix}")
+    if not np.isfinite(values).all():
+        i = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise KittiError(f"{where}: calibration entry {key!r} is not finite ({values[i]} at position {i + 1} "
+                         f"of {size}); {fix}")
+    return values
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
 
 
 def _rigid_transform(path: Path) -> np.ndarray:
     """``[4, 4]`` from a calibration file's ``R`` (9 values) and ``T`` (3 values)."""
     calib = read_calib_file(path)
     m = np.eye(4)
-    m[:3, :3] = _calib_entry(calib, "R", 9, path).reshape(3, 3)
-    m[:3, 3] = _calib_entry(calib, "T", 3, path)
+    m[:3, :3] = calib_entry(calib, "R", 9, path).reshape(3, 3)
+    m[:3, 3] = calib_entry(calib, "T", 3, path)
     return m
 
 
@@ -175,23 +216,35 @@ class CameraCalib:
 def read_camera_calib(calib_dir_: str | Path, cam: int = 2) -> CameraCalib:
     path = Path(calib_dir_) / "calib_cam_to_cam.txt"
     calib = read_calib_file(path)
-    P = _calib_entry(calib, f"P_rect_0{cam}", 12, path).reshape(3, 4)
+    P = calib_entry(calib, f"P_rect_0{cam}", 12, path).reshape(3, 4)
     R = np.eye(4)
-    R[:3, :3] = _calib_entry(calib, "R_rect_00", 9, path).reshape(3, 3)
-    s = _calib_entry(calib, f"S_rect_0{cam}", 2, path)
+    R[:3, :3] = calib_entry(calib, "R_rect_00", 9, path).reshape(3, 3)
+    s = calib_entry(calib, f"S_rect_0{cam}", 2, path)
     return CameraCalib(P_rect=P, R_rect_00=R, image_size=(int(s[1]), int(s[0])))
 
 
+VELODYNE_POINT_BYTES = 16  # float32 x, y, z, reflectance
+
+
 def read_velodyne(path: str | Path) -> np.ndarray:
-    """Velodyne scan ``float32 [N, 4]`` (x, y, z, reflectance)."""
+    """Velodyne scan ``float32 [N, 4]`` (x, y, z, reflectance); N >= 1.
+
+    The file size must be a whole number of 16-byte points: one cut anywhere (even at a multiple of 4
+    bytes, which ``np.fromfile`` would read without complaint) is reported as truncated, an empty file as
+    empty, both naming the file.
+    """
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise KittiError(f"{path}: velodyne scan not found")
-    raw = np.fromfile(path, dtype=np.float32)
-    if raw.size % 4:
-        raise KittiError(f"{path}: {raw.size * 4} bytes is not a whole number of (x, y, z, r) float32 points; "
-                         "the file is truncated")
-    return raw.reshape(-1, 4)
+    size = path.stat().st_size
+    redo = "extract it again from its drive's archive (or re-run the download stage)"
+    if size == 0:
+        raise KittiError(f"{path}: empty file (0 bytes), not a velodyne scan; {redo}")
+    if size % VELODYNE_POINT_BYTES:
+        raise KittiError(f"{path}: {size} bytes is not a whole number of {VELODYNE_POINT_BYTES}-byte "
+                         f"(x, y, z, r) float32 points ({size % VELODYNE_POINT_BYTES} bytes of a partial point "
+                         f"at the end); the file is truncated; {redo}")
+    return np.fromfile(path, dtype=np.float32).reshape(-1, 4)
 
 
 def read_oxts(path: str | Path) -> np.ndarray:
@@ -238,7 +291,7 @@ def generate_depth_map(calib_dir: str | Path, velo_path: str | Path, cam: int = 
                        vel_depth: bool = False) -> np.ndarray:
     """Project a velodyne scan into rectified camera ``cam``: ``float32 [H, W]`` metres, 0 = no point.
 
-    SPEC §4.3, reproduced bit for bit: ``P = P_rect_0cam · R_rect_00 · [R|T]_velo->cam``; points with
+    design.md §4.3, reproduced bit for bit: ``P = P_rect_0cam · R_rect_00 · [R|T]_velo->cam``; points with
     x_velo >= 0; pixel ``round(·) - 1``; later points overwrite earlier ones; then points grouped by the
     linear index ``v·(W-1) + u - 1`` (the original code's off-by-one, kept on purpose) write their group's
     minimum at the pixel of the group's first point; negatives -> 0. ``vel_depth`` stores x_velo instead
@@ -265,6 +318,8 @@ def generate_depth_map(calib_dir: str | Path, velo_path: str | Path, cam: int = 
     v = pts[:, 1].astype(np.int64)
 
     depth = np.zeros((height, width), dtype=np.float64)
+    if not len(pts):  # no point in front of the camera falls inside the image
+        return depth.astype(np.float32)
     depth[v, u] = pts[:, 2]  # a later point overwrites an earlier one
 
     # groups of the (off-by-one) linear index: min of the group at the group's first point

@@ -1,11 +1,11 @@
-"""Make3D Test134 (SPEC §4.4): loader and optional downloader.
+"""Make3D Test134 (design.md §4.4): loader and optional downloader.
 
 Layout read by ``load_make3d_test(root)``: anywhere below ``root`` (searched recursively, so both the
 flat layout and the archives' own ``Test134/`` + ``Gridlaserdata/`` folders work), images
 ``img-<name>.jpg`` and depth files ``depth_sph_corr-<name>.mat`` holding ``Position3DGrid`` [55, 305, 4]
 (channel 3 = depth in metres).
 
-Image orientation: a Test134 image decodes to a portrait array of 2272 rows × 1704 columns (the SPEC's
+Image orientation: a Test134 image decodes to a portrait array of 2272 rows × 1704 columns (the protocol's
 "rows (2272−852)/2 … +852 of 2272×1704"). The 2:1 (width:height) centre crop keeps ``W/2 = 852`` rows
 starting at ``(2272 − 852)/2 = 710``, i.e. rows 710..1561, all 1704 columns — the crop of the evaluation
 code of Monodepth2's Make3D users (``color_new_height = 1704 / 2``). The 55 GT rows run along the same
@@ -14,7 +14,8 @@ another size (the generated cross-domain set) get the same rule: ``W//2`` centre
 centred columns when the image is already wider than 2:1.
 
 ``fetch_make3d`` downloads the archives named in params (``eval.make3d_urls``) with HTTP Range resume,
-retries and a pinned SHA-256 (``eval.make3d_sha256``), then extracts them.
+retries and a pinned SHA-256 (``eval.make3d_sha256``), then extracts them; the download stage calls it only
+when asked to (``download.fetch: missing``), the evaluate stages never do.
 """
 
 from __future__ import annotations
@@ -168,17 +169,25 @@ def fetch_make3d(urls: Sequence[str], dest: str | Path, sha256: Sequence[Optiona
     return dest
 
 
+def has_make3d(root: Optional[str | Path]) -> bool:
+    """Whether ``root`` holds Make3D images (``img-*.jpg`` anywhere below it)."""
+    return root is not None and Path(root).is_dir() and any(Path(root).rglob(f"{IMAGE_PREFIX}*.jpg"))
+
+
 def ensure_make3d(root: Optional[str | Path], urls: Sequence[str], sha256: Sequence[str] = (),
-                  retries: int = 5) -> Optional[Path]:
-    """The Make3D folder to evaluate on (``eval.make3d_root``), fetched from ``eval.make3d_urls`` first when
-    it holds no ``img-*.jpg`` yet. Returns None when ``root`` is None (no Make3D evaluation)."""
+                  retries: int = 5, fetch: bool = False) -> Optional[Path]:
+    """The Make3D folder to evaluate on (``eval.make3d_root``). When it holds no ``img-*.jpg`` yet, the archives
+    of ``eval.make3d_urls`` are fetched into it only with ``fetch`` (``download.fetch: missing``); otherwise
+    FileNotFoundError says what to do. Returns None when ``root`` is None (no Make3D evaluation)."""
     if root is None:
         return None
     root = Path(root)
-    if root.is_dir() and any(root.rglob(f"{IMAGE_PREFIX}*.jpg")):
+    if has_make3d(root):
         return root
-    if not urls:
-        raise FileNotFoundError(f"eval.make3d_root={root} holds no Make3D images and eval.make3d_urls is "
-                                "empty; put Test134 there or list its archive URLs")
+    if not fetch or not urls:
+        how = ("set download.fetch: missing to fetch it from eval.make3d_urls" if urls else
+               "list the Test134 archives in eval.make3d_urls and set download.fetch: missing")
+        raise FileNotFoundError(f"eval.make3d_root={root} holds no Make3D Test134 images (img-*.jpg); put "
+                                f"Test134 and Test134Depth there, or {how}")
     fetch_make3d(urls, root, [h or None for h in sha256], retries=retries)
     return root

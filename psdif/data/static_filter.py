@@ -9,7 +9,7 @@ neighbours on disk (for the (t-1, t, t+1) triplet) are candidates.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +102,7 @@ class FilterResult:
     motions: list[DriveMotion]
     dropped: dict[str, int]          # reason -> listed lines not kept
     static_listed: int               # listed lines whose frame is static (dropped or not, see drop_static)
+    not_kept: dict[str, list[tuple[FrameRef, str]]] = field(default_factory=dict)  # train / val -> (line, reason)
 
     @property
     def static(self) -> dict[str, list[int]]:
@@ -115,7 +116,7 @@ def filter_lists(root: Path, train: list[FrameRef], val: list[FrameRef], min_spe
     A listed line is kept when its drive, its frame and both neighbours (t-1, t+1) of its camera are on disk,
     and, with ``drop_static``, when its frame is not static. With an empty ``val`` list a fixed hash of each
     frame moves ``val_fraction`` of the kept train lines to val (independent of order and machine).
-    ``dropped`` counts the lines not kept per reason.
+    ``dropped`` counts the lines not kept per reason, ``not_kept`` names them (per list, in list order).
     """
     dropped = {"drive not on disk": 0, "frame or a neighbour not on disk": 0, "static": 0}
     drives = sorted({f.folder for f in (*train, *val)})
@@ -130,28 +131,29 @@ def filter_lists(root: Path, train: list[FrameRef], val: list[FrameRef], min_spe
     static = {m.folder: m.static for m in motions}
     static_listed = 0
 
-    def keep(ref: FrameRef) -> bool:
-        nonlocal static_listed
-        if ref.folder not in on_disk:
-            dropped["drive not on disk"] += 1
-            return False
-        present = on_disk[ref.folder][ref.side]
-        if not {ref.frame - 1, ref.frame, ref.frame + 1} <= present:
-            dropped["frame or a neighbour not on disk"] += 1
-            return False
-        if ref.frame in static[ref.folder]:
-            static_listed += 1
-            if drop_static:
-                dropped["static"] += 1
-                return False
-        return True
+    not_kept: dict[str, list[tuple[FrameRef, str]]] = {"train": [], "val": []}
 
-    kept_train = [f for f in train if keep(f)]
-    kept_val = [f for f in val if keep(f)]
+    def keep(ref: FrameRef, role: str) -> bool:
+        nonlocal static_listed
+        reason = None
+        if ref.folder not in on_disk:
+            reason = "drive not on disk"
+        elif not {ref.frame - 1, ref.frame, ref.frame + 1} <= on_disk[ref.folder][ref.side]:
+            reason = "frame or a neighbour not on disk"
+        elif ref.frame in static[ref.folder]:
+            static_listed += 1
+            reason = "static" if drop_static else None
+        if reason:
+            dropped[reason] += 1
+            not_kept[role].append((ref, reason))
+        return reason is None
+
+    kept_train = [f for f in train if keep(f, "train")]
+    kept_val = [f for f in val if keep(f, "val")]
     if not val and val_fraction > 0:
         kept_val = [f for f in kept_train if _in_val(f.folder, f.frame, val_fraction)]
         kept_train = [f for f in kept_train if not _in_val(f.folder, f.frame, val_fraction)]
-    return FilterResult(kept_train, kept_val, motions, dropped, static_listed)
+    return FilterResult(kept_train, kept_val, motions, dropped, static_listed, not_kept)
 
 
 def agreement(kept: list[FrameRef], published: list[FrameRef]) -> dict:

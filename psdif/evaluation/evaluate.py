@@ -79,7 +79,7 @@ def evaluate_eigen(net: nn.Module, raw_root: Path, frames: Sequence[kitti.FrameR
 
 def evaluate_make3d_set(net: nn.Module, samples, height: int, width: int, eval_cfg,
                         disp_range: tuple[float, float], device="cpu", progress: bool = False) -> dict:
-    """Make3D protocol (SPEC §4.4) over loaded samples (:func:`psdif.data.make3d.load_make3d_test`)."""
+    """Make3D protocol (design.md §4.4) over loaded samples (:func:`psdif.data.make3d.load_make3d_test`)."""
     sigmoids = predict_sigmoids(net, (s.image for s in samples), height, width, eval_cfg.batch_size,
                                 eval_cfg.post_process, device, progress, len(samples))
     per_image = [evaluate_make3d(sig, s.depth_grid, True, eval_cfg.make3d_max_depth, disp_range)

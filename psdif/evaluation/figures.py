@@ -64,6 +64,18 @@ def qualitative_figure(images: Sequence[np.ndarray], disparities: dict[str, Sequ
     return _save(fig, Path(out_png))
 
 
+def note_figure(text: str, out_png: str | Path) -> Path:
+    """A figure that only says why the real one could not be drawn (the output exists, the reason is visible)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(8, 1.5))
+    fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=10)
+    return _save(fig, Path(out_png))
+
+
 def inconsistency_figure(rows: Sequence[dict], out_png: str | Path) -> Path:
     """Figure 5: per frame the image, S(t), B_t, and B_t split into B_gt (green) and B_ct (red).
 

@@ -1,4 +1,4 @@
-"""Evaluation protocols: KITTI Eigen (SPEC §4.3) and Make3D Test134 (SPEC §4.4).
+"""Evaluation protocols: KITTI Eigen (design.md §4.3) and Make3D Test134 (design.md §4.4).
 
 Everything here is numpy on one image at a time, float64 arithmetic, so the numbers can be compared with
 the reference evaluation code of the field (Monodepth2's ``evaluate_depth.py``) frame by frame.
@@ -99,7 +99,7 @@ def eigen_crop_mask(h: int, w: int) -> np.ndarray:
 def evaluate_depth(pred_disp: np.ndarray, gt_depth: np.ndarray, median_scaling: bool = True,
                    min_depth: float = 1e-3, max_depth: float = 80.0,
                    disp_range: tuple[float, float] = (0.1, 100.0)) -> dict:
-    """Eigen protocol for one image (SPEC §4.3).
+    """Eigen protocol for one image (design.md §4.3).
 
     pred_disp: [h, w] the network's sigmoid output at network size (e.g. 192×640).
     gt_depth: [H, W] metres, 0 where there is no LiDAR point (e.g. 375×1242).
@@ -208,7 +208,7 @@ def make3d_gt(depth_grid: np.ndarray) -> np.ndarray:
 
 def evaluate_make3d(pred_disp: np.ndarray, depth_grid: np.ndarray, median_scaling: bool = True,
                     max_depth: float = 70.0, disp_range: tuple[float, float] = (0.1, 100.0)) -> dict:
-    """Make3D Test134 protocol for one image (SPEC §4.4).
+    """Make3D Test134 protocol for one image (design.md §4.4).
 
     pred_disp: [h, w] sigmoid output for the 2:1 centre crop of the image (network size).
     depth_grid: [55, 305, 4] ``Position3DGrid`` (or its [55, 305] depth channel), metres.
@@ -232,20 +232,41 @@ def evaluate_make3d(pred_disp: np.ndarray, depth_grid: np.ndarray, median_scalin
 
 # ------------------------------------------------------------------------------------------ ragged GT I/O
 
-def save_gt_depths(path: str | Path, depths: Sequence[np.ndarray]) -> None:
+def save_gt_depths(path: str | Path, depths: Sequence[np.ndarray], frames: Sequence[str] | None = None,
+                   listed: int | None = None) -> None:
     """Write a list of GT depth maps [H_i, W_i] (m; sizes may differ) to ``path`` (.npz), atomically.
 
     Layout (no object arrays, so ``np.load`` needs no ``allow_pickle``): ``values`` float32 [ΣH_i·W_i]
-    (maps flattened in C order, concatenated), ``shapes`` int64 [N, 2].
+    (maps flattened in C order, concatenated), ``shapes`` int64 [N, 2]; with ``frames``, the split line of
+    each map (``frames`` str [N]) and ``listed``, how many lines the test list had (int64 scalar).
     """
     arrays = [np.asarray(d, dtype=np.float32) for d in depths]
     for i, d in enumerate(arrays):
         if d.ndim != 2:
             raise ValueError(f"GT depth {i} must be [H, W], got shape {d.shape}")
+    if frames is not None and len(frames) != len(arrays):
+        raise ValueError(f"{len(frames)} frame names for {len(arrays)} GT depth maps")
     shapes = np.array([d.shape for d in arrays], dtype=np.int64).reshape(-1, 2)
     values = np.concatenate([d.ravel() for d in arrays]) if arrays else np.zeros(0, np.float32)
+    extra = {}
+    if frames is not None:
+        extra["frames"] = np.array(list(frames), dtype=str).reshape(-1)
+        extra["listed"] = np.int64(len(frames) if listed is None else listed)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no ".npz"
-        np.savez_compressed(f, values=values, shapes=shapes)
+        np.savez_compressed(f, values=values, shapes=shapes, **extra)
+
+
+def load_gt_frames(path: str | Path) -> tuple[list[str], int]:
+    """The split lines of the maps in a ``save_gt_depths`` file (the test frames evaluated, in order) and the
+    number of lines of the test list they came from."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no GT depth file; run the export_gt stage (dvc repro export_gt)")
+    with np.load(path, allow_pickle=False) as data:
+        if "frames" not in data.files:
+            raise ValueError(f"{path}: no list of the frames it holds (written by an older export_gt); re-run "
+                             "`dvc repro -f export_gt`")
+        return [str(f) for f in data["frames"]], int(data["listed"])
 
 
 def load_gt_depths(path: str | Path) -> list[np.ndarray]:

@@ -1,19 +1,26 @@
-"""Tables 1–3 of the paper (SPEC §5): this run's rows beside the published figures.
+"""Tables 1–3 of the paper (design.md §5): this run's rows beside the published figures.
 
 Inputs (``eval_dir`` = ``metrics/eval``):
 
 - ``<variant>.json`` for the Table 3 variants (baseline, msfan, msfan_seg, msfan_seg_psdifm, full) and the
   reference rows ``flat`` (constant disparity) and ``untrained``: the seven Eigen metrics plus
-  ``ratio_median``, ``ratio_std``, ``n_images``; optionally ``"dataset"`` (a label overriding the one
-  passed in) and ``"make3d"``: a dict with abs_rel, sq_rel, rmse, rmse_log (log10), n_images and an
-  optional ``"dataset"`` label (e.g. "Make3D Test134") overriding the Make3D label passed in.
+  ``ratio_median``, ``ratio_std``, ``n_images``, and what they were measured on: ``"dataset"`` (the data
+  source), ``"test_split"``, ``"test_listed"`` (lines of the test list; ``n_images`` of them were on disk)
+  and ``"test_set"`` (a digest of the evaluated lines); ``"make3d"``: a dict with abs_rel, sq_rel, rmse,
+  rmse_log (log10), n_images and a ``"dataset"`` label (e.g. "Make3D Test134"), or ``{"not_run": reason}``.
 - ``make3d_<variant>.json``: the same Make3D dict as a separate file (used when ``<variant>.json`` has no
   ``make3d`` key).
 
-A missing file gives a row that says "not run"; a malformed file is an error naming it.
+A missing file gives a row that says "not run"; a malformed file is an error naming it. A file that does
+not record its data (written by an older evaluate) is labelled as such, never with today's params. A file of
+several training seeds (``psdif.evaluation.seeds``: means at the top level, ``std``, ``per_seed``) gives
+cells "mean ± std", and Table 3 then gets a paired t-test over seeds of each row against the baseline and of
+the full model against the row above it.
 Outputs (``out_dir`` = ``metrics/tables``): ``table1.md/.csv`` (KITTI Eigen), ``table2.md/.csv`` (Make3D),
-``table3.md/.csv`` (ablation), written atomically. This run's rows come first, labelled with the data the
-run used, then the paper's published rows (method names and the "Sup" column exactly as printed).
+``table3.md/.csv`` (ablation), written atomically. This run's rows come first, each labelled with the data,
+test split and number of images it was measured on; when they were not all measured on the same test set,
+the title and a note say so. Then the paper's published rows (method names and "Sup" exactly as printed).
+With a coverage report (``metrics/coverage.json``), a note says how much of the lists the run used.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from psdif.io import atomic_path
+from psdif.evaluation.datasets import REAL_KITTI, REAL_MAKE3D, SYNTHETIC_KITTI, SYNTHETIC_MAKE3D  # noqa: F401
 from psdif.evaluation.metrics import MAKE3D_KEYS, METRIC_KEYS
+from psdif.evaluation.seeds import paired_test, per_seed_values
+from psdif.io import atomic_path
 from psdif.variants import VARIANTS
 
 NOT_RUN = "not run"
@@ -121,17 +130,7 @@ TABLE1_RUN = ("full", "baseline", "untrained", "flat")
 TABLE2_RUN = ("full", "baseline", "untrained", "flat")
 TABLE3_RUN = ("baseline", "msfan", "msfan_seg", "msfan_seg_psdifm", "full")
 
-SYNTHETIC_KITTI = "generated mini-KITTI (embedded default)"
-REAL_KITTI = "KITTI Eigen"
-SYNTHETIC_MAKE3D = "generated Make3D-format set (embedded default)"
-REAL_MAKE3D = "Make3D Test134"
-
-
-def run_labels(data_source: str, make3d_root: Optional[str]) -> tuple[str, str]:
-    """Dataset labels of this run's rows (Tables 1/3, Table 2) from ``data.source``/``eval.make3d_root``."""
-    kitti = SYNTHETIC_KITTI if data_source == "synthetic" else REAL_KITTI
-    make3d = REAL_MAKE3D if make3d_root else SYNTHETIC_MAKE3D
-    return kitti, make3d
+NOT_RECORDED = "data not recorded (an older evaluate; re-run `dvc repro`)"
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -154,9 +153,31 @@ def _metrics(path: Path, obj, keys: Sequence[str], where: str = "") -> dict:
     for k in ("ratio_median", "ratio_std"):
         if k in obj:
             out[k] = _number(path, k, obj[k])
-    if isinstance(obj.get("n_images"), int) and not isinstance(obj["n_images"], bool):
-        out["n_images"] = obj["n_images"]
+    for k in ("n_images", "test_listed"):
+        if isinstance(obj.get(k), int) and not isinstance(obj[k], bool):
+            out[k] = obj[k]
+    for k in ("test_split", "test_set"):
+        if isinstance(obj.get(k), str):
+            out[k] = obj[k]
+    spread = obj.get("std")
+    if isinstance(spread, dict) and isinstance(obj.get("n_seeds"), int) and obj["n_seeds"] > 1:
+        out.update({k: MeanStd(out[k], _number(path, f"std.{k}", spread[k]), obj["n_seeds"])
+                    for k in keys if k in spread})
     return out
+
+
+@dataclass(frozen=True)
+class MeanStd:
+    """A cell of several seeds: the mean and the sample standard deviation over ``n`` seeds."""
+    mean: float
+    std: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.std:.3f}"
+
+    def csv(self) -> str:
+        return f"{self.mean!r} ± {self.std!r}"
 
 
 def _read(path: Path):
@@ -175,7 +196,9 @@ def read_run(eval_dir: Path, variant: str) -> tuple[Optional[dict], Optional[dic
         raw = _read(path)
         kitti = _metrics(path, raw, METRIC_KEYS)
         label = raw.get("dataset") if isinstance(raw.get("dataset"), str) else None
-        if raw.get("make3d") is not None:
+        if isinstance(raw.get("make3d"), dict) and "not_run" in raw["make3d"]:
+            make3d = {"not_run": str(raw["make3d"]["not_run"])}
+        elif raw.get("make3d") is not None:
             make3d = _metrics(path, raw["make3d"], MAKE3D_KEYS, "make3d")
             m3d_raw = raw["make3d"]
     m3d_path = eval_dir / f"make3d_{variant}.json"
@@ -190,8 +213,8 @@ def read_run(eval_dir: Path, variant: str) -> tuple[Optional[dict], Optional[dic
 # ------------------------------------------------------------------------------------------ formatting
 
 def _fmt(value) -> str:
-    if isinstance(value, str):
-        return value
+    if isinstance(value, (str, MeanStd)):
+        return str(value)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "nan"
     if isinstance(value, int):
@@ -233,14 +256,15 @@ class Table:
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow([h.replace(" ↓", "").replace(" ↑", "") for h in self.header])
         for row in self.rows:
-            writer.writerow(["" if c is None else (repr(c) if isinstance(c, float) else c) for c in row])
+            writer.writerow(["" if c is None else (repr(c) if isinstance(c, float) else
+                                                   c.csv() if isinstance(c, MeanStd) else c) for c in row])
         return buf.getvalue()
 
 
 def _run_row(method: str, sup: Optional[str], source: str, metrics: Optional[dict], keys, tail_keys):
     """A row of this run: method, [Sup], data label, metrics, then ``tail_keys`` (ratio stats, images)."""
     head = [method] + ([sup] if sup is not None else []) + [source]
-    if metrics is None:
+    if metrics is None or "not_run" in metrics:
         return head + [NOT_RUN] * (len(keys) + len(tail_keys))
     return head + [metrics[k] for k in keys] + [metrics.get(k, "") for k in tail_keys]
 
@@ -250,62 +274,170 @@ def _paper_row(row: PaperRow, with_sup: bool, n_tail: int):
     return head + list(row.values) + [""] * n_tail
 
 
-def build_tables(eval_dir: Path, kitti_label: str, make3d_label: str) -> list[Table]:
-    """Read ``eval_dir`` and assemble Tables 1–3 (see module docstring)."""
+def seed_tests(eval_dir: Path) -> dict[str, tuple]:
+    """Table 3's paired tests over seeds (``psdif.evaluation.seeds.paired_test`` on abs_rel): per variant
+    (vs baseline, vs the row above — the latter for ``full`` only); ``{}`` when no variant has two seeds."""
+    per_seed = {}
+    for v in TABLE3_RUN:
+        path = Path(eval_dir) / f"{v}.json"
+        per_seed[v] = per_seed_values(_read(path)) if path.exists() else {}
+    if not any(len(s) > 1 for s in per_seed.values()):
+        return {}
+    out = {}
+    for i, v in enumerate(TABLE3_RUN):
+        vs_base = paired_test(per_seed[v], per_seed["baseline"]) if v != "baseline" else None
+        vs_above = paired_test(per_seed[v], per_seed[TABLE3_RUN[i - 1]]) if v == "full" else None
+        out[v] = (vs_base, vs_above)
+    return out
+
+
+def _test_cell(test, applies: bool) -> str:
+    if not applies:
+        return "—"
+    return test.cell() if test else "n < 2"
+
+
+def measured_on(label: Optional[str], metrics: Optional[dict]) -> str:
+    """The Data cell of an Eigen row: source, test split, and how many of the listed frames were evaluated."""
+    if metrics is None:
+        return "this run"
+    if not label:
+        return f"this run — {NOT_RECORDED}"
+    if "test_split" not in metrics:
+        return f"this run — {label}, test split not recorded"
+    n, listed = metrics.get("n_images"), metrics.get("test_listed")
+    frames = f", {n} of {listed} listed frames" if isinstance(listed, int) and listed != n else ""
+    return f"this run — {label}, test split {metrics['test_split']}{frames}"
+
+
+def _test_sets(runs: dict, variants) -> dict[tuple, list[str]]:
+    """Distinct test sets (source, split, frame digest, images) of this run's evaluated rows -> variants."""
+    sets: dict[tuple, list[str]] = {}
+    for v in variants:
+        kitti, _, label = runs[v]
+        if kitti is not None:
+            key = (label or NOT_RECORDED, kitti.get("test_split", "?"), kitti.get("test_set", "?"),
+                   kitti.get("n_images", "?"))
+            sets.setdefault(key, []).append(v)
+    return sets
+
+
+def _mixed_note(sets: dict[tuple, list[str]]) -> list[str]:
+    if len(sets) <= 1:
+        return []
+    parts = "; ".join(f"{', '.join(vs)}: {src}, test split {split}, {n} images (frames {digest})"
+                      for (src, split, digest, n), vs in sets.items())
+    return [f"WARNING: this run's rows were measured on different test sets and are not comparable with one "
+            f"another — {parts}. Re-run `dvc repro` to evaluate every row on the same frames."]
+
+
+def coverage_note(cover: Optional[dict]) -> list[str]:
+    """One line: how much of the train / val / test lists the run found on disk (metrics/coverage.json)."""
+    if not cover:
+        return []
+    parts = []
+    for role, what in (("train", "train lines"), ("val", "val lines"), ("test", "test frames")):
+        c = cover.get(role)
+        if c:
+            part = f"{c['used']} of {c['listed']} listed {what}"
+            if c.get("missing"):
+                why = ", ".join(f"{n} {reason}" for reason, n in c.get("missing_by_reason", {}).items())
+                part += f" (not used: {why or c['missing']})"
+            parts.append(part)
+    return [f"Coverage of the lists (metrics/coverage.json): {'; '.join(parts)}."] if parts else []
+
+
+def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label: Optional[str] = None,
+                 coverage: Optional[dict] = None) -> list[Table]:
+    """Read ``eval_dir`` and assemble Tables 1–3 (see module docstring).
+
+    ``kitti_label`` / ``make3d_label`` only label results that do not record their data themselves.
+    """
     eval_dir = Path(eval_dir)
     runs = {v: read_run(eval_dir, v) for v in dict.fromkeys(TABLE1_RUN + TABLE3_RUN)}
+    spread = sorted({m.n for r in runs.values() for part in r[:2] if part for m in part.values()
+                     if isinstance(m, MeanStd)})
+    spread_note = ([f"Cells 'mean ± std' of this run: over {' / '.join(map(str, spread))} training seeds "
+                    "(train.seeds), sample standard deviation."] if spread else [])
 
-    def source(variant, default):
-        label = runs[variant][2] or default
-        return f"this run — {label}"
+    def source(variant):
+        return measured_on(runs[variant][2] or kitti_label, runs[variant][0])
+
+    def titled(title: str, sets: dict) -> str:
+        return title + (" — WARNING: rows of this run on different test sets" if len(sets) > 1 else "")
 
     ratio_cols = ["ratio med", "ratio std", "images"]
     kitti_cols = [HEADERS[k] for k in METRIC_KEYS]
     legend = ("Sup: the paper's column as printed (N = without segmentation, Seg = with segmentation; F and "
               "HR are not defined in the paper); this run's rows are monocular (M) training.")
     tail = ("ratio_median", "ratio_std", "n_images")
-    t1_rows = [_run_row(*RUN_METHODS[v], source(v, kitti_label), runs[v][0], METRIC_KEYS, tail)
-               for v in TABLE1_RUN]
+    t1_rows = [_run_row(*RUN_METHODS[v], source(v), runs[v][0], METRIC_KEYS, tail) for v in TABLE1_RUN]
     t1_rows += [_paper_row(r, True, len(tail)) for r in PAPER_TABLE1]
-    t1 = Table("table1", "Table 1 — KITTI Eigen split, depth capped at 80 m",
+    sets1 = _test_sets(runs, TABLE1_RUN)
+    t1 = Table("table1", titled("Table 1 — KITTI Eigen split, depth capped at 80 m", sets1),
                ["Method", "Sup", "Data"] + kitti_cols + ratio_cols, t1_rows, 3,
-               [legend, "Per-image median scaling; ratio med / std = median of the scale ratios and the std "
-                        "of ratio/median (Monodepth2 convention).",
+               _mixed_note(sets1) + [legend, "Per-image median scaling; ratio med / std = median of the scale "
+                                             "ratios and the std of ratio/median (Monodepth2 convention).",
                 f"Rows marked '{PUBLISHED}' are copied from the paper (J. Imaging 2025, 11(7), 218); they are "
-                "comparable with this run only when it used KITTI Eigen."])
+                f"comparable with this run only when it used {REAL_KITTI}, test split eigen, all 697 frames.",
+                *spread_note] + coverage_note(coverage))
 
     m3d_keys = list(MAKE3D_KEYS)
+
+    def m3d_source(v):
+        m3d = runs[v][1]
+        if m3d is None:
+            return "this run"
+        return "this run" if "not_run" in m3d else f"this run — {m3d.get('dataset', make3d_label or NOT_RECORDED)}"
+
     # Table 2's Sup is supervision (Y/N): every row of this run is self-supervised
-    t2_rows = [_run_row(RUN_METHODS[v][0], "N" if v in VARIANTS else "—",
-                        f"this run — {(runs[v][1] or {}).get('dataset', make3d_label)}", runs[v][1], m3d_keys,
+    t2_rows = [_run_row(RUN_METHODS[v][0], "N" if v in VARIANTS else "—", m3d_source(v), runs[v][1], m3d_keys,
                         ("n_images",))
                for v in TABLE2_RUN]
     t2_rows += [_paper_row(r, True, 1) for r in PAPER_TABLE2]
+    reasons = sorted({runs[v][1]["not_run"] for v in TABLE2_RUN if runs[v][1] and "not_run" in runs[v][1]})
     t2 = Table("table2", "Table 2 — Make3D (Test134 protocol), models trained on the KITTI-layout data, no fine-tuning",
                ["Method", "Sup", "Data"] + [HEADERS[k] for k in m3d_keys] + ["images"], t2_rows, 3,
+               [f"Make3D not run: {r}." for r in reasons] +
                ["Sup as printed in the paper (Y = supervised, N = self-supervised).",
                 "Protocol: 2:1 centre crop, GT rows 17:38 of the 55×305 grid, 0 < gt < 70 m, median scaling, "
-                "prediction capped at 70 m; RMSE_log on log10."])
+                "prediction capped at 70 m; RMSE_log on log10.", *spread_note])
 
-    t3_rows = [_run_row(TABLE3_METHODS[v], None, source(v, kitti_label), runs[v][0], METRIC_KEYS, tail)
-               for v in TABLE3_RUN]
+    t3_rows = [_run_row(TABLE3_METHODS[v], None, source(v), runs[v][0], METRIC_KEYS, tail) for v in TABLE3_RUN]
     t3_rows += [_paper_row(r, False, len(tail)) for r in PAPER_TABLE3]
+    tests = seed_tests(eval_dir)
+    test_cols, test_notes = [], []
+    if tests:
+        test_cols = ["abs_rel vs baseline", "abs_rel vs row above"]
+        for row, v in zip(t3_rows, TABLE3_RUN):
+            vs_base, vs_above = tests[v]
+            row += [_test_cell(vs_base, v != "baseline"), _test_cell(vs_above, v == "full")]
+        for row in t3_rows[len(TABLE3_RUN):]:
+            row += ["", ""]
+        test_notes = ["Tests (this run): two-sided paired t-test over training seeds on the test-set abs_rel; "
+                      "cell = mean over seeds of (row − reference), p, n = seeds both rows have (a pair shares "
+                      "its seed: initialisation, data order, augmentation); Student's t with n − 1 degrees of "
+                      "freedom. 'vs row above' compares the full model with +MSFAN+Seg+PSDIFM (the metric loss "
+                      "alone). With n = 3 only large, consistent gaps reach p < 0.05."]
     switches = "; ".join(f"{v}: msfan={int(VARIANTS[v].msfan)} seg={int(VARIANTS[v].seg)} "
                          f"psdifm={int(VARIANTS[v].psdifm)} metric_loss={int(VARIANTS[v].metric_loss)}"
                          for v in TABLE3_RUN)
-    t3 = Table("table3", "Table 3 — ablation on KITTI (this run's five variants, then the paper's)",
-               ["Method", "Data"] + kitti_cols + ratio_cols, t3_rows, 2,
-               [f"Variants in row order: {switches}.",
-                "The paper's rows are in the same order (method names as printed, 'MAFAN' typo included)."])
+    sets3 = _test_sets(runs, TABLE3_RUN)
+    t3 = Table("table3", titled("Table 3 — ablation on KITTI (this run's five variants, then the paper's)", sets3),
+               ["Method", "Data"] + kitti_cols + ratio_cols + test_cols, t3_rows, 2,
+               _mixed_note(sets3) + [f"Variants in row order: {switches}.",
+                                     "The paper's rows are in the same order (method names as printed, 'MAFAN' "
+                                     "typo included); the paper reports one run per row.", *spread_note,
+                                     *test_notes] + coverage_note(coverage))
     return [t1, t2, t3]
 
 
-def write_tables(eval_dir: Path, out_dir: Path, kitti_label: str = SYNTHETIC_KITTI,
-                 make3d_label: str = SYNTHETIC_MAKE3D) -> list[Path]:
+def write_tables(eval_dir: Path, out_dir: Path, kitti_label: Optional[str] = None,
+                 make3d_label: Optional[str] = None, coverage: Optional[dict] = None) -> list[Path]:
     """Write ``table{1,2,3}.md`` and ``.csv`` into ``out_dir`` atomically; returns the paths written."""
     out_dir = Path(out_dir)
     written = []
-    for table in build_tables(Path(eval_dir), kitti_label, make3d_label):
+    for table in build_tables(Path(eval_dir), kitti_label, make3d_label, coverage):
         for suffix, text in ((".md", table.markdown()), (".csv", table.csv())):
             path = out_dir / f"{table.name}{suffix}"
             with atomic_path(path) as tmp:

@@ -5,7 +5,7 @@ the ImageNet mean/std per frame. Encoder: :class:`~psdif.models.layers.ResNet18E
 channels (width ``model.pose_width``; 1.0 = torchvision resnet18). Decoder: 1x1 squeeze to 256w + ReLU,
 two 3x3 convs 256w + ReLU, 1x1 conv to 6, mean over space, x 0.01 -> axis-angle [B, 1, 3] (radians) and
 translation [B, 1, 3] (network units; metres up to the depth scale). The caller inverts the transform for
-source frames before t.
+source frames before t (design.md §3).
 
 The last conv starts at zero: the untrained net predicts zero motion, so the first warps are the identity
 and the photometric gradient reaching the pose is informative from the first step. (Monodepth2 leaves the

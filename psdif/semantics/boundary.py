@@ -1,4 +1,4 @@
-"""Semantic boundary regions B_t (paper §3.4, Figure 4; SPEC §2) and their storage.
+"""Semantic boundary regions B_t (paper §3.4, Figure 4; design.md §2) and their storage.
 
 A pixel p belongs to B_t when its Z x Z neighbourhood N(p) (p included) is mixed:
 ``|count(P+) - count(P-)| <= T``, with P+ = pixels of N(p) with the label of p and P- = the others;
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from psdif.data.images import open_image, write_png
+from psdif.data.images import open_image, opencv_single_threaded, write_png
 from psdif.io import atomic_path
 from psdif.semantics.cityscapes import CITYSCAPES_PALETTE
 
@@ -74,7 +74,7 @@ def _same_label_count_shifts(labels: np.ndarray, z: int) -> np.ndarray:
 
 
 def boundary_mask(labels: np.ndarray, z: int = 5, t: int = 10) -> np.ndarray:
-    """B_t of one label map (SPEC §2, paper §3.4): ``|count(P+) - count(P-)| <= T`` over a Z x Z window.
+    """B_t of one label map (design.md §2, paper §3.4): ``|count(P+) - count(P-)| <= T`` over a Z x Z window.
 
     labels: int [H, W] semantic labels (train ids; any integer values). z: odd window side Z.
     t: threshold T. Returns bool [H, W], True on boundary pixels. Out-of-image neighbours are P-.
@@ -122,26 +122,47 @@ def read_boundary_png(path: str | Path) -> np.ndarray:
         return np.asarray(im.convert("1")).astype(bool)
 
 
+def _boundary_file(job) -> tuple[int, float]:
+    """One frame: read the labels, compute B_t, write it; (1, boundary fraction), or (0, 0) when it exists."""
+    src, dst, read_labels, z, t, skip_existing = job
+    if skip_existing and Path(dst).exists():
+        return 0, 0.0
+    mask = boundary_mask(read_labels(src), z, t)
+    write_boundary_png(dst, mask)
+    return 1, float(mask.mean())
+
+
 def boundary_frames(label_paths: Sequence[Path], out_paths: Sequence[Path],
                     read_labels: Callable[[Path], np.ndarray], z: int, t: int,
-                    skip_existing: bool = True, progress: bool = True) -> dict:
+                    skip_existing: bool = True, progress: bool = True, workers: int = 1) -> dict:
     """Compute and store B_t for many frames; resumable (complete outputs are skipped).
 
-    Returns ``{"frames": n, "computed": n_new, "boundary_fraction": mean share of B_t pixels
-    over the newly computed frames (nan if none)}``.
+    workers > 1: that many processes share the frames (``read_labels`` must be picklable, e.g. a module
+    function); the files and the result are the same. Returns ``{"frames": n, "computed": n_new,
+    "boundary_fraction": mean share of B_t pixels over the newly computed frames (nan if none)}``.
     """
     from tqdm import tqdm
 
     if len(label_paths) != len(out_paths):
         raise ValueError(f"{len(label_paths)} label paths but {len(out_paths)} output paths")
+    jobs = [(src, dst, read_labels, z, t, skip_existing) for src, dst in zip(label_paths, out_paths)]
     computed, frac = 0, 0.0
-    for src, dst in tqdm(list(zip(label_paths, out_paths)), desc="boundary", disable=not progress):
-        if skip_existing and Path(dst).exists():
-            continue
-        mask = boundary_mask(read_labels(src), z, t)
-        write_boundary_png(dst, mask)
-        computed += 1
-        frac += float(mask.mean())
+    pool = None
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with opencv_single_threaded():
+            pool = mp.get_context("fork").Pool(min(workers, len(jobs)))
+    try:
+        results = pool.imap(_boundary_file, jobs, chunksize=8) if pool else map(_boundary_file, jobs)  # in order:
+        # the mean is summed in the same order whatever the number of processes (the manifest is reproducible)
+        for done, f in tqdm(results, total=len(jobs), desc="boundary", disable=not progress):
+            computed += done
+            frac += f
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     return {"frames": len(out_paths), "computed": computed,
             "boundary_fraction": frac / computed if computed else float("nan")}
 

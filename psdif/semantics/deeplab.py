@@ -9,6 +9,7 @@ and loads it strictly. ``docs/design.md`` ("Pseudo-labels") lists the facts this
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -47,25 +48,50 @@ class _ResNet101OS16(nn.Module):
         return low, self.layer4(self.layer3(self.layer2(low)))
 
 
-def _conv_bn_relu(cin: int, cout: int, k: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+def _conv_bn_relu(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class _ImagePooling(nn.Sequential):
+    """ASPP's image-level branch: global average, 1x1 conv, BN, ReLU, resized back (bilinear, align_corners=False)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.AdaptiveAvgPool2d(1), *_conv_bn_relu(cin, cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(super().forward(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class _ASPP(nn.Module):
+    """Atrous spatial pyramid pooling of the checkpoint: ``convs`` = 1x1, three full 3x3 convs at ``rates``,
+    image pooling (each conv, BN, ReLU); ``project`` = 1x1 5C -> C, BN, ReLU, dropout. Module and key names
+    are those of the checkpoint (and of smp's ASPP with ``separable=False``; tests/test_segmentation.py
+    compares the two), so the model needs no segmentation-models-pytorch."""
+
+    def __init__(self, cin: int, cout: int, rates: tuple[int, int, int], dropout: float):
+        super().__init__()
+        self.convs = nn.ModuleList([_conv_bn_relu(cin, cout), *(_conv_bn_relu(cin, cout, 3, r) for r in rates),
+                                    _ImagePooling(cin, cout)])
+        self.project = nn.Sequential(*_conv_bn_relu(5 * cout, cout), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([conv(x) for conv in self.convs], dim=1))
 
 
 class _DeepLabV3PlusHead(nn.Module):
-    """DeepLabv3+ head of the public Cityscapes checkpoint (SPEC §4.5).
+    """DeepLabv3+ head of the public Cityscapes checkpoint (design.md §4.5).
 
     ``project``: 1x1 256->48 on layer1; ``aspp``: 1x1, three 3x3 convs at rates 6/12/18 and image pooling
-    (smp's ASPP with full convolutions: the same modules and key names), 1x1 1280->256 + dropout 0.1;
+    (:class:`_ASPP`), 1x1 1280->256 + dropout 0.1;
     ``classifier``: full 3x3 304->256, BN, ReLU, 1x1 256->C. The low-level features come FIRST in the
     concatenation; the ASPP output is resized bilinearly (align_corners=False) to the low-level size.
     """
 
     def __init__(self, num_classes: int = 19):
         super().__init__()
-        from segmentation_models_pytorch.decoders.deeplabv3.decoder import ASPP
-
         self.project = _conv_bn_relu(256, 48)
-        self.aspp = ASPP(2048, 256, (6, 12, 18), separable=False, dropout=0.1)
+        self.aspp = _ASPP(2048, 256, (6, 12, 18), dropout=0.1)
         self.classifier = nn.Sequential(_conv_bn_relu(304, 256, 3)[0], nn.BatchNorm2d(256), nn.ReLU(),
                                         nn.Conv2d(256, num_classes, 1))
 
@@ -119,32 +145,69 @@ def _state_dict_mismatch(expected: dict, got: dict, limit: int = 5) -> str:
     return "; ".join(parts)
 
 
-def _torch_load(path: Path):
-    """``torch.load`` with errors that name the file.
+def _numpy_scalar_globals() -> list:
+    """Exactly what the public checkpoint's ``best_score`` (a numpy float64) needs to unpickle.
 
-    ``weights_only=False`` because the public checkpoint stores a numpy scalar (``best_score``):
-    unpickling can execute code, so only load checkpoint files from a source you trust.
+    numpy pickles a scalar as ``numpy.core.multiarray.scalar(dtype, bytes)`` (``numpy._core`` from numpy 2
+    on); the dtype as ``numpy.dtype('f8', ...)`` (rebuilt through ``numpy.dtypes.Float64DType`` by recent
+    numpy). Both module spellings map to the one reconstructor of the installed numpy.
     """
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import scalar
+    allowed = [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype]
+    float64_dtype = getattr(getattr(np, "dtypes", None), "Float64DType", None)
+    if float64_dtype is not None:
+        allowed.append(float64_dtype)
+    return allowed
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The public checkpoint's dict (``model_state``, ``optimizer_state``, ``scheduler_state``, ``cur_itrs``,
+    ``best_score``), unpickled with ``weights_only=True``: tensors, plain containers and numbers, and only the
+    numpy types of :func:`_numpy_scalar_globals`. Anything else (a class, a function call such as
+    ``os.system``) is refused before it runs, with a :class:`CheckpointError` naming the file and the object.
+    """
+    import pickle
+
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: checkpoint not found; set pseudolabel.checkpoint to the downloaded "
             "best_deeplabv3plus_resnet101_cityscapes_os16.pth, or to null to train the in-pipeline teacher")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated zip, random bytes, pickle of something else
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text:  # a global outside the allow-list: never executed
+            found = re.findall(r"Unsupported global: GLOBAL ([\w.]+)|Unsupported operand \d+|"
+                               r"Trying to call reduce for ([\w.]+)", text)
+            what = ", ".join(sorted({a or b for a, b in found if a or b})) or text.splitlines()[0][:200]
+            raise CheckpointError(
+                f"{path}: refused to load: the file holds Python objects other than tensors and the public "
+                f"checkpoint's plain values ({what}); unpickling them could run code. Use the public "
+                "best_deeplabv3plus_resnet101_cityscapes_os16.pth from a source you trust") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint, probably truncated or another "
+                              f"format (UnpicklingError: {text.splitlines()[0][:200]}); download the file "
+                              "again") from None
+    except Exception as exc:  # truncated zip, random bytes
         raise CheckpointError(f"{path}: not a readable torch checkpoint, probably truncated or another "
                               f"format ({type(exc).__name__}: {exc}); download the file again") from None
 
 
 def load_cityscapes_deeplab(path: str | Path) -> nn.Module:
-    """Load the public Cityscapes DeepLabv3+ / ResNet-101 (OS 16) checkpoint strictly (SPEC §4.5, §7).
+    """Load the public Cityscapes DeepLabv3+ / ResNet-101 (OS 16) checkpoint strictly (design.md §4.5, §7).
 
     path: a dict with ``model_state`` (674 tensors). Returns the model in eval mode on the CPU;
     forward: normalised RGB [B, 3, H, W] -> logits [B, 19, H, W]. Raises FileNotFoundError or
     :class:`CheckpointError` naming the file and the first mismatching keys.
     """
     path = Path(path)
-    ckpt = _torch_load(path)
+    ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or "model_state" not in ckpt:
         found = sorted(map(str, ckpt))[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path}: expected a dict with key 'model_state' (DeepLabV3Plus-Pytorch "

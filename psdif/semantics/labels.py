@@ -6,8 +6,9 @@ atomically (:func:`label_frames` is resumable and shardable: finished files are 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -51,36 +52,56 @@ def _input_multiple(model: nn.Module) -> int:
     return int(getattr(model, "input_multiple", 16))
 
 
-def predict_logits(model: nn.Module, images, device: str | torch.device | None = None) -> torch.Tensor:
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+def _autocast(precision: Precision, device: torch.device):
+    """bf16 / fp16 autocast on CUDA (``pseudolabel.precision``); fp32 (no autocast) anywhere else."""
+    if precision == "fp32" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def predict_logits(model: nn.Module, images, device: str | torch.device | None = None,
+                   precision: Precision = "fp32") -> torch.Tensor:
     """Logits at full image size: images uint8 [B, H, W, 3] (or normalised float [B, 3, H, W]) ->
     float [B, C, H, W] on ``device``.
 
-    Models that need sizes divisible by ``model.input_multiple`` (16 for smp) get the input padded
-    bottom/right by edge replication and the logits cropped back (no resampling of the labels).
+    uint8 images go to the device as they are (4x fewer bytes) and are normalised there. Models that need
+    sizes divisible by ``model.input_multiple`` (16 for smp) get the input padded bottom/right by edge
+    replication and the logits cropped back (no resampling of the labels). precision: see :func:`_autocast`;
+    on CUDA the input is channels-last (the layout cuDNN's fast convolution kernels read).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    x = normalize_images(images).to(device)
+    x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+    x = normalize_images(x.to(device, non_blocking=True))
     h, w = x.shape[-2:]
     m = _input_multiple(model)
     ph, pw = (-h) % m, (-w) % m
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    return model(x)[..., :h, :w]
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with _autocast(precision, device):
+        return model(x)[..., :h, :w]
 
 
-def predict_labels(model: nn.Module, images, batch_size: int = 8,
-                   device: str | torch.device | None = None) -> np.ndarray:
+def predict_labels(model: nn.Module, images, batch_size: int = 8, device: str | torch.device | None = None,
+                   precision: Precision = "fp32") -> np.ndarray:
     """Argmax train ids at FULL image size: images uint8 [B, H, W, 3] -> uint8 [B, H, W].
 
-    Batched, on the GPU when available (``device=None``); the model is put in eval mode.
+    Batched, on the GPU when available (``device=None``, channels-last weights there); the model is put in
+    eval mode. precision: ``pseudolabel.precision`` (bf16 / fp16 autocast on CUDA only).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
     n = len(images)
     out = []
     with torch.inference_mode():
         for i in range(0, n, batch_size):
-            logits = predict_logits(model, images[i:i + batch_size], device)
+            logits = predict_logits(model, images[i:i + batch_size], device, precision)
             out.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0,), np.uint8)
 
@@ -170,29 +191,83 @@ def read_label_png(path: str | Path) -> np.ndarray:
         return np.array(im)
 
 
+class _Frames(torch.utils.data.Dataset):
+    """The frames to label, decoded by ``loader`` (in DataLoader worker processes)."""
+
+    def __init__(self, refs: Sequence, loader: Callable):
+        self.refs, self.loader = list(refs), loader
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i: int):
+        return self.refs[i], self.loader(self.refs[i])
+
+
+def _as_is(item):
+    return item
+
+
+def _decoded(refs: Sequence, image_loader: Callable, workers: int):
+    """(ref, uint8 [H, W, 3]) in order: decoded here (workers 0) or by ``workers`` processes ahead of use."""
+    if workers == 0:
+        return ((ref, image_loader(ref)) for ref in refs)
+    return iter(torch.utils.data.DataLoader(_Frames(refs, image_loader), batch_size=None, num_workers=workers,
+                                            collate_fn=_as_is, prefetch_factor=4))
+
+
 def label_frames(model_fn: Callable[[np.ndarray], np.ndarray], frames: Sequence, image_loader: Callable,
                  out_root: str | Path, batch_size: int, skip_existing: bool = True, rank: int = 0,
-                 world_size: int = 1, progress: bool = True, num_classes: int = 19) -> np.ndarray:
-    """Label frames and store them as PNGs; resumable, shardable, batched.
+                 world_size: int = 1, progress: bool = True, num_classes: int = 19, workers: int = 0) -> np.ndarray:
+    """Label frames and store them as PNGs; resumable, shardable, batched, pipelined.
 
     frames: objects with ``folder``, ``frame``, ``side`` (psdif.data.kitti.FrameRef). This call handles
-    ``frames[rank::world_size]``. image_loader(frame) -> uint8 [H, W, 3]; model_fn(uint8 [B, H, W, 3])
-    -> uint8 [B, H, W] train ids. Existing outputs are complete (atomic writes) and are skipped when
-    ``skip_existing`` (still counted in the histogram). Consecutive frames of equal size share a batch.
+    ``frames[rank::world_size]`` (a deterministic slice: a rerun of a killed rank redoes what it lacks).
+    image_loader(frame) -> uint8 [H, W, 3]; model_fn(uint8 [B, H, W, 3]) -> uint8 [B, H, W] train ids.
+    Existing outputs are complete (atomic writes) and are skipped when ``skip_existing`` (still counted in
+    the histogram). Consecutive frames of equal size share a batch. workers: 0 = decode, label, encode one
+    after the other in this process; N > 0 = N processes decode frames ahead of the model (a DataLoader)
+    and N threads count, encode and write the PNGs (the decoders and OpenCV's encoder release the GIL)
+    while the model runs on the next batch.
     Returns the class histogram int64 [num_classes] (pixels per train id) over this shard.
     """
+    from concurrent.futures import ThreadPoolExecutor
     from tqdm import tqdm
 
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
     hist = np.zeros(num_classes, np.int64)
 
-    def count(labels: np.ndarray, where) -> None:
+    def count(labels: np.ndarray, where) -> np.ndarray:
         top = int(labels.max()) if labels.size else 0
         if top >= num_classes:
             raise ValueError(f"{where}: label {top} >= num_classes={num_classes}")
-        hist[:] += np.bincount(labels.ravel(), minlength=num_classes)[:num_classes]
+        return np.bincount(labels.ravel(), minlength=num_classes)[:num_classes]
 
+    def write(path: Path, labels: np.ndarray) -> np.ndarray:
+        counts = count(labels, path)
+        write_label_png(path, labels)
+        return counts
+
+    threads = ThreadPoolExecutor(max(workers, 1)) if workers else None
+    futures: list = []
+
+    def run(fn, *args) -> None:  # in a writer thread, or here; at most a few batches in flight
+        if threads is None:
+            hist[:] += fn(*args)
+            return
+        futures.append(threads.submit(fn, *args))
+        while len(futures) > 4 * batch_size:
+            hist[:] += futures.pop(0).result()
+
+    mine = list(frames)[rank::world_size]
+    todo = []
+    for ref in mine:
+        out = label_path(out_root, ref.folder, ref.side, ref.frame)
+        if skip_existing and out.exists():
+            run(lambda p: count(read_label_png(p), p), out)
+        else:
+            todo.append(ref)
     pending: list[tuple[object, np.ndarray]] = []
 
     def flush() -> None:
@@ -201,19 +276,21 @@ def label_frames(model_fn: Callable[[np.ndarray], np.ndarray], frames: Sequence,
             raise ValueError(f"model_fn returned {labels.shape} for {len(pending)} images of "
                              f"{pending[0][1].shape[:2]}")
         for (ref, _), lab in zip(pending, labels):
-            count(lab, label_path(out_root, ref.folder, ref.side, ref.frame))
-            write_label_png(label_path(out_root, ref.folder, ref.side, ref.frame), lab)
+            run(write, label_path(out_root, ref.folder, ref.side, ref.frame), lab)
         pending.clear()
 
-    for ref in tqdm(list(frames)[rank::world_size], desc=f"pseudolabel[{rank}]", disable=not progress):
-        out = label_path(out_root, ref.folder, ref.side, ref.frame)
-        if skip_existing and out.exists():
-            count(read_label_png(out), out)
-            continue
-        img = image_loader(ref)
-        if pending and (len(pending) == batch_size or pending[0][1].shape != img.shape):
+    try:
+        bar = tqdm(_decoded(todo, image_loader, workers), total=len(mine), initial=len(mine) - len(todo),
+                   desc=f"pseudolabel[{rank}]", disable=not progress)
+        for ref, img in bar:
+            if pending and (len(pending) == batch_size or pending[0][1].shape != img.shape):
+                flush()
+            pending.append((ref, img))
+        if pending:
             flush()
-        pending.append((ref, img))
-    if pending:
-        flush()
+        for f in futures:
+            hist[:] += f.result()
+    finally:
+        if threads is not None:
+            threads.shutdown(wait=True)  # labels already computed are written, even on an error
     return hist

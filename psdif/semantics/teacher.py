@@ -17,20 +17,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from psdif.io import save_torch
+from psdif.seeding import deterministic_kernels, seed_everything
 from psdif.semantics.cityscapes import VOID_LABEL
 from psdif.semantics.deeplab import CheckpointError
 from psdif.semantics.labels import load_rgb, normalize_images, read_label_png
 
 
-def build_teacher(encoder: str, num_classes: int = 19, decoder_channels: int = 256) -> nn.Module:
+def build_teacher(encoder: str, num_classes: int = 19, decoder_channels: int = 256,
+                  seed: int | None = None) -> nn.Module:
     """smp DeepLabV3Plus with encoder ``encoder`` (e.g. ``resnet18``), random init (no download).
 
     ``decoder_channels``: width of the ASPP / decoder (256 in DeepLabv3+; fewer makes a CPU teacher cheap).
+    ``seed``: seed every RNG first (:func:`psdif.seeding.seed_everything`), so that the initial weights
+    depend on it alone; None draws them from the process's current random state.
 
     Inputs must be multiples of 16 (smp's output stride); :func:`predict_labels` pads and crops.
     """
     import segmentation_models_pytorch as smp
 
+    if seed is not None:
+        seed_everything(seed)
     model = smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=num_classes,
                               decoder_channels=decoder_channels)
     model.input_multiple = 16
@@ -127,7 +133,9 @@ def train_teacher(model: nn.Module, samples: Sequence, steps: int, batch_size: i
     Each step: ``batch_size`` random crops ``height x width`` (multiples of 16) after a random scale in
     ``scale`` and a horizontal flip (p = 0.5); AdamW(lr, weight_decay), poly lr decay (power 0.9),
     cross-entropy ignoring 255, weighted per class by :func:`class_weights` (``class_weighting``) of the
-    training labels' pixel counts. Deterministic for a given seed on the CPU. The model ends in eval mode.
+    training labels' pixel counts. Every RNG is seeded from ``seed`` and deterministic kernels are used
+    (:mod:`psdif.seeding`): the same model, samples and seed give the same weights bit for bit on a given
+    machine. The model ends in eval mode.
     """
     from tqdm import tqdm
 
@@ -138,25 +146,26 @@ def train_teacher(model: nn.Module, samples: Sequence, steps: int, batch_size: i
     num_classes = model.segmentation_head[0].out_channels
     weights = class_weights(_label_counts(data, num_classes), class_weighting)
     weight_t = None if class_weighting == "none" else torch.tensor(weights, dtype=torch.float32, device=device)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)  # the crops, scales and flips: their own stream, in sample order
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: (1 - i / steps) ** 0.9)
     losses, start = [], time.perf_counter()
     bar = tqdm(range(steps), desc="teacher", disable=not progress)
-    for _ in bar:
-        idx = rng.integers(0, len(data), batch_size)
-        pairs = [_augment(*data[i], height, width, scale, rng) for i in idx]
-        x = normalize_images(np.stack([p[0] for p in pairs])).to(device)
-        y = torch.from_numpy(np.stack([p[1] for p in pairs])).long().to(device)
-        loss = F.cross_entropy(model(x), y, weight=weight_t, ignore_index=VOID_LABEL)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    with deterministic_kernels():
+        for _ in bar:
+            idx = rng.integers(0, len(data), batch_size)
+            pairs = [_augment(*data[i], height, width, scale, rng) for i in idx]
+            x = normalize_images(np.stack([p[0] for p in pairs])).to(device)
+            y = torch.from_numpy(np.stack([p[1] for p in pairs])).long().to(device)
+            loss = F.cross_entropy(model(x), y, weight=weight_t, ignore_index=VOID_LABEL)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return {"loss": losses, "seconds": time.perf_counter() - start, "class_weights": weights.tolist()}
 

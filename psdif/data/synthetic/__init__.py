@@ -2,7 +2,7 @@
 
 Procedural mini-KITTI: street scenes ray-cast in numpy, written in the exact KITTI raw layout.
 
-The embedded default's "download" (SPEC §1, §4.1, §6). One code path then serves real and generated data.
+The embedded default's "download" (design.md §1, §4.1, §6). One code path then serves real and generated data.
 
 Scene (world frame: x along the street, y to the left, z up, ground z = 0): road with lane markings and a
 crosswalk, sidewalks (paving slabs), lawns (terrain) with fences and hedges, buildings (axis-aligned boxes

@@ -94,7 +94,7 @@ def make3d_grid(scene: Scene, T_world_cam: np.ndarray, intr: Intrinsics) -> np.n
 def generate_make3d(cfg: SyntheticConfig, out_dir: Path, progress: bool = False) -> dict:
     """Write ``cfg.make3d_images`` campus-style test images in the Make3D Test134 format to ``out_dir``:
     ``img-campusNNN.jpg`` (1704 x 2272 portrait, rendered at 426 x 568 and upsampled) and
-    ``depth_sph_corr-campusNNN.mat`` (``Position3DGrid`` [55, 305, 4], range in channel 3; SPEC §4.4).
+    ``depth_sph_corr-campusNNN.mat`` (``Position3DGrid`` [55, 305, 4], range in channel 3; design.md §4.4).
     Returns ``{"images", "seconds", "reused"}``. A complete earlier output of the same parameters (stamped in
     ``out_dir/.config``, written last) is reused, so its bytes (the .mat header holds a date) stay the same."""
     import io

@@ -90,7 +90,7 @@ class Intrinsics:
 
 
 def kitti_intrinsics(width: int, height: int) -> Intrinsics:
-    """Monodepth2's normalised KITTI K (0.58, 1.92, 0.5, 0.5) scaled to ``width x height`` (SPEC §4.2)."""
+    """Monodepth2's normalised KITTI K (0.58, 1.92, 0.5, 0.5) scaled to ``width x height`` (design.md §4.2)."""
     return Intrinsics(width, height, 0.58 * width, 1.92 * height, 0.5 * width, 0.5 * height)
 
 

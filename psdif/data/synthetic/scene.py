@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-# Cityscapes train ids (SPEC §4.5)
+# Cityscapes train ids (design.md §4.5)
 ROAD, SIDEWALK, BUILDING, FENCE, POLE, TRAFFIC_LIGHT, TRAFFIC_SIGN = 0, 1, 2, 4, 5, 6, 7
 VEGETATION, TERRAIN, SKY, CAR = 8, 9, 10, 13
 

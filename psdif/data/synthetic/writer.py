@@ -17,7 +17,7 @@ from psdif.data.synthetic.render import Renderer
 from psdif.data.synthetic.rig import (DATE, GENERATOR_VERSION, MAX_DEPTH_PNG, OXTS_DATAFORMAT, oxts_line,
                                       timestamps_text, calib_texts, kitti_intrinsics, make_trajectory, oxts_packet)
 from psdif.data.synthetic.scene import make_scene
-from psdif.io import atomic_write_bytes, atomic_write_text, params_hash
+from psdif.io import atomic_write_bytes, atomic_write_text, md5_file, params_hash
 
 
 # ============================================================================================ files
@@ -131,26 +131,68 @@ def _write_splits(cfg: SyntheticConfig, splits_dir: Path, drives: list[dict], ro
         atomic_write_text(Path(splits_dir) / "synth_zhou" / f"{role}_files.txt", "".join(listed))
 
 
+def _owned_files(root: Path, parts: list[Path] | None = None) -> dict[str, str]:
+    """MD5 of every file the generator owns (``<root>/2030_01_01``, ``<root>/synthetic_gt``; the manifest
+    itself excluded), or of the files under ``parts`` only; paths relative to ``root``."""
+    out = {}
+    for base in parts if parts is not None else [root / DATE, root / "synthetic_gt"]:
+        if base.is_dir():
+            for p in sorted(base.rglob("*")):
+                if p.is_file() and p.name != "manifest.json" and not p.name.startswith("."):
+                    out[str(p.relative_to(root))] = md5_file(p)
+    return out
+
+
+def _damaged_drives(root: Path, record: dict[str, str], names: list[str]) -> tuple[list[str], bool]:
+    """(drives whose files differ from ``record`` or are missing / extra, whether anything else differs)."""
+    current = _owned_files(root)
+    differ = {k for k in record.keys() | current.keys() if record.get(k) != current.get(k)}
+    drives = [n for n in names if any(f"/{n}/" in f"/{k}" for k in differ)]
+    rest = any(not any(f"/{n}/" in f"/{k}" for n in names) for k in differ)
+    return drives, rest
+
+
 def generate_mini_kitti(cfg: SyntheticConfig, root: Path, splits_dir: Path, progress: bool = True) -> dict:
     """Generate (or reuse) the mini-KITTI of ``cfg`` under ``root`` and its split files in ``splits_dir``.
 
     Returns a summary: drives (list of ``<date>/<drive>``), roles, frames (total), stationary (per drive),
-    seconds, reused. A previous output is reused only when ``<root>/synthetic_gt/manifest.json`` (written
-    last) carries the same params hash; otherwise the generator's own folders (``<root>/2030_01_01``,
-    ``<root>/synthetic_gt``) are deleted and rewritten.
+    files (the generator's record: path -> MD5 of every file it wrote), seconds, reused, repaired. A previous
+    output is reused when ``<root>/synthetic_gt/manifest.json`` (written last) carries the same params hash
+    and the files on disk are the ones it recorded (content hashes): a drive with a file missing, changed or
+    added is generated again (bit-identical: the generator is deterministic), and so is the calibration;
+    other params, or a manifest without a record, regenerate everything (the generator's own folders
+    ``<root>/2030_01_01`` and ``<root>/synthetic_gt`` are deleted first).
     """
     root, splits_dir = Path(root), Path(splits_dir)
     manifest = root / "synthetic_gt" / "manifest.json"
     key = params_key(cfg)
     roles = drive_roles(cfg)
+    names = [drive_name(i) for i, _ in roles]
     if manifest.exists():
         try:
             old = json.loads(manifest.read_text())
         except json.JSONDecodeError:
             old = {}
-        if old.get("key") == key:
+        if old.get("key") == key and isinstance(old.get("files"), dict):
+            t0 = time.perf_counter()
+            damaged, rest = _damaged_drives(root, old["files"], names)
+            if rest:
+                write_calibration(cfg, root)
+                _remove_unrecorded(root, old["files"], names)
+            for name in damaged:
+                index = names.index(name) + 1
+                for folder in (root / DATE / name, gt_dir(root, name)):
+                    shutil.rmtree(folder, ignore_errors=True)
+                generate_drive(cfg, index, root, progress)
+            if damaged or rest:
+                again = _owned_files(root)
+                if again != old["files"]:
+                    raise RuntimeError(f"{root}: regenerated files differ from the generator's record "
+                                       f"{manifest}; delete {root} and run the download stage again")
+                print(f"{root}: restored {', '.join(damaged) or 'the calibration'} from the generator "
+                      f"({time.perf_counter() - t0:.0f} s)")
             _write_splits(cfg, splits_dir, old["drive_info"], roles)
-            return {**old["summary"], "reused": True}
+            return {**old["summary"], "files": old["files"], "reused": True, "repaired": damaged}
         manifest.unlink()
     for owned in (root / DATE, root / "synthetic_gt"):
         if owned.exists():
@@ -163,8 +205,15 @@ def generate_mini_kitti(cfg: SyntheticConfig, root: Path, splits_dir: Path, prog
     _write_splits(cfg, splits_dir, drives, roles)
     summary = {"drives": [d["drive"] for d in drives], "roles": [r for _, r in roles],
                "frames": sum(d["frames"] for d in drives),
-               "stationary": {d["drive"]: d["stationary"] for d in drives},
-               "seconds": round(time.perf_counter() - t0, 2), "reused": False}
+               "stationary": {d["drive"]: d["stationary"] for d in drives}}
+    files = _owned_files(root)
     atomic_write_text(manifest, json.dumps({"key": key, "params": dataclasses.asdict(cfg), "version": GENERATOR_VERSION,
-                                       "summary": summary, "drive_info": drives}, indent=1) + "\n")
-    return summary
+                                            "summary": summary, "drive_info": drives, "files": files}, indent=1) + "\n")
+    return {**summary, "files": files, "seconds": round(time.perf_counter() - t0, 2), "reused": False, "repaired": []}
+
+
+def _remove_unrecorded(root: Path, record: dict[str, str], names: list[str]) -> None:
+    """Delete files outside the drives that the generator did not write (the drives are regenerated whole)."""
+    for rel in _owned_files(root).keys() - record.keys():
+        if not any(f"/{n}/" in f"/{rel}" for n in names):
+            (root / rel).unlink()

@@ -1,0 +1,40 @@
+"""prepare stage: the training frames, pseudo-labels and B_t resized once to the network size -> data/prepared.
+
+For every (drive, camera) of the filtered training list, the targets and their neighbours as uint8 arrays
+(``psdif.data.prepared``), so the training loader copies memory instead of decoding three full-size PNGs
+per sample. Writes data/manifests/prepared_{images,labels,boundaries}.json; with ``prepare.enabled: false``
+the manifests only say so and training decodes the PNGs. Uses every core (processes over frames).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psdif.data.kitti import read_split
+from psdif.data.prepared import KINDS, disabled_manifest, prepare_all
+from psdif.io import cpu_count, md5_file, progress_enabled
+from psdif.paths import (BOUNDARIES, BOUNDARY_MANIFEST, LABELS, LABELS_MANIFEST, PREPARED, PREPARED_MANIFESTS,
+                         RAW_MANIFEST, TRAIN_LIST)
+from psdif.stage import stage_args
+
+
+def main(argv=None) -> None:
+    p, _ = stage_args("prepare", argv)
+    manifests = {k: Path(v) for k, v in PREPARED_MANIFESTS.items()}
+    if not p.prepare.enabled:
+        for kind in KINDS:
+            disabled_manifest(kind, manifests[kind])
+        print("prepare.enabled is false: training decodes the PNGs")
+        return
+    targets = read_split(TRAIN_LIST)
+    digests = {"images": md5_file(RAW_MANIFEST), "labels": md5_file(LABELS_MANIFEST),
+               "boundaries": md5_file(BOUNDARY_MANIFEST)}
+    out = prepare_all(p.data.raw_root, LABELS, BOUNDARIES, p.data.img_ext, p.data.height, p.data.width, targets,
+                      Path(PREPARED), manifests, digests, workers=cpu_count(), progress=progress_enabled())
+    frames = sum(len(g["frames"]) for g in out["images"]["groups"].values())
+    print(f"prepared {frames} frames of {len(out['images']['groups'])} drive cameras at "
+          f"{p.data.height} x {p.data.width} under {PREPARED}")
+
+
+if __name__ == "__main__":
+    main()
