@@ -3,9 +3,9 @@
 
 It trains through ``psdif.train.train`` itself (the pipeline's sampler, augmentation, lr schedule, losses),
 evaluating in its ``on_step`` hook, with the params of params.yaml (the embedded preset) changed by ``-S``.
-Needs the pipeline's data: ``dvc repro export_gt boundary`` (generated drives, pseudo-labels, boundaries,
-data/eval/gt_depths.npz), and ``dvc repro pretrain`` for ``--init pretrain`` (data/pretrain/*.pt, or other
-files through ``-S model.encoder_weights=PATH``). The figures in BENCHMARKS.md came from, e.g.:
+Needs the pipeline's data: ``dvc repro export_gt prepare pretrain`` (generated drives, pseudo-labels,
+boundaries, the prepared frames the train stages read, data/eval/gt_depths.npz, and data/pretrain/*.pt for
+``--init pretrain``; other files through ``-S model.encoder_weights=PATH``). BENCHMARKS.md's figures came from:
 
     OMP_NUM_THREADS=1 python bench/embedded_curve.py --variants baseline,msfan,msfan_seg,msfan_seg_psdifm,full \\
         --init none,pretrain --steps 600 --every 50 --out bench/results/curve.jsonl
@@ -36,7 +36,7 @@ from psdif.config import load_params, parse_params, to_dict  # noqa: E402
 from psdif.data import kitti  # noqa: E402
 from psdif.evaluation.evaluate import ConstantDisparity, evaluate_eigen  # noqa: E402
 from psdif.evaluation.metrics import load_gt_depths, load_gt_frames  # noqa: E402
-from psdif.paths import GT_DEPTHS, TRAIN_LIST  # noqa: E402
+from psdif.paths import BOUNDARIES, GT_DEPTHS, LABELS, PREPARED_MANIFESTS, TRAIN_LIST  # noqa: E402
 from psdif.train import train  # noqa: E402
 from psdif.variants import VARIANTS, get_variant  # noqa: E402
 
@@ -84,9 +84,10 @@ def curve(params, variant: str, every: int, test, gts, flat: float, tag: dict, o
                 f.write(json.dumps(row) + "\n")
 
     with tempfile.TemporaryDirectory() as tmp:
-        train(params, get_variant(variant), Path(tmp), labels_root=Path("data/pseudolabels"),
-              boundary_root=Path("data/boundaries"), frames=kitti.read_split(Path(TRAIN_LIST)), progress=False,
-              on_step=on_step)
+        # the prepared frames when the prepare stage has run (as the train stage reads them), else the PNGs
+        prepared = PREPARED_MANIFESTS if all(Path(m).exists() for m in PREPARED_MANIFESTS.values()) else None
+        train(params, get_variant(variant), Path(tmp), labels_root=Path(LABELS), boundary_root=Path(BOUNDARIES),
+              frames=kitti.read_split(Path(TRAIN_LIST)), progress=False, on_step=on_step, prepared=prepared)
     return rows
 
 
