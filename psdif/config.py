@@ -30,6 +30,9 @@ class ParamsError(ValueError):
     """A params.yaml problem; the message names the key and says what to do."""
 
 
+PRETRAIN_TOKEN = "pretrain"  # model.encoder_weights / model.pose_weights: the pretrain stage's output
+
+
 def _rng(ge=None, gt=None, le=None, lt=None, hint: str = ""):
     """Range of a number (or of every item of a list of numbers); ``hint`` is appended to the message."""
     return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "hint": hint})
@@ -57,7 +60,7 @@ class DataConfig:
     height: int = _rng(ge=64)               # network input height (multiple of 32)
     width: int = _rng(ge=64)                # network input width (multiple of 32)
     num_workers: int | Literal["auto"] = _rng(ge=0)  # loader processes per training process; auto: from the cores
-    intrinsics: Literal["calib", "kitti_normalised"]  # K from calib_cam_to_cam.txt P_rect, or design.md §4.2's fixed K
+    intrinsics: Literal["calib", "kitti_normalised"]  # K from calib_cam_to_cam.txt P_rect, or Monodepth2's fixed K (design.md §4.2)
 
     def __post_init__(self):
         for name in ("height", "width"):
@@ -162,8 +165,8 @@ class ModelConfig:
     decoder_channels: list[int]              # decoder widths at output scales 0..4 (1/2^s): F_0, levels 0..3
     baseline_width: float = _rng(gt=0, le=1)  # width multiplier of the ResNet-18 baseline (1.0 = paper)
     pose_width: float = _rng(gt=0, le=1)      # width multiplier of the pose ResNet-18 (1.0 = paper)
-    encoder_weights: Optional[str]    # null | imagenet | HRNet file (timm, HRNet-Cls/-Seg, mmseg): models/weights.py
-    pose_weights: Optional[str]       # null | imagenet | torchvision ResNet-18 file (pose + baseline encoders)
+    encoder_weights: Optional[str]    # null | imagenet | pretrain | HRNet file (timm, HRNet-Cls/-Seg, mmseg): models/weights.py
+    pose_weights: Optional[str]       # null | imagenet | pretrain | torchvision ResNet-18 file (pose + baseline encoders)
     num_classes: int = _rng(ge=2)
     min_depth: float = _rng(gt=0)
     max_depth: float = _rng(gt=0)
@@ -176,6 +179,17 @@ class ModelConfig:
             raise ParamsError(f"model.num_classes={self.num_classes} must be {NUM_CLASSES}: the pseudo-labels "
                               "are the 19 Cityscapes train ids (a smaller head cannot take them as targets)")
         _check_depth_range("model", self.min_depth, self.max_depth)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainConfig:
+    """The pretrain stage (psdif/pretrain.py): used where model.encoder_weights / pose_weights is ``pretrain``."""
+    steps: int = _rng(ge=1)                 # Adam steps (each encoder sees the same batches)
+    batch_size: int = _rng(ge=1)
+    lr: float = _rng(gt=0, le=1)
+    head_channels: int = _rng(ge=1)         # width of the discarded segmentation head
+    seed: int
+    checkpoint_every: int = _rng(ge=1)      # steps between last.pt writes (resume)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,7 +231,7 @@ class TrainConfig:
     lr_gamma: float = _rng(gt=0, le=1)
     checkpoint_every: int = _rng(ge=1)      # steps between checkpoints (plus one at each epoch end)
     log_every: int = _rng(ge=1)
-    amp: bool                        # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool                        # bf16 autocast on CUDA (ignored on CPU); false = fp32, the paper's precision
     compile: bool                   # torch.compile the training step
 
     def __post_init__(self):
@@ -260,6 +274,7 @@ class Params:
     boundary: BoundaryConfig
     prepare: PrepareConfig
     model: ModelConfig
+    pretrain: PretrainConfig
     loss: LossConfig
     train: TrainConfig
     eval: EvalConfig
@@ -273,6 +288,16 @@ class Params:
             if self.data.source != "synthetic":
                 raise ParamsError("pseudolabel.labeller=oracle needs data.source: synthetic (only the generator "
                                   "has semantic ground truth); use labeller: teacher with a checkpoint on KITTI")
+        # `pretrain` names the pretrain stage's files (psdif/pretrain.py): generated ground truth, one ResNet-18
+        used = [k for k in ("encoder_weights", "pose_weights") if getattr(self.model, k) == PRETRAIN_TOKEN]
+        if used and self.data.source != "synthetic":
+            raise ParamsError(f"{' and '.join('model.' + k for k in used)}: pretrain needs the generated data's "
+                              f"semantic ground truth (data.source synthetic, not {self.data.source}); on real "
+                              "KITTI use the published weights (psdif/presets/paper.yaml, docs/paper_setting.md)")
+        if "pose_weights" in used and self.model.baseline_width != self.model.pose_width:
+            raise ParamsError(f"model.pose_weights: pretrain is one ResNet-18 file for the baseline and the pose "
+                              f"net, so model.baseline_width ({self.model.baseline_width}) must equal "
+                              f"model.pose_width ({self.model.pose_width})")
         if self.data.source != "synthetic":
             return
         syn = self.synthetic

@@ -25,6 +25,9 @@ file is what it generates. Every file a stage reads is one of its dependencies, 
   whole params.yaml before any other stage can delete an output, and writes one small fingerprint file per
   input under ``data/manifests/inputs/``; a stage depends on the fingerprints of the files it reads, so a
   replaced weight file at the same path is a change, and an unchanged one reruns nothing.
+- Initial weights made by the pipeline (``model.encoder_weights: pretrain`` / ``model.pose_weights: pretrain``):
+  the ``pretrain`` stage's files ``data/pretrain/{msfan,resnet18}.pt`` are dependencies of the train stages (placeholders where no param names ``pretrain``, so dvc.yaml is one file for both
+  presets); the check stage accepts the token before they exist.
 - Large trees (KITTI raw, pseudo-labels, boundary masks) are summarised by manifests that list every file
   with its content hash (generated data, labels, masks) or its size and modification time (a real KITTI copy:
   hashing 175 GB on every ``dvc repro`` is not an option). The ``download`` stage re-scans the raw tree (and
@@ -47,7 +50,7 @@ import yaml
 from psdif.evaluation.summary import CURVE_TERMS
 from psdif.paths import (BOUNDARY_MANIFEST, COVERAGE, EVAL_DIR, EXPORT_GT_REPORT, FILTER_REPORT, GT_DEPTHS,
                          INPUT_FINGERPRINTS, INPUT_LISTS, LABELS_MANIFEST, LISTS, MODELS, PLOT_DATA, PREPARED_MANIFESTS,
-                         RAW_MANIFEST,
+                         PRETRAIN_MSFAN, PRETRAIN_RESNET, RAW_MANIFEST,
                          SUMMARY, TEST_LIST, TRAIN_LIST, VAL_LIST, VALIDATED_PARAMS, live_path, model_path,
                          train_metrics_path)
 from psdif.variants import VARIANTS, params_read_by
@@ -124,9 +127,10 @@ def _stage(script: str, data_deps: list[str], **rest) -> dict:
 
 def _train_stage(name: str) -> dict:
     v = VARIANTS[name]
-    data = [TRAIN_LIST, VAL_LIST, RAW_MANIFEST, PREPARED_MANIFESTS["images"], INPUT_FINGERPRINTS["model.pose_weights"]]
+    data = [TRAIN_LIST, VAL_LIST, RAW_MANIFEST, PREPARED_MANIFESTS["images"], INPUT_FINGERPRINTS["model.pose_weights"],
+            PRETRAIN_RESNET]
     if v.msfan:
-        data.append(INPUT_FINGERPRINTS["model.encoder_weights"])
+        data += [INPUT_FINGERPRINTS["model.encoder_weights"], PRETRAIN_MSFAN]
     if v.seg or v.metric_loss:
         data += [LABELS_MANIFEST, PREPARED_MANIFESTS["labels"]]
     if v.metric_loss:
@@ -188,6 +192,11 @@ def build() -> dict:
         "prepare": _stage("stages/prepare.py", [TRAIN_LIST, RAW_MANIFEST, LABELS_MANIFEST, BOUNDARY_MANIFEST],
                           params=["prepare", "data.raw_root", "data.img_ext", "data.height", "data.width"],
                           outs=[{m: {"cache": False}} for m in PREPARED_MANIFESTS.values()]),
+        "pretrain": _stage("stages/pretrain.py", [RAW_MANIFEST, TRAIN_LIST, VAL_LIST],
+                           params=data_params[:2] + ["data.img_ext", "data.height", "data.width", "pretrain",
+                                                     "model.msfan_size", "model.baseline_width", "model.pose_width",
+                                                     "model.encoder_weights", "model.pose_weights"],
+                           outs=[PRETRAIN_MSFAN, PRETRAIN_RESNET], metrics=[{"metrics/pretrain.json": {"cache": False}}]),
     }
     for name in VARIANTS:
         stages[f"train_{name}"] = _train_stage(name)

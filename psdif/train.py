@@ -115,6 +115,22 @@ def make_optimizer(nets: nn.Module, lr: float, device: torch.device) -> torch.op
     return torch.optim.Adam(nets.parameters(), lr=lr, fused=device.type == "cuda")
 
 
+def set_precision(device: torch.device) -> None:
+    """fp32 training, the paper's precision (§4.2 names no mixed precision), on the tensor cores where it is safe.
+
+    On CUDA, convolutions may use TF32 (``torch.backends.cudnn.allow_tf32 = True``, set here explicitly
+    rather than left to PyTorch's default): inputs rounded to a 10-bit mantissa, products accumulated in
+    fp32, as the cuDNN convolutions of PyTorch 2.7 (the paper's version) do by default on an RTX 3090.
+    Matmuls stay full fp32 (``torch.backends.cuda.matmul.allow_tf32 = False``): the back-projection
+    ``K^-1 p`` and the projection are matmuls on pixel coordinates up to 640, where TF32 rounding would move
+    a sampled pixel by up to about 0.3 px. bf16 autocast is opt-in (``train.amp``, :func:`autocast_context`).
+    Nothing to set on the CPU (fp32 throughout).
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def autocast_context(amp: bool, device: torch.device):
     """bf16 autocast on CUDA when ``amp`` (train.amp); a no-op context otherwise (CPU runs in fp32)."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if (amp and device.type == "cuda") \
@@ -230,7 +246,8 @@ def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=
           live_dir: Optional[str | Path] = None, frames=None, dataset=None, device=None,
           build_models: Callable = build_networks, loss_fn: Callable = default_loss_fn,
           progress: Optional[bool] = None, inputs: Optional[dict] = None,
-          seed: Optional[int] = None, prepared=None) -> TrainResult:
+          seed: Optional[int] = None, prepared=None,
+          on_step: Optional[Callable[[int, "Networks"], None]] = None) -> TrainResult:
     """Train ``variant`` with ``params`` into ``out_dir`` (``last.pt`` while running, then ``model.pt``).
 
     labels_root / boundary_root: pseudo-label and boundary PNG roots (needed by seg / metric-loss variants);
@@ -241,7 +258,8 @@ def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=
     build_models(variant, model_cfg) -> (depth_net, pose_net); loss_fn: see :func:`default_loss_fn`;
     inputs: ``{name: digest}`` of the files the run reads, part of the run key (``psdif.checkpoint``);
     seed: of the initialisation, the shuffled order and the augmentation (default: the first of
-    ``train.seeds``), part of the run key.
+    ``train.seeds``), part of the run key. on_step(step, networks): called on rank 0 after every optimiser
+    step (bench/embedded_curve.py evaluates there; it must leave the networks and the RNG streams as it found them).
     Resumes from ``out_dir/last.pt`` when present (refused if written under another run key); a run that
     completes writes ``model.pt`` and then deletes ``last.pt``.
     """
@@ -251,7 +269,7 @@ def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=
         return _train(params, variant, Path(out_dir), dinfo, cuda, labels_root=labels_root,
                       boundary_root=boundary_root, live_dir=live_dir, frames=frames, dataset=dataset,
                       device=device, build_models=build_models, loss_fn=loss_fn, progress=progress, inputs=inputs,
-                      seed=params.train.seeds[0] if seed is None else seed, prepared=prepared)
+                      seed=params.train.seeds[0] if seed is None else seed, prepared=prepared, on_step=on_step)
     finally:
         if dinfo.initialised_here:
             dist.destroy_process_group()
@@ -259,9 +277,10 @@ def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=
 
 def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cuda: bool, *, labels_root,
            boundary_root, live_dir, frames, dataset, device, build_models, loss_fn, progress,
-           inputs, seed: int, prepared) -> TrainResult:
+           inputs, seed: int, prepared, on_step) -> TrainResult:
     tc = params.train
     device = torch.device(device if device is not None else (f"cuda:{dinfo.local_rank}" if cuda else "cpu"))
+    set_precision(device)  # fp32 (TF32 convolutions on CUDA); bf16 only with train.amp
     key = hashed_params(params, variant, inputs, seed)
     ckpt_path = out_dir / CHECKPOINT_NAME
 
@@ -355,6 +374,8 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
             at.step, at.batch = at.step + 1, at.batch + 1
             pbar.update(1)
             losses.add(guard.record(at.step, terms))  # device-side bookkeeping only
+            if on_step is not None and dinfo.main:
+                on_step(at.step, nets)
             if at.step % tc.log_every == 0:
                 log()
             if at.batch == steps_per_epoch or at.step >= total_steps:

@@ -6,7 +6,6 @@ frame goes to metrics/figures/boundary_fig4.png; data/manifests/boundaries.json 
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from psdif.data.images import read_image
@@ -30,7 +29,8 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: {LABELS_MANIFEST} not found; run the pseudolabel stage first")
     label_manifest = read_json(LABELS_MANIFEST)
     labels = sorted(label_manifest["files"])
-    config = params_hash({"boundary": dataclasses.asdict(b), "labels": label_manifest["config"]})
+    # what the masks depend on (the figure's T and Z lists do not: changing them redraws Figure 4 only)
+    config = params_hash({"boundary": {"z": b.z, "t": b.t}, "labels": label_manifest["config"]})
     prepare_output_tree(OUT, config, "recomputing every mask")
 
     info = boundary_frames([LABELS / f for f in labels], [OUT / f for f in labels], read_label_png,

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from psdif.config import ParamsError, to_dict
 from psdif.io import sha256_file, write_json
-from psdif.models.weights import ENCODER_KEY, POSE_KEY, cached_weights_file, check_model_weights
+from psdif.models.weights import (ENCODER_KEY, POSE_KEY, PRETRAIN, PRETRAIN_FILES, cached_weights_file,
+                                  check_model_weights)
 from psdif.paths import INPUT_FINGERPRINTS, INPUTS
 from psdif.stage import stage_args
 
@@ -26,7 +27,9 @@ def fingerprint(key: str, value, p) -> dict:
     out = {"param": key, "value": value}
     if value is None:
         return out
-    if key in (ENCODER_KEY, POSE_KEY):
+    if value == PRETRAIN and key in PRETRAIN_FILES:  # made later by the pretrain stage, itself a dependency
+        out["file"] = f"{PRETRAIN_FILES[key]} (the pretrain stage's output)"
+    elif key in (ENCODER_KEY, POSE_KEY):
         size = p.model.msfan_size if key == ENCODER_KEY else None
         path = cached_weights_file(value, key, size)
         out["sha256"] = sha256_file(path) if path else f"not yet downloaded ({value})"

@@ -32,25 +32,41 @@ def _args(parser):
                         help="training seed (default: the first of train.seeds); dvc.yaml passes each of them")
 
 
+def run_inputs(variant: str, dvc_yaml: str | Path = "dvc.yaml") -> dict[str, str]:
+    """``{path: MD5}`` of every data file the variant's train stage depends on in dvc.yaml (lists, raw and
+    prepared manifests, the pseudo-label and boundary manifests, which embed their stage's configuration,
+    weight fingerprints, the pretrain stage's encoders): the data part of the run key."""
+    from psdif.io import md5_file
+
+    stage = yaml.safe_load(Path(dvc_yaml).read_text())["stages"][f"train_{variant}"]
+    deps = stage.get("do", stage)["deps"]  # a foreach stage keeps its definition under "do"
+    return {d: md5_file(d) for d in deps if d.startswith("data/")}
+
+
+def run_dir_for(p, variant, inputs: dict, seed: int) -> Path:
+    """``data/runs/<variant>-<run key hash>``: another key (seed, params or inputs) is another folder."""
+    from psdif.io import params_hash
+    from psdif.train import hashed_params
+
+    return Path("data/runs") / f"{variant.name}-{params_hash(hashed_params(p, variant, inputs, seed))}"
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     relaunch_under_torchrun(__file__, argv)  # PSDIF_NPROC / PSDIF_NNODES: one process per GPU (DDP)
     p, args = stage_args("train", argv, _args)
 
     from psdif.data.kitti import read_split
-    from psdif.io import md5_file, params_hash
     from psdif.paths import BOUNDARIES, LABELS, PREPARED_MANIFESTS, TRAIN_LIST, live_path, model_path, train_metrics_path
-    from psdif.train import hashed_params, train
+    from psdif.train import train
 
     variant = get_variant(args.variant)
     seed = p.train.seeds[0] if args.seed is None else args.seed
     if seed < 0:
         raise SystemExit(f"error: --seed {seed} must be >= 0")
     # the run key: seed + params + the content of every data file this stage depends on in dvc.yaml
-    stage = yaml.safe_load(Path("dvc.yaml").read_text())["stages"][f"train_{variant.name}"]
-    deps = stage.get("do", stage)["deps"]  # a foreach stage keeps its definition under "do"
-    inputs = {d: md5_file(d) for d in deps if d.startswith("data/")}
-    run_dir = Path("data/runs") / f"{variant.name}-{params_hash(hashed_params(p, variant, inputs, seed))}"
+    inputs = run_inputs(variant.name)
+    run_dir = run_dir_for(p, variant, inputs, seed)
     start = time.perf_counter()
     result = train(p, variant, run_dir, labels_root=Path(LABELS), boundary_root=Path(BOUNDARIES),
                    live_dir=run_dir / "dvclive", progress=progress_enabled(), frames=read_split(Path(TRAIN_LIST)),

@@ -127,3 +127,49 @@ def test_figure_written(tmp_path):
     boundary_figure(image, labels, [0, 10], [3, 5], out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.parent.glob("*.tmp"))
+
+
+def _runs(flags: np.ndarray) -> list[int]:
+    """Lengths of the runs of True in a 1-D bool array."""
+    runs, n = [], 0
+    for f in list(flags) + [False]:
+        if f:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs
+
+
+def test_figure_draws_full_mask_white_and_empty_mask_black(tmp_path):
+    """Uniform labels: Z=5, T=0 gives an empty B_t (|2 |P+| - 25| is odd, never 0) and Z=3, T=10 an all-True
+    one (|2 |P+| - 9| <= 9). Panel grid: [image, labels] / [empty, full]. Read back, the empty panel is a
+    black block under the image, the full one a white block (not black) under the labels, each as tall as
+    the panels above; the titles give the share of B_t pixels."""
+    from PIL import Image
+
+    labels = np.zeros((40, 100), int)
+    assert not boundary_mask(labels, 5, 0).any() and boundary_mask(labels, 3, 10).all()
+    image = np.full((40, 100, 3), 128, np.uint8)
+    out = tmp_path / "fig4.png"
+    titles = boundary_figure(image, labels, [0], [3], out, z=5, t=10)
+    assert titles[2] == "B_t  T=0, Z=5: 0.0% of pixels" and titles[3] == "B_t  Z=3, T=10: 100.0% of pixels"
+    px = np.asarray(Image.open(out).convert("RGB")).astype(int)
+
+    def box(colour):  # rows / columns mostly of that colour (title anti-aliasing has stray greys)
+        mask = (px == colour).all(-1)
+        ys = np.nonzero(mask.sum(1) > 0.5 * mask.sum(1).max())[0]
+        xs = np.nonzero(mask.sum(0) > 0.5 * mask.sum(0).max())[0]
+        return ys.min(), ys.max(), xs.min(), xs.max()
+
+    iy0, iy1, ix0, ix1 = box((128, 128, 128))   # the image panel
+    ly0, ly1, lx0, lx1 = box((128, 64, 128))    # the label panel (Cityscapes road)
+    height = iy1 - iy0 + 1
+    assert abs((ly1 - ly0 + 1) - height) <= 1 and lx0 > ix1
+    below = slice(iy1 + 1, None)
+    black_rows = (px[below, ix0 + 2:ix1 - 1] == 0).all(-1).all(-1)
+    white_rows = (px[below, lx0 + 2:lx1 - 1] == 255).all(-1).all(-1)
+    assert max(_runs(black_rows), default=0) >= height - 2      # the empty mask: black
+    # the full mask: white, one block taller than the panel (it joins the white gap above it)
+    assert max(_runs(white_rows), default=0) >= height - 2
+    assert not (px[below, lx0 + 2:lx1 - 1] == 0).all(-1).all(-1).any()  # no black row under the labels

@@ -146,7 +146,10 @@ def test_flip_moves_image_labels_and_boundary_together(tiny):
         torch.testing.assert_close(a.images, p.images.flip(-1), rtol=0, atol=0)
         assert torch.equal(a.labels, p.labels.flip(-1))
         assert torch.equal(a.boundary, p.boundary.flip(-1))
-        assert torch.equal(a.K, p.K)  # K unchanged by the flip (design.md §4.2)
+        # calib K: the principal point of the flipped image, cx' = (W - 1) - cx (see the flip tests below)
+        expected_K = p.K.clone()
+        expected_K[0, 2] = (IMG_W - 1) - p.K[0, 2]
+        torch.testing.assert_close(a.K, expected_K, rtol=0, atol=1e-4)
         # content agrees: the red mark sits on class 1 in the flipped image too, now on the right
         assert torch.equal(a.images[:, 0, 40:] > 0.99, a.labels[:, 40:] == 1)
         assert (a.labels[0, 50, -1] == 1) and (a.labels[0, 50, 0] == 2)
@@ -155,6 +158,55 @@ def test_flip_moves_image_labels_and_boundary_together(tiny):
     for i in unflipped[:2]:
         assert torch.equal(aug[i].images, plain[i].images) and torch.equal(aug[i].labels, plain[i].labels)
         assert torch.equal(unpacked(aug[i]).images, unpacked(plain[i]).images)
+
+
+def _flipped_and_plain(tiny, intrinsics, h=48, w=128):
+    frames = targets(range(1, 13))
+    i = next(i for i in range(len(frames)) if sample_augmentation(3, 0, i).flip)
+    return (unpacked(make_ds(tiny, frames, train=True, h=h, w=w, intrinsics=intrinsics)[i]),
+            unpacked(make_ds(tiny, frames, train=False, h=h, w=w, intrinsics=intrinsics)[i]))
+
+
+def test_flipped_calib_intrinsics_project_like_the_flipped_image(tiny):
+    """Brute force by projection: a scene point at column u of the unflipped image sits at column
+    (W - 1) - u of the flipped one (the array reversed); the flipped item's K must put the mirrored point
+    (-X, Y, Z) exactly there, i.e. cx' = (W - 1) - cx with integer pixel centres."""
+    w = 128
+    a, p = _flipped_and_plain(tiny, "calib", w=w)
+    assert torch.equal(a.images, p.images.flip(-1))
+    rng = np.random.default_rng(0)
+    pts = np.stack([rng.uniform(-8, 8, 50), rng.uniform(-2, 2, 50), rng.uniform(3, 60, 50)])  # [3, N]
+    K, Kf = p.K.double().numpy()[:3, :3], a.K.double().numpy()[:3, :3]
+    u = K[0, 0] * pts[0] / pts[2] + K[0, 2]                       # by hand, the unflipped camera
+    v = K[1, 1] * pts[1] / pts[2] + K[1, 2]
+    mirrored = pts * np.array([[-1.0], [1.0], [1.0]])
+    uvf = Kf @ mirrored
+    np.testing.assert_allclose(uvf[0] / uvf[2], (w - 1) - u, atol=1e-4)
+    np.testing.assert_allclose(uvf[1] / uvf[2], v, atol=1e-4)
+    torch.testing.assert_close(a.K @ a.inv_K, torch.eye(4), atol=1e-5, rtol=0)
+
+
+def test_flipped_calib_intrinsics_warp_like_the_flipped_image(tiny):
+    """Brute force by view synthesis: warping the flipped source with the flipped K and the mirrored
+    motion (M T M, M = diag(-1, 1, 1, 1)) gives the flipped warp of the unflipped item."""
+    from psdif.geometry import transformation_from_parameters, warp
+
+    a, p = _flipped_and_plain(tiny, "calib", h=48, w=128)
+    depth = torch.full((1, 1, 48, 128), 7.0)
+    depth[..., 20:40, 30:90] = 4.0                             # a nearer box: parallax varies over the image
+    T = transformation_from_parameters(torch.tensor([[[0.0, 0.02, 0.0]]]), torch.tensor([[[0.3, 0.0, 0.5]]]))
+    M = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))[None]
+    src_plain, src_flip = p.images[1][None], a.images[1][None]
+    plain = warp(src_plain, depth, T, p.K[None], p.inv_K[None])
+    flipped = warp(src_flip, depth.flip(-1), M @ T @ M, a.K[None], a.inv_K[None])
+    inner = (slice(None), slice(None), slice(4, -4), slice(8, -8))  # away from the border padding
+    torch.testing.assert_close(flipped.flip(-1)[inner], plain[inner], atol=2e-4, rtol=0)
+
+
+def test_kitti_normalised_intrinsics_are_kept_by_the_flip(tiny):
+    """Monodepth2's cx = 0.5 W is its own mirror image in the half-pixel convention: the same K."""
+    a, p = _flipped_and_plain(tiny, "kitti_normalised")
+    assert torch.equal(a.images, p.images.flip(-1)) and torch.equal(a.K, p.K)
 
 
 def test_one_jitter_for_all_frames(tmp_path):

@@ -31,6 +31,7 @@ TINY = {
                   "frames_per_drive": 32, "test_frames_per_drive": 4, "supersample": 1, "make3d_images": 2},
     "pseudolabel": {"labeller": "oracle", "teacher_steps": 4, "teacher_batch_size": 2, "teacher_height": 64,
                     "teacher_width": 96},
+    "pretrain": {"steps": 2, "batch_size": 2, "checkpoint_every": 1},
     "train": {"epochs": 1, "max_steps": 3, "batch_size": 2, "checkpoint_every": 2, "log_every": 1},
     "eval": {"batch_size": 4, "figure_frames": [0, 1]},
 }
@@ -140,7 +141,7 @@ def test_exp_run_retrains_only_full_and_metrics_diff_shows_it(project):
     ran = _ran(r.stdout)
     assert {"train_full@0", "evaluate_full", "summary", "tables"} <= ran, ran
     assert not ran & {"train_baseline@0", "train_msfan@0", "train_msfan_seg@0", "train_msfan_seg_psdifm@0", "filter",
-                      "pseudolabel", "boundary", "export_gt", "evaluate_baseline"}, ran
+                      "pseudolabel", "boundary", "pretrain", "export_gt", "evaluate_baseline"}, ran
     diff = _run([str(BIN / "dvc"), "params", "diff"], project).stdout
     assert "loss.mu3" in diff and "0.05" in diff
     mdiff = json.loads(_run([str(BIN / "dvc"), "metrics", "diff", "--all", "--json"], project).stdout)

@@ -98,14 +98,23 @@ def test_gradient_reaches_every_parameter(cfg, variant):
     assert not dead, f"parameters without gradient: {dead}"
 
 
-def test_pose_net_gradient_and_scale(cfg):
+def test_pose_net_starts_at_zero_motion_gradient_and_scale(cfg):
+    """Zero motion at init (the last conv is zero): identity warps, and the first backward reaches the
+    last conv; once it has moved, every parameter gets a gradient."""
     net = build_pose_net(cfg).train()
     axisangle, translation = net(torch.rand(3, 6, 64, 96))
     assert axisangle.shape == (3, 1, 3) and translation.shape == (3, 1, 3)
+    assert not axisangle.any() and not translation.any()
+    (axisangle.sum() + translation.sum()).backward()
+    last = net.decoder.net[-1]
+    assert last.weight.grad.abs().sum() > 0 and last.bias.grad.abs().sum() > 0
+    with torch.no_grad():
+        last.weight.normal_(0, 0.01)
+    net.zero_grad()
+    axisangle, translation = net(torch.rand(3, 6, 64, 96))
     (axisangle.sum() + translation.sum()).backward()
     assert all(p.grad is not None and torch.any(p.grad != 0) for p in net.parameters())
     # the 0.01 output scaling: the pose equals 0.01 x the mean of the last conv's output
-    last = net.decoder.net[-1]
     captured = {}
     last.register_forward_hook(lambda m, i, o: captured.setdefault("raw", o))
     net.eval()

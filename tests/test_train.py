@@ -405,6 +405,7 @@ def test_real_networks_and_losses_full_variant(tmp_path):
     """Two steps of the real 'full' variant (MSFAN tiny + PSDIFM + all losses) on the tiny dataset."""
     raw, labels, boundary = write_tiny_kitti(tmp_path, frames=range(0, 6), sides=("l",))
     p = default_params()
+    p = replace(p, model=replace(p.model, encoder_weights=None, pose_weights=None))  # no pretrain stage output here
     params = replace(p, data=replace(p.data, raw_root=str(raw), height=64, width=64, num_workers=0),
                      train=replace(p.train, epochs=1, max_steps=2, batch_size=2, checkpoint_every=1,
                                    log_every=1, amp=False, compile=False))
@@ -427,3 +428,80 @@ def test_without_a_terminal_a_line_per_log_interval(tiny, tmp_path, capsys):
     assert [ln.split()[3] for ln in lines] == ["2/6", "4/6", "6/6"]
     assert all("total " in ln and "photometric " in ln and "samples/s" in ln and "ETA" in ln for ln in lines)
     assert lines[-1].endswith("ETA 0m00s")
+
+
+def _stage_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_stage", REPO / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_changed_boundary_t_changes_the_run_key_and_last_pt_is_not_resumed(tiny, tmp_path, monkeypatch):
+    """boundary.t is not a param of train_full, yet it changes what full trains on: the boundary stage writes
+    it into its manifest's configuration, the manifest is a data dependency of train_full, and the run key
+    (stages/train.py: params + MD5 of the data deps) follows it. The interrupted run's last.pt is then in
+    another run folder, and refused (naming the manifest) when pointed at."""
+    import shutil
+
+    import yaml
+
+    from psdif.config import to_dict
+    from psdif.io import tree_manifest, write_json
+    from psdif.paths import BOUNDARY_MANIFEST, LABELS_MANIFEST
+
+    boundary_stage, train_stage = _stage_module("boundary"), _stage_module("train")
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_full"]
+    stage = stage.get("do", stage)  # one stage per seed (foreach)
+    assert "boundary.t" not in stage["params"]
+    work = tmp_path / "project"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    shutil.copytree(tiny / "labels", "data/pseudolabels")  # as the pseudolabel stage leaves them
+    write_json(LABELS_MANIFEST, {"config": "tiny", "files": tree_manifest("data/pseudolabels", "**/*.png")})
+    for dep in stage["deps"]:
+        if dep.startswith("data/") and dep not in (BOUNDARY_MANIFEST, LABELS_MANIFEST):
+            Path(dep).parent.mkdir(parents=True, exist_ok=True)
+            Path(dep).write_text(f"stand-in {dep}\n")
+    params = tiny_params(tiny, max_steps=6, checkpoint_every=2)
+    full = get_variant("full")
+
+    def boundary_stage_with(t: int) -> dict:
+        raw = to_dict(replace(params, boundary=replace(params.boundary, t=t),
+                              data=replace(params.data, height=64, width=128)))  # the YAML schema's minimum
+        Path("params.yaml").write_text(yaml.safe_dump(raw))
+        boundary_stage.main([])
+        return train_stage.run_inputs("full", REPO / "dvc.yaml")
+
+    def run(out, inputs, loss):
+        return train(params, full, out, labels_root=tiny / "labels", boundary_root="data/boundaries",
+                     build_models=make_builder(0.2), loss_fn=loss, progress=False, inputs=inputs)
+
+    inputs_10 = boundary_stage_with(10)
+    dir_10 = train_stage.run_dir_for(params, full, inputs_10, params.train.seeds[0])
+    loss = StandInLoss()
+
+    def interrupted(*args):
+        if loss.calls == 3:
+            raise Interrupt
+        return loss(*args)
+    with pytest.raises(Interrupt):
+        run(dir_10, inputs_10, interrupted)
+    assert (dir_10 / "last.pt").exists()
+
+    inputs_12 = boundary_stage_with(12)
+    assert inputs_12[BOUNDARY_MANIFEST] != inputs_10[BOUNDARY_MANIFEST]
+    assert {k for k in inputs_10 if inputs_10[k] != inputs_12[k]} == {BOUNDARY_MANIFEST}
+    dir_12 = train_stage.run_dir_for(params, full, inputs_12, params.train.seeds[0])
+    assert dir_12 != dir_10 and not (dir_12 / "last.pt").exists()   # the stage starts a fresh run
+    with pytest.raises(StaleCheckpointError) as err:                 # and the old last.pt is refused
+        run(dir_10, inputs_12, StandInLoss())
+    assert BOUNDARY_MANIFEST in str(err.value)
+    fresh = StandInLoss()
+    assert run(dir_12, inputs_12, fresh).steps == 6 and fresh.calls == 6  # every step trained, none resumed
+    inputs_10_again = boundary_stage_with(10)                            # back to T = 10: the same key again
+    assert inputs_10_again == inputs_10
+    resumed = StandInLoss()
+    assert run(dir_10, inputs_10_again, resumed).steps == 6 and resumed.calls == 4  # resumed from step 2

@@ -11,7 +11,15 @@ inside the training step -> :class:`psdif.batch.Batch`.
 - Intrinsics (``data.intrinsics``): ``calib`` = the first 3x3 of ``P_rect_02`` (left) / ``P_rect_03``
   (right) of ``<raw_root>/<date>/calib_cam_to_cam.txt``, scaled by (network size / image size);
   ``kitti_normalised`` = Monodepth2's fixed ``[[0.58, 0, 0.5], [0, 1.92, 0.5]]`` x (width, height)
-  (design.md §4.2, the convention of the published KITTI results). Both are unchanged by the flip.
+  (design.md §4.2, the convention of the published KITTI results).
+- The flip and the principal point. Pixel (u, v) is the centre of column u, row v (integer centres, as the
+  warp in ``psdif.geometry`` samples them). Flipping maps column u to u' = (W - 1) - u; a scene point
+  (X, Y, Z) seen at u = fx X / Z + cx appears in the flipped image at (W - 1) - u = fx (-X) / Z +
+  ((W - 1) - cx): the flipped image is the view of the mirrored scene through a camera with
+  cx' = (W - 1) - cx (fx, fy, cy unchanged). ``calib`` K follows this (:func:`flip_intrinsics`).
+  ``kitti_normalised`` keeps cx = 0.5 W for both, as Monodepth2 does: 0.5 W is the image centre in the
+  half-pixel convention (pixel u spans [u, u + 1], flip u' = W - u, so cx' = W - cx = cx), i.e. half a
+  pixel right of the integer-centre image centre (W - 1) / 2, on flipped and unflipped items alike.
 - Augmentation (train only, ``psdif.data.augment``): horizontal flip with p = 0.5 of images, pseudo-labels
   and the boundary mask together, here; colour jitter with p = 0.5, ONE draw per item for its three frames,
   carried by the item as factors and applied on the device to ``images_aug`` only (losses use the
@@ -98,6 +106,17 @@ def camera_intrinsics(raw_root: str | Path, ref: FrameRef, image_hw: tuple[int, 
     K[0] *= w_net / w_img
     K[1] *= h_net / h_img
     return K.astype(np.float32)
+
+
+def flip_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
+    """Intrinsics of the horizontally flipped image (integer pixel centres): cx' = (width - 1) - cx.
+
+    K: ``[4, 4]`` pixels at the size of the image that is flipped (``width`` columns); fx, fy, cy are kept.
+    The flipped image shows the mirrored scene (X -> -X) through this camera (see the module docstring).
+    """
+    out = np.array(K, copy=True)
+    out[0, 2] = (width - 1) - out[0, 2]
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -208,4 +227,6 @@ class TripletDataset(Dataset):
         aug = sample_augmentation(self.seed, epoch, index) if self.train else NO_AUGMENTATION
         if aug.flip:
             images, labels, boundary = images[:, :, ::-1], labels[:, :, ::-1], boundary[:, :, ::-1]
+            if self.intrinsics == "calib":  # kitti_normalised's cx = 0.5 W is its own mirror image
+                K = flip_intrinsics(K, self.width)
         return pack_item(images, K, labels, boundary, aug)

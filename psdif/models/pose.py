@@ -6,6 +6,12 @@ channels (width ``model.pose_width``; 1.0 = torchvision resnet18). Decoder: 1x1 
 two 3x3 convs 256w + ReLU, 1x1 conv to 6, mean over space, x 0.01 -> axis-angle [B, 1, 3] (radians) and
 translation [B, 1, 3] (network units; metres up to the depth scale). The caller inverts the transform for
 source frames before t (design.md §3).
+
+The last conv starts at zero: the untrained net predicts zero motion, so the first warps are the identity
+and the photometric gradient reaching the pose is informative from the first step. (Monodepth2 leaves the
+default random init: a random, tiny, mostly wrong motion that the auto-mask then hides behind the identity
+loss, so the pose drifts without a useful gradient for hundreds of steps; BENCHMARKS.md, "Embedded default",
+and docs/paper_setting.md.) The other layers keep PyTorch's default init (or the encoder's pretrained one).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ class PoseDecoder(nn.Module):
             nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c, 6, 1),
         )
+        nn.init.zeros_(self.net[-1].weight)  # zero motion at the start (module docstring)
+        nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pose = POSE_SCALE * self.net(x).mean(dim=(2, 3)).view(-1, 1, 6)

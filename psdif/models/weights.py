@@ -7,8 +7,9 @@ backbone of MSFAN (``MSFAN.backbone``, timm module names) takes the file; its co
 every decoder stay randomly initialised. The pose net (Monodepth2) and the HR-Depth-style baseline start from
 an ImageNet ResNet-18.
 
-``model.encoder_weights`` (MSFAN's HRNet backbone) is ``null`` (random init), ``imagenet`` or a file path.
-``imagenet`` means timm's ImageNet weights, fetched from the Hugging Face hub when not cached:
+``model.encoder_weights`` (MSFAN's HRNet backbone) is ``null`` (random init), ``imagenet``, ``pretrain`` (the
+``pretrain`` stage's file, psdif/pretrain.py, in a layout below; accepted by the check before it exists) or a
+file path. ``imagenet`` means timm's ImageNet weights, fetched from the Hugging Face hub when not cached:
 ``timm/hrnet_w18.ms_aug_in1k`` (``msfan_size: w18``) or ``timm/hrnet_w18_small_v2.ms_in1k`` (``w18_small``),
 file ``model.safetensors``. A path may hold any of these layouts (``.safetensors`` or a torch pickle; the
 loader finds the tensors inside ``{'state_dict': ...}`` / ``{'model': ...}`` containers, strips the
@@ -52,9 +53,11 @@ Size: HRNet-W18 files need ``model.msfan_size: w18``; HRNet-W18-Small-v2 files (
 of being truncated; the error says which size the file holds.
 
 ``model.pose_weights`` (pose encoder and the baseline's ResNet-18 encoder): ``null``, ``imagenet``
-(torchvision ``ResNet18_Weights.IMAGENET1K_V1``: ``resnet18-f37072fd.pth``, torch hub cache) or a path to a
-torchvision-layout ``resnet18`` state dict (``fc.*`` dropped). The pose net's 6-channel conv1 takes the RGB
-kernel repeated for both frames and halved.
+(torchvision ``ResNet18_Weights.IMAGENET1K_V1``: ``resnet18-f37072fd.pth``, torch hub cache), ``pretrain`` or
+a path to a torchvision-layout ``resnet18`` state dict (``fc.*`` dropped) at width multiplier 1.0, or at the
+encoder's multiplier (``model.pose_width`` / ``model.baseline_width``: same names, every width scaled, as the
+pretrain stage writes them). The pose net's 6-channel conv1 takes the RGB kernel repeated for both frames
+and halved.
 
 Loading is strict: every backbone tensor must come from the file with its shape (only BatchNorm
 ``num_batches_tracked`` counters may be absent: old files lack them and momentum BN does not use them), and
@@ -82,7 +85,8 @@ from urllib.parse import urlparse
 
 import torch
 
-from psdif.config import ParamsError
+from psdif.config import PRETRAIN_TOKEN as PRETRAIN, ParamsError
+from psdif.paths import PRETRAIN_MSFAN, PRETRAIN_RESNET
 
 if TYPE_CHECKING:  # imported for annotations only: msfan/layers/pose import this module
     from psdif.models.layers import ResNet18Encoder
@@ -93,6 +97,7 @@ IMAGENET = "imagenet"
 ENCODER_KEY = "model.encoder_weights"
 POSE_KEY = "model.pose_weights"
 CHECKPOINTS_DIR = "data/checkpoints"
+PRETRAIN_FILES = {ENCODER_KEY: PRETRAIN_MSFAN, POSE_KEY: PRETRAIN_RESNET}  # what the pretrain token names
 
 # timm's ImageNet weights per MSFAN size (Hugging Face hub repo id; the file is model.safetensors).
 TIMM_IMAGENET = {"w18": "timm/hrnet_w18.ms_aug_in1k", "w18_small": "timm/hrnet_w18_small_v2.ms_in1k"}
@@ -117,6 +122,7 @@ HRNET_FAMILY = {
     (18, 4, 1, 4, 3): ("HRNet-W18", "w18"),
     (18, 2, 1, 3, 2): ("HRNet-W18-Small-v2", "w18_small"),
     (16, 1, 1, 1, 1): ("HRNet-W18-Small-v1", None),
+    (8, 1, 1, 1, 1): ("the CPU-size HRNet of msfan_size tiny", "tiny"),
 }
 PROBE_TIMEOUT_S = 5.0
 _NUMPY_SAFE = {"scalar", "dtype", "_reconstruct", "ndarray"}
@@ -430,7 +436,7 @@ def check_weights_source(value: str | None, key: str, msfan_size: str | None = N
     which param to point at it. A path must be an existing file.
     """
     _check_key(key)
-    if value is None:
+    if value is None or value == PRETRAIN:  # pretrain: the pipeline makes the file (psdif/pretrain.py)
         return
     if value == IMAGENET:
         _check_imagenet_size(key, msfan_size)
@@ -451,14 +457,27 @@ def check_weights_source(value: str | None, key: str, msfan_size: str | None = N
 
 
 def _no_such_file(value: str, key: str) -> str:
-    hint = " (did you mean imagenet?)" if value.strip().lower() == IMAGENET else ""
-    return (f"{key}={value}: no such file{hint}; set it to null, imagenet or the path of a downloaded "
+    near = value.strip().lower()
+    hint = f" (did you mean {near}?)" if near in (IMAGENET, PRETRAIN) else ""
+    return (f"{key}={value}: no such file{hint}; set it to null, imagenet, pretrain or the path of a downloaded "
             "weights file (see psdif/models/weights.py for the supported files)")
+
+
+def _pretrain_file(key: str) -> Path:
+    """The pretrain stage's output named by the token; refused when missing or a placeholder."""
+    path, what = Path(PRETRAIN_FILES[key]), f"{key}: pretrain names {PRETRAIN_FILES[key]}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}, the pretrain stage's output, not made yet; run `dvc repro`")
+    if (meta := torch.load(path, map_location="cpu", weights_only=True).get("meta", {})).get("placeholder"):
+        raise WeightsError(f"{what}, a placeholder ({meta.get('reason')}); rerun the stage (`dvc repro`)")
+    return path
 
 
 def resolve_weights(value: str, key: str, msfan_size: str | None = None) -> Path:
     """The local file behind a weights param: the path itself, or the cached / downloaded ImageNet file."""
     _check_key(key)
+    if value == PRETRAIN:
+        return _pretrain_file(key)
     if value != IMAGENET:
         path = Path(value)
         if not path.is_file():
@@ -502,6 +521,8 @@ def cached_weights_file(value: str | None, key: str, msfan_size: str | None = No
     _check_key(key)
     if value is None:
         return None
+    if value == PRETRAIN:
+        return Path(PRETRAIN_FILES[key]) if Path(PRETRAIN_FILES[key]).is_file() else None
     if value != IMAGENET:
         return Path(value) if Path(value).is_file() else None
     if key == POSE_KEY:
@@ -563,8 +584,9 @@ def load_resnet18_weights(encoder: ResNet18Encoder, source: str | Path, key: str
     """Load torchvision ``resnet18`` weights (a file or ``imagenet``) into ``encoder`` strictly.
 
     ``fc.*`` is dropped. When ``encoder.conv1`` takes 3k channels (k stacked frames), the RGB conv1 weight
-    [64, 3, 7, 7] is repeated k times along the input channels and divided by k (so a stack of k equal
-    frames gives the pretrained response). Only width multiplier 1.0 matches the file.
+    [C, 3, 7, 7] is repeated k times along the input channels and divided by k (so a stack of k equal
+    frames gives the pretrained response). The file's width multiplier (conv1 has 64 x width kernels:
+    torchvision's own files 1.0, the pretrain stage's ``model.pose_width``) must be the encoder's.
     """
     path = resolve_weights(str(source), key)
     raw = read_state_dict(path)
@@ -582,8 +604,11 @@ def load_resnet18_weights(encoder: ResNet18Encoder, source: str | Path, key: str
     problem = _mismatch_message(key, path, what, own, state)
     if problem:
         width = encoder.channels[-1] / 512
-        hint = (f"the {what} has width multiplier {width:g}; torchvision resnet18 weights need 1.0"
-                if width != 1 else "a torchvision resnet18 state dict is needed")
+        last = state.get("layer4.1.conv2.weight")
+        file_width = last.shape[0] / 512 if last is not None and last.ndim == 4 else width
+        hint = (f"the file holds a ResNet-18 of width multiplier {file_width:g}, the {what} has {width:g}: set "
+                f"model.baseline_width / model.pose_width to {file_width:g}, or use weights made at {width:g}"
+                if file_width != width else "a torchvision-named resnet18 state dict of the encoder's width is needed")
         raise WeightsError(f"{problem}. {hint}")
     taken = _copy_into(encoder, state)
     report = LoadReport(key, str(path), what, _layout(raw.keys(), skipped, path.suffix, "resnet"),

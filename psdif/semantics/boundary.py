@@ -171,11 +171,13 @@ def boundary_frames(label_paths: Sequence[Path], out_paths: Sequence[Path],
 
 def boundary_figure(image: np.ndarray, labels: np.ndarray, t_values: Iterable[int],
                     z_values: Iterable[int], out_png: str | Path, z: int = 5, t: int = 10,
-                    palette: np.ndarray | None = None) -> None:
+                    palette: np.ndarray | None = None) -> list[str]:
     """Figure-4-like panel: image, colour labels, B_t for each T (at Z = ``z``) and each Z (at T = ``t``).
 
     image: uint8 [H, W, 3]; labels: int [H, W]; palette: uint8 [K, 3] label colours
-    (default: Cityscapes). Written with matplotlib (Agg) to a temporary PNG, then renamed.
+    (default: Cityscapes). B_t panels use one fixed grey scale, False black and True white (vmin 0, vmax 1:
+    an all-True mask is white, never rescaled to black like an empty one), and each title gives the share
+    of pixels in B_t. Written with matplotlib (Agg) to a temporary PNG, then renamed. Returns the titles.
     """
     import matplotlib
     matplotlib.use("Agg", force=False)
@@ -186,8 +188,9 @@ def boundary_figure(image: np.ndarray, labels: np.ndarray, t_values: Iterable[in
     pal = np.zeros((256, 3), np.uint8)
     pal[: len(palette)] = palette
     panels = [("image", np.asarray(image)), ("labels", pal[np.asarray(labels).astype(np.uint8)])]
-    panels += [(f"B_t  T={tv}, Z={z}", boundary_mask(labels, z, tv)) for tv in t_values]
-    panels += [(f"B_t  Z={zv}, T={t}", boundary_mask(labels, zv, t)) for zv in z_values]
+    masks = [(f"T={tv}, Z={z}", boundary_mask(labels, z, tv)) for tv in t_values]
+    masks += [(f"Z={zv}, T={t}", boundary_mask(labels, zv, t)) for zv in z_values]
+    panels += [(f"B_t  {name}: {100 * float(m.mean()):.1f}% of pixels", m) for name, m in masks]
     h, w = np.asarray(labels).shape
     cols = 2
     rows = (len(panels) + cols - 1) // cols
@@ -195,7 +198,10 @@ def boundary_figure(image: np.ndarray, labels: np.ndarray, t_values: Iterable[in
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (title, img) in zip(axes.ravel(), panels):
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        if img.ndim == 2:  # a B_t mask: fixed scale, so the colour of a pixel never depends on the others
+            ax.imshow(img.astype(np.uint8), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.imshow(img, interpolation="nearest")
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     try:
@@ -203,3 +209,4 @@ def boundary_figure(image: np.ndarray, labels: np.ndarray, t_values: Iterable[in
             fig.savefig(tmp, format="png", dpi=100)
     finally:
         plt.close(fig)
+    return [title for title, _ in panels]
