@@ -93,8 +93,8 @@ def backbone_row(h: int, w: int) -> str:
 
 
 def format_table(rows: list[dict], h: int, w: int) -> str:
-    lines = [f"| config | variant | depth net params (M) | depth fwd GFLOP | pose net params (M) | pose fwd GFLOP "
-             f"| step GFLOP/sample |",
+    lines = ["| config | variant | depth net params (M) | depth fwd GFLOP | pose net params (M) | pose fwd GFLOP "
+             "| step GFLOP/sample |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['variant']} | {r['depth_m']:.2f} | {r['depth_g']:.1f} | "

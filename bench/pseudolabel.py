@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from psdif.data.images import read_image  # noqa: E402
 from psdif.data.kitti import FrameRef  # noqa: E402
-from psdif.semantics.labels import label_frames, predict_labels, read_label_png, write_label_png  # noqa: E402
+from psdif.semantics.labels import label_frames, predict_labels, write_label_png  # noqa: E402
 
 KITTI_RAW_FRAMES = 94_000  # both cameras of the KITTI raw drives (about 47k stereo pairs)
 FOLDER = "2011_09_26/2011_09_26_drive_0001_sync"

@@ -137,3 +137,18 @@ def test_fp32_by_default_with_tf32_convolutions_only():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     for name in ("paper", "embedded"):
         assert config.load_params(config.preset_path(name)).train.amp is False
+
+
+def test_readme_open_choices_table_quotes_the_paper_preset(paper):
+    """Every `section.key: value` the README's "What the paper leaves open" table quotes is the preset's value,
+    so the table cannot drift from psdif/presets/paper.yaml."""
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## What the paper leaves open"):]
+    table = table[:table.index("\n## ")]
+    quoted = re.findall(r"`([a-z_]+)\.([a-z_0-9]+): ([^`]+)`", table)
+    assert len(quoted) >= 15, quoted
+    raw = config.to_dict(paper)
+    for section, key, value in quoted:
+        assert section in raw and key in raw[section], f"README quotes unknown param {section}.{key}"
+        assert raw[section][key] == yaml.safe_load(value), f"README: {section}.{key}: {value} vs preset {raw[section][key]}"
+    assert "| choice | paper says | value taken | why |" in table

@@ -22,7 +22,7 @@ from psdif.models import build_depth_net, build_pose_net
 from psdif.models import weights as W
 from psdif.models.layers import ResNet18Encoder
 from psdif.variants import VARIANTS
-from tests.test_data import DATE, FOLDER, frame_labels, write_tiny_kitti
+from tests.test_data import FOLDER, frame_labels, write_tiny_kitti
 
 REPO = Path(__file__).resolve().parents[1]
 H, W_ = 64, 128
