@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from psdif.data import kitti
-from psdif.evaluation.evaluate import ConstantDisparity, evaluate_eigen, evaluate_make3d_set, untrained_net
+from psdif.evaluation.evaluate import (CONSTANT_SPREAD, ConstantDisparity, disparity_spread, evaluate_eigen,
+                                      evaluate_make3d_set, untrained_net)
 from psdif.evaluation.metrics import load_gt_depths, load_gt_frames
 from psdif.evaluation.datasets import REAL_MAKE3D, SYNTHETIC_MAKE3D, kitti_label
 from psdif.evaluation.seeds import aggregate
@@ -62,9 +63,13 @@ def test_set(p, frames: list[str], listed: int) -> dict:
 
 
 def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d, device, measured: dict) -> dict:
-    summary, _, _ = evaluate_eigen(net, Path(p.data.raw_root), frames, gts, p.data.height, p.data.width,
-                                   p.data.img_ext, p.eval, disp_range, device, progress_enabled())
+    summary, _, sigmoids = evaluate_eigen(net, Path(p.data.raw_root), frames, gts, p.data.height, p.data.width,
+                                          p.data.img_ext, p.eval, disp_range, device, progress_enabled())
     summary.update(measured)
+    summary["disp_spread"] = disparity_spread(sigmoids)
+    if name not in ("flat",) and summary["disp_spread"] < CONSTANT_SPREAD:
+        print(f"warning: {name} predicts one constant depth (disparity spread {summary['disp_spread']:.1e}): its "
+              "training collapsed (saturated sigmoid; docs/design.md, 'A collapsed run'); the tables say so")
     samples, label = make3d
     if samples:
         summary["make3d"] = {**evaluate_make3d_set(net, samples, p.data.height, p.data.width, p.eval,

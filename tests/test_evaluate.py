@@ -43,3 +43,18 @@ def test_flat_reference_row_matches_hand_computation():
     assert r["abs_rel"] == np.float64(0.375) or abs(r["abs_rel"] - 0.375) < 1e-6
     assert abs(r["a1"] - 0.0) < 1e-9  # 15/10 = 1.5 and 20/15 = 1.33 both exceed 1.25
     assert abs(r["a2"] - 1.0) < 1e-9
+
+
+def test_disparity_spread_separates_a_constant_prediction():
+    """std / mean of the sigmoid, median over images: 0 for the flat row and a saturated sigmoid, the hand value
+    for a two-level map, far above the collapse threshold for any map with depth in it."""
+    from psdif.evaluation.evaluate import CONSTANT_SPREAD, disparity_spread
+
+    flat = ConstantDisparity()
+    sig = predict_sigmoids(flat, [np.zeros((20, 40, 3), np.uint8)] * 3, 32, 64, 2, False)
+    assert disparity_spread(sig) == 0.0
+    saturated = [np.full((8, 16), 1.0, np.float32) - 1e-7 * np.random.default_rng(0).random((8, 16))]
+    assert disparity_spread(saturated) < CONSTANT_SPREAD
+    two_level = np.concatenate([np.full((4, 16), 0.2), np.full((4, 16), 0.6)]).astype(np.float32)  # mean .4, std .2
+    maps = [two_level, two_level * 0 + 0.5, two_level]   # spreads 0.5, 0, 0.5 -> median 0.5
+    assert abs(disparity_spread(maps) - 0.5) < 1e-6

@@ -174,3 +174,23 @@ def test_coverage_note_from_the_reports(tmp_path):
     note = next(n for n in t1.notes if n.startswith("Coverage"))
     assert "3 of 4 listed train lines (not used: 1 drive not on disk)" in note
     assert "2 of 697 listed test frames (not used: 695 drive not on disk)" in note
+
+
+def test_a_collapsed_seed_is_named_under_tables_1_and_3(tmp_path):
+    """A run whose network predicts one depth (disp_spread ~ 0, as the evaluate stage measures it) is named in a
+    note; healthy runs, the flat reference and files without the key add nothing."""
+    d = _eval_dir(tmp_path)
+    tables = {t.name: t.markdown() for t in build_tables(d)}
+    assert "COLLAPSED" not in tables["table1"] + tables["table3"]
+    (d / "flat.json").write_text(json.dumps(dict(RUN, abs_rel=0.4, disp_spread=0.0)))  # a reference, not a run
+    (d / "full.json").write_text(json.dumps(dict(RUN, disp_spread=0.31)))
+    (d / "msfan_seg.json").write_text(json.dumps(dict(
+        RUN, disp_spread=0.15, n_seeds=2,
+        per_seed={"seed0": dict(RUN, disp_spread=8e-9), "seed1": dict(RUN, disp_spread=0.3)})))
+    tables = {t.name: t.markdown() for t in build_tables(d)}
+    note = [ln for ln in tables["table3"].splitlines() if "COLLAPSED" in ln]
+    assert len(note) == 1 and "msfan_seg seed0 (disparity spread 8.0e-09)" in note[0]
+    assert "seed1" not in note[0] and "full" not in note[0].split("predicts")[0] and "flat" not in note[0]
+    assert "COLLAPSED" not in tables["table1"]  # Table 1 shows full and baseline only
+    (d / "full.json").write_text(json.dumps(dict(RUN, disp_spread=2e-4)))
+    assert "COLLAPSED: full (disparity spread 2.0e-04)" in build_tables(d)[0].markdown()

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from psdif.data.images import read_image
+from psdif.evaluation.metrics import CONSTANT_SPREAD, disparity_spread  # noqa: F401  (re-exported)
 from psdif.data import kitti
 from psdif.data.images import resize_image
 from psdif.evaluation.metrics import MAKE3D_KEYS, evaluate_depth, evaluate_make3d, flip_post_process, summarise

@@ -286,3 +286,14 @@ def load_gt_depths(path: str | Path) -> list[np.ndarray]:
                          f"{values.size}; the file is corrupt, re-export it")
     splits = np.split(values, np.cumsum(sizes)[:-1]) if len(sizes) else []
     return [v.reshape(int(h), int(w)) for v, (h, w) in zip(splits, shapes)]
+
+
+CONSTANT_SPREAD = 1e-3  # below: the network predicts one depth for every pixel (a collapsed training run)
+
+
+def disparity_spread(sigmoids: Sequence[np.ndarray]) -> float:
+    """Median over test images of std / mean of the predicted sigmoid disparity: about 0.2-0.5 for a network
+    that sees depth, 0 for a constant prediction (the ``flat`` row, or a run whose sigmoid saturated)."""
+    if not len(sigmoids):
+        return float("nan")
+    return float(np.median([float(np.std(s)) / max(float(np.mean(s)), 1e-12) for s in sigmoids]))

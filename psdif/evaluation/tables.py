@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from psdif.evaluation.datasets import REAL_KITTI, REAL_MAKE3D, SYNTHETIC_KITTI, SYNTHETIC_MAKE3D  # noqa: F401
-from psdif.evaluation.metrics import MAKE3D_KEYS, METRIC_KEYS
+from psdif.evaluation.metrics import CONSTANT_SPREAD, MAKE3D_KEYS, METRIC_KEYS
 from psdif.evaluation.seeds import paired_test, per_seed_values
 from psdif.io import atomic_path
 from psdif.variants import VARIANTS
@@ -347,6 +347,27 @@ def coverage_note(cover: Optional[dict]) -> list[str]:
     return [f"Coverage of the lists (metrics/coverage.json): {'; '.join(parts)}."] if parts else []
 
 
+def collapsed_note(eval_dir: Path, variants: Sequence[str]) -> list[str]:
+    """A note naming each (variant, seed) whose network predicts one constant depth (``disp_spread`` of the
+    evaluate stage below ``CONSTANT_SPREAD``): its row then measures a failed training run, not the variant."""
+    found = []
+    for v in variants:
+        path = Path(eval_dir) / f"{v}.json"
+        if not path.exists():
+            continue
+        raw = _read(path)
+        per_seed = raw.get("per_seed") if isinstance(raw.get("per_seed"), dict) else {"": raw}
+        for seed, entry in per_seed.items():
+            spread = entry.get("disp_spread") if isinstance(entry, dict) else None
+            if isinstance(spread, (int, float)) and spread < CONSTANT_SPREAD:
+                found.append(f"{v}{' ' + seed if seed else ''} (disparity spread {spread:.1e})")
+    if not found:
+        return []
+    return [f"COLLAPSED: {', '.join(found)} predicts one constant depth for every pixel: that training run "
+            "collapsed (its sigmoid saturated and the auto-mask hid every warp; docs/design.md, 'A collapsed "
+            "run'), so the row measures a failed run, not the variant."]
+
+
 def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label: Optional[str] = None,
                  coverage: Optional[dict] = None) -> list[Table]:
     """Read ``eval_dir`` and assemble Tables 1–3 (see module docstring).
@@ -376,8 +397,9 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
     sets1 = _test_sets(runs, TABLE1_RUN)
     t1 = Table("table1", titled("Table 1 — KITTI Eigen split, depth capped at 80 m", sets1),
                ["Method", "Sup", "Data"] + kitti_cols + ratio_cols, t1_rows, 3,
-               _mixed_note(sets1) + [legend, "Per-image median scaling; ratio med / std = median of the scale "
-                                             "ratios and the std of ratio/median (Monodepth2 convention).",
+               _mixed_note(sets1) + collapsed_note(eval_dir, [v for v in TABLE1_RUN if v in VARIANTS]) +
+               [legend, "Per-image median scaling; ratio med / std = median of the scale ratios and the std of "
+                        "ratio/median (Monodepth2 convention).",
                 f"Rows marked '{PUBLISHED}' are copied from the paper (J. Imaging 2025, 11(7), 218); they are "
                 f"comparable with this run only when it used {REAL_KITTI}, test split eigen, all 697 frames.",
                 *spread_note] + coverage_note(coverage))
@@ -425,7 +447,7 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
     sets3 = _test_sets(runs, TABLE3_RUN)
     t3 = Table("table3", titled("Table 3 — ablation on KITTI (this run's five variants, then the paper's)", sets3),
                ["Method", "Data"] + kitti_cols + ratio_cols + test_cols, t3_rows, 2,
-               _mixed_note(sets3) + [f"Variants in row order: {switches}.",
+               _mixed_note(sets3) + collapsed_note(eval_dir, TABLE3_RUN) + [f"Variants in row order: {switches}.",
                                      "The paper's rows are in the same order (method names as printed, 'MAFAN' "
                                      "typo included); the paper reports one run per row.", *spread_note,
                                      *test_notes] + coverage_note(coverage))
