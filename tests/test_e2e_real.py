@@ -31,7 +31,9 @@ TEST = [f"{DRIVE} 5 l", f"{DRIVE} 25 l"]
 
 
 def _run(cmd: list[str], cwd: Path, net_log: Path, check: bool = True, timeout: int = 1800):
-    r = subprocess.run(cmd, cwd=cwd, env=env(net_log), capture_output=True, text=True, timeout=timeout)
+    e = env(net_log)
+    e["TORCH_HOME"] = str(net_log.parent / "torch_home")  # the user's torch hub cache (imagenet pose weights)
+    r = subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-5000:]}\n{r.stderr[-5000:]}")
     return r
@@ -48,6 +50,29 @@ def public_deeplab_checkpoint(path: Path) -> Path:
                 "optimizer_state": {"state": {}, "param_groups": []}, "scheduler_state": {},
                 "best_score": np.float64(0.7)}, path)
     return path
+
+
+def paper_initialisation_files(repo: Path, torch_home: Path) -> tuple[Path, Path]:
+    """The two files of the paper preset's initialisation (docs/paper_setting.md), random weights, where a user
+    puts them: mmsegmentation's Cityscapes FCN-HRNet-W18 release ({'meta', 'state_dict': backbone.* +
+    decode_head.*}) at the preset's path under data/checkpoints/, and torchvision's ImageNet ResNet-18 in the
+    torch hub cache, where ``model.pose_weights: imagenet`` finds it offline."""
+    import timm
+    import torchvision
+
+    torch.manual_seed(1)
+    heads = ("incre_modules", "downsamp_modules", "final_layer", "classifier")
+    backbone = {k: v for k, v in timm.create_model("hrnet_w18", pretrained=False).state_dict().items()
+                if k.split(".", 1)[0] not in heads}
+    state = {f"backbone.{k}": v for k, v in backbone.items()}
+    state.update({"decode_head.conv_seg.weight": torch.randn(19, 270, 1, 1), "decode_head.conv_seg.bias": torch.randn(19)})
+    hrnet = repo / "data" / "checkpoints" / "fcn_hr18_512x1024_160k_cityscapes_20200602_190822-221e4a4f.pth"
+    hrnet.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"meta": {"mmseg_version": "0.5.0+b2724da", "iter": 160000}, "state_dict": state}, hrnet)
+    resnet = torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    resnet.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet)
+    return hrnet, resnet
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +101,9 @@ def run(kitti_mini, tmp_path_factory):
     assert params["model"]["msfan_size"] == "w18" and (params["data"]["height"], params["data"]["width"]) == (192, 640)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_lists(dest / "my_splits" / "mine", train=TRAIN, val=VAL, test=TEST)
+    assert params["model"]["pose_weights"] == "imagenet"  # the preset's own choice, found in the hub cache
+    hrnet, _ = paper_initialisation_files(dest, tmp / "torch_home")
+    assert Path(params["model"]["encoder_weights"]) == hrnet.relative_to(dest)
     before = snapshot(copy)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "paper preset, my lists"]):
         _run(cmd, dest, net_log)
@@ -105,6 +133,13 @@ def test_every_stage_ran_offline_and_nothing_was_written_into_the_copy(run):
     out = run["repro"].stdout + run["repro"].stderr
     assert "eval.figure_frames [10, 20] are outside the 2 test frames" in out
     assert "Figure 5 not drawn" in out  # frame 5 has no frame 6 on disk, frame 25 no neighbours
+    # the paper's initialisation (paper section 4.2) reached every MSFAN train stage and every pose net
+    import re
+    enc = re.findall(r"model\.encoder_weights: loaded (\d+)/(\d+) MSFAN encoder tensors from \S*fcn_hr18_512x1024", out)
+    assert len(enc) == sum(VARIANTS[v].msfan for v in VARIANTS) * len(seeds), out[-3000:]
+    assert all(int(a) > 0.8 * int(b) for a, b in enc)  # the backbone; coordinate attention starts random
+    assert len(re.findall(r"model\.pose_weights: loaded 120/120 pose encoder tensors from \S*resnet18-f37072fd\.pth",
+                          out)) == len(VARIANTS) * len(seeds), out[-3000:]
     for fig in ("boundary_fig4", "fig6_qualitative", "fig5_inconsistency"):
         assert (dest / "metrics/figures" / f"{fig}.png").stat().st_size > 1000
 

@@ -249,7 +249,8 @@ def test_a_replaced_checkpoint_relabels_even_when_forced(tmp_path, monkeypatch):
     raw, _, _ = write_tiny_kitti(tmp_path / "tiny", frames=range(0, 4))
     ckpt = tmp_path / "best_deeplabv3plus_resnet101_cityscapes_os16.pth"
     ckpt.write_bytes(bytes([3]) * 64)
-    project = _project(tmp_path, raw, pseudolabel={"checkpoint": str(ckpt)})
+    project = _project(tmp_path, raw, pseudolabel={"checkpoint": str(ckpt)},
+                       model={"encoder_weights": None, "pose_weights": None})  # only the labeller matters here
     write_lists(project / "my_splits" / "mine", train=[f"{FOLDER} 1 l"], test=[f"{FOLDER} 2 l"])
     write_lists(project / "data" / "lists", train=[f"{FOLDER} 1 l"], val=[])
     monkeypatch.chdir(project)
