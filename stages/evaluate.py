@@ -67,7 +67,7 @@ def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d, device, mea
                                           p.data.img_ext, p.eval, disp_range, device, progress_enabled())
     summary.update(measured)
     summary["disp_spread"] = disparity_spread(sigmoids)
-    if name not in ("flat",) and summary["disp_spread"] < CONSTANT_SPREAD:
+    if name != "flat" and summary["disp_spread"] < CONSTANT_SPREAD:
         print(f"warning: {name} predicts one constant depth (disparity spread {summary['disp_spread']:.1e}): its "
               "training collapsed (saturated sigmoid; docs/design.md, 'A collapsed run'); the tables say so")
     samples, label = make3d

@@ -356,11 +356,12 @@ def collapsed_note(eval_dir: Path, variants: Sequence[str]) -> list[str]:
         if not path.exists():
             continue
         raw = _read(path)
-        per_seed = raw.get("per_seed") if isinstance(raw.get("per_seed"), dict) else {"": raw}
-        for seed, entry in per_seed.items():
-            spread = entry.get("disp_spread") if isinstance(entry, dict) else None
-            if isinstance(spread, (int, float)) and spread < CONSTANT_SPREAD:
-                found.append(f"{v}{' ' + seed if seed else ''} (disparity spread {spread:.1e})")
+        if isinstance(raw.get("per_seed"), dict):
+            spreads = per_seed_values(raw, "disp_spread")
+        else:
+            spreads = {"": raw["disp_spread"]} if isinstance(raw.get("disp_spread"), (int, float)) else {}
+        found += [f"{v}{' ' + seed if seed else ''} (disparity spread {spread:.1e})"
+                  for seed, spread in spreads.items() if spread < CONSTANT_SPREAD]
     if not found:
         return []
     return [f"COLLAPSED: {', '.join(found)} predicts one constant depth for every pixel: that training run "
