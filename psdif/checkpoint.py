@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from psdif.config import Params, to_dict
-from psdif.io import params_hash, save_torch
+from psdif.io import load_torch, params_hash, save_torch
 from psdif.seeding import seed_everything
 from psdif.variants import Variant, params_read_by, select_params
 
@@ -109,10 +109,10 @@ class Progress:
 def load_checkpoint(path: Path, key: dict) -> dict:
     """Read ``last.pt`` safely; refuse it when it was written under another run key (names the differences)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, crafted, or an older format with pickled objects
-        raise StaleCheckpointError(f"{path}: not a readable checkpoint of this version ({type(exc).__name__}: "
-                                   f"{str(exc)[:200]}); delete it to start the run over") from None
+        ckpt = load_torch(path)
+    except ValueError as exc:  # truncated, crafted, or an older format with pickled objects (never run)
+        raise StaleCheckpointError(f"{exc}; not a checkpoint of this version: delete it to start the run "
+                                   "over") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or \
             ckpt.get("params_hash") != params_hash(key):
         old = ckpt.get("params") if isinstance(ckpt, dict) else None

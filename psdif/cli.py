@@ -3,6 +3,8 @@
     psdif preset embedded|paper     write params.yaml from a preset (the one switch to real KITTI); a
                                     params.yaml that differs is kept as params.yaml.<date-time>.bak
     psdif check-params [FILE]       validate params.yaml (every stage also does this at start)
+    psdif check [FILE]              what the check stage checks: params.yaml and every file it names (opened
+                                    as its stage will), writing nothing; use it after a failed `dvc exp run -S`
     psdif dvc-yaml                  regenerate dvc.yaml (which stage reads which params and files)
     psdif predict ...               depth for images, folders or a video (see ``psdif predict -h``)
 """
@@ -57,6 +59,12 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_check_all(args) -> int:
+    from psdif.inputs import check
+
+    return check(args.file, write=False)
+
+
 def cmd_dvc_yaml(args) -> int:
     from psdif import pipeline
 
@@ -76,6 +84,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("check-params", help="validate a params file")
     p.add_argument("file", nargs="?", default="params.yaml")
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("check", help="validate a params file and open every file it names (the check stage)")
+    p.add_argument("file", nargs="?", default="params.yaml")
+    p.set_defaults(func=cmd_check_all)
     p = sub.add_parser("dvc-yaml", help="regenerate dvc.yaml from psdif/pipeline.py")
     p.add_argument("-o", "--output", default="dvc.yaml")
     p.set_defaults(func=cmd_dvc_yaml)

@@ -27,7 +27,22 @@ import yaml
 
 
 class ParamsError(ValueError):
-    """A params.yaml problem; the message names the key and says what to do."""
+    """A params.yaml problem; the message names the key and says what to do.
+
+    Validation collects every problem it finds (``problems``, one message each) so that one run reports them
+    all; the message is the first, followed by the others when there are several."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = list(problems) if problems else [message]
+        if len(self.problems) > 1:
+            message = f"{len(self.problems)} problems: " + "; ".join(
+                f"({i}) {m}" for i, m in enumerate(self.problems, 1))
+        super().__init__(message)
+
+    def prefixed(self, prefix: str) -> "ParamsError":
+        """The same problems, each prefixed (e.g. with the file name)."""
+        problems = [f"{prefix}{m}" for m in self.problems]
+        return ParamsError(problems[0], problems)
 
 
 PRETRAIN_TOKEN = "pretrain"  # model.encoder_weights / model.pose_weights: the pretrain stage's output
@@ -42,6 +57,14 @@ def _rng(ge=None, gt=None, le=None, lt=None, hint: str = ""):
 # models/baseline.py both return features {1, 2, 3})
 METRIC_SCALES = (1, 2, 3)
 NUM_CLASSES = 19  # the pseudo-labels are the 19 Cityscapes train ids (semantics/cityscapes.py)
+
+
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding takes 0 .. 2**32 - 1; torch and default_rng take those too
+
+
+def _seed():
+    """A random seed: an integer in [0, 2**32 - 1] (numpy, torch and Python all take it as it is)."""
+    return _rng(ge=0, le=SEED_MAX, hint="(a seed: a non-negative integer, at most 4294967295)")
 
 
 def _check_depth_range(section: str, lo: float, hi: float) -> None:
@@ -80,7 +103,7 @@ class DownloadConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SyntheticConfig:
-    seed: int
+    seed: int = _seed()
     image_width: int = _rng(ge=64)          # S_rect of the generated rig (KITTI: 1242)
     image_height: int = _rng(ge=32)         # (KITTI: 375)
     train_drives: int = _rng(ge=1)
@@ -100,6 +123,11 @@ class FilterConfig:
     val_fraction: float = _rng(ge=0, lt=1)  # share of kept train frames moved to val when the split has no val list
 
 
+# pseudolabel keys that change how fast labels are made, not which: the labelling config (stages/pseudolabel.py)
+# and the pseudolabel stage's params in dvc.yaml leave them out, so changing them relabels nothing
+LABELLING_INDEPENDENT = ("batch_size",)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PseudolabelConfig:
     checkpoint: Optional[str]               # Cityscapes DeepLabv3+/ResNet-101 .pth; null = `labeller` below
@@ -117,7 +145,7 @@ class PseudolabelConfig:
     teacher_width: int = _rng(ge=32)
     teacher_weight_decay: float = _rng(ge=0)  # AdamW weight decay of the teacher
     teacher_scale: list[float]  # random rescale range [min, max] of teacher training crops
-    teacher_seed: int
+    teacher_seed: int = _seed()
     teacher_class_weighting: Literal["none", "sqrt_inverse", "median_frequency"]  # CE class weights from the
     # training labels' pixel frequencies f_c (segmentation.class_weights): 1, 1/sqrt(f_c), median(f)/f_c
 
@@ -188,7 +216,7 @@ class PretrainConfig:
     batch_size: int = _rng(ge=1)
     lr: float = _rng(gt=0, le=1)
     head_channels: int = _rng(ge=1)         # width of the discarded segmentation head
-    seed: int
+    seed: int = _seed()
     checkpoint_every: int = _rng(ge=1)      # steps between last.pt writes (resume)
 
 
@@ -221,7 +249,7 @@ class LossConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    seeds: list[int]                 # one run per (variant, seed): stage train_<variant>@<seed>; from two seeds
+    seeds: list[int] = _seed()       # one run per (variant, seed): stage train_<variant>@<seed>; from two seeds
                                      # on, Tables 1-3 show mean ± std and Table 3 paired tests
     epochs: int = _rng(ge=1)
     max_steps: Optional[int] = _rng(ge=1, hint="(or null = all epochs)")  # stop after this many steps
@@ -341,7 +369,8 @@ def _coerce(value, tp, key: str):
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ParamsError(f"{key}={value!r} must be a list of {_type_name(args[0])}")
+            example = f", e.g. [{value!r}]" if isinstance(value, (int, float, str)) else ""
+            raise ParamsError(f"{key}={value!r} must be a list of {_type_name(args[0])}{example}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
@@ -393,32 +422,45 @@ def _check_range(value, meta, key):
             raise ParamsError(f"{key}={value} must be {words} {b}{hint}")
 
 
-def _build(cls, raw: dict, prefix: str, all_keys: list[str]):
+def _build(cls, raw: dict, prefix: str, all_keys: list[str], errors: list[str]):
+    """``cls`` from ``raw``, or None when something is wrong; every problem found is appended to ``errors``."""
     if not isinstance(raw, dict):
-        raise ParamsError(f"{prefix or 'params'} must be a mapping, got {type(raw).__name__}")
+        errors.append(f"{prefix.rstrip('.') or 'params'} must be a mapping, got {type(raw).__name__}")
+        return None
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    before = len(errors)
     for key in raw:
         if key not in fields:
             full = f"{prefix}{key}"
             near = difflib.get_close_matches(full, all_keys, n=1, cutoff=0.6)
             hint = f"; did you mean {near[0]}?" if near else f"; valid keys: {', '.join(fields)}"
-            raise ParamsError(f"unknown parameter {full}{hint}")
+            errors.append(f"unknown parameter {full}{hint}")
     values = {}
     for name, f in fields.items():
         key = f"{prefix}{name}"
         tp = hints[name]
         if name not in raw:
-            raise ParamsError(f"missing parameter {key} ({_type_name(tp)}); see psdif/presets/embedded.yaml")
+            errors.append(f"missing parameter {key} ({_type_name(tp)}); see psdif/presets/embedded.yaml")
+            continue
         if dataclasses.is_dataclass(tp):
-            values[name] = _build(tp, raw[name], f"{key}.", all_keys)
-        else:
+            values[name] = _build(tp, raw[name], f"{key}.", all_keys, errors)
+            continue
+        try:
             values[name] = _coerce(raw[name], tp, key)
             if isinstance(values[name], str) and not values[name].strip():
                 optional = typing.get_origin(tp) in (typing.Union, types.UnionType)
                 raise ParamsError(f"{key} is empty; give a value{' or null' if optional else ''}")
             _check_range(values[name], f.metadata, key)
-    return cls(**values)
+        except ParamsError as exc:
+            errors.extend(exc.problems)
+    if len(errors) > before:  # the checks across fields need valid fields
+        return None
+    try:
+        return cls(**values)
+    except ParamsError as exc:
+        errors.extend(exc.problems)
+        return None
 
 
 def all_param_keys(cls=Params, prefix: str = "") -> list[str]:
@@ -435,7 +477,24 @@ def all_param_keys(cls=Params, prefix: str = "") -> list[str]:
 
 def parse_params(raw: dict) -> Params:
     """Validate a params mapping (as read from YAML) into :class:`Params`."""
-    return _build(Params, raw, "", all_param_keys())
+    errors: list[str] = []
+    params = _build(Params, raw, "", all_param_keys(), errors)
+    if errors:
+        raise ParamsError(errors[0], errors)
+    return params
+
+
+def parse_sections(raw: dict, names: tuple[str, ...]) -> types.SimpleNamespace | None:
+    """Only the sections ``names`` of a params mapping, each validated on its own (None if one is invalid):
+    what can still be checked when another section of the file is wrong."""
+    hints, out = typing.get_type_hints(Params), {}
+    for name in names:
+        errors: list[str] = []
+        section = raw.get(name) if isinstance(raw, dict) else None
+        out[name] = _build(hints[name], section, f"{name}.", all_param_keys(), errors)
+        if errors:
+            return None
+    return types.SimpleNamespace(**out)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -450,7 +509,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         return parse_params(raw or {})
     except ParamsError as exc:
-        raise ParamsError(f"{path}: {exc}") from None
+        raise exc.prefixed(f"{path}: ") from None
 
 
 PRESETS_DIR = Path(__file__).parent / "presets"

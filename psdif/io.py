@@ -54,8 +54,10 @@ class DiskFullError(OSError):
 
 _DISK_FULL_ERRNOS = {errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
 # torch.save reports a failed write of its C++ zip writer as a RuntimeError without errno or path:
-# "[enforce fail at inline_container.cc:...] . PytorchStreamWriter failed writing file data/0: file write failed"
-_TORCH_WRITE_FAILED = ("file write failed", "PytorchStreamWriter failed writing")
+# "[enforce fail at inline_container.cc:...] . PytorchStreamWriter failed writing file data/0: file write failed",
+# or, when the disk fills while the zip's central directory is written,
+# "[enforce fail at inline_container.cc:672] . unexpected pos 1024 vs 960"
+_TORCH_WRITE_FAILED = ("file write failed", "PytorchStreamWriter failed writing", "unexpected pos")
 
 
 def disk_full_error(path: str | Path, exc: BaseException) -> DiskFullError | None:
@@ -85,14 +87,124 @@ def _existing_parent(path: Path) -> Path:
     return Path(".")
 
 
+# ------------------------------------------------------------------------------------------ path safety
+
+class PathEscapeError(ValueError):
+    """A path built from a list line or a frame would leave the folder it belongs in; the message names it."""
+
+
+class ReadOnlyTreeError(PermissionError):
+    """A write was attempted inside a tree psdif only reads (the user's KITTI copy); the message names both."""
+
+    def __init__(self, message: str, filename: str):
+        super().__init__(errno.EACCES, message, filename)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def relative_parts(rel: str | Path, what: str = "path") -> tuple[str, ...]:
+    """The components of a relative path that stays where it is joined: not absolute, no ``..``, no ``.``,
+    no empty component (``a//b``), no backslash or NUL. Raises :class:`PathEscapeError` saying what is
+    allowed."""
+    text = str(rel)
+    allowed = ("allowed: a relative path of plain names separated by '/' (no leading '/', no '..', "
+               "no '.', no empty component)")
+    if not text:
+        raise PathEscapeError(f"{what}: empty path; {allowed}")
+    why = None
+    if text.startswith("/") or Path(text).is_absolute() or (len(text) > 2 and text[0].isalpha()
+                                                             and text[1] == ":" and text[2] in "/\\"):
+        why = "is absolute"
+    elif "\\" in text or "\0" in text:
+        why = "contains a backslash or NUL character"
+    else:
+        parts = text.split("/")
+        if any(part == ".." for part in parts):
+            why = "has a '..' component"
+        elif any(part == "." for part in parts):
+            why = "has a '.' component"
+        elif any(part == "" for part in parts):
+            why = "has an empty component ('//' or a trailing '/')"
+        else:
+            return tuple(parts)
+    raise PathEscapeError(f"{what}: {text!r} {why}; {allowed}")
+
+
+def inside(path: str | Path, root: str | Path) -> bool:
+    """``path`` resolves (symbolic links followed) to ``root`` or below it (``root`` resolved as well)."""
+    real, top = Path(path).resolve(), Path(root).resolve()
+    return real == top or top in real.parents
+
+
+def join_under(root: str | Path, *parts: str | Path, what: str = "output") -> Path:
+    """``root / parts...`` checked to stay under ``root``: every part is relative without ``..`` (see
+    :func:`relative_parts`) and the result, symbolic links followed, lies inside ``root``. The one joiner
+    of every output path built from a frame (pseudo-labels, boundary masks, prepared arrays)."""
+    root = Path(root)
+    path = root
+    for part in parts:
+        path = path.joinpath(*relative_parts(part, f"{what} under {root}"))
+    if not inside(path, root):
+        raise PathEscapeError(f"{what} {path}: resolves to {path.resolve()}, outside {root} "
+                              f"({root.resolve()}) through a symbolic link; remove the link")
+    return path
+
+
+_READ_ONLY: dict[Path, str] = {}    # resolved root -> what it is (for the message)
+_WRITABLE: list[Path] = []          # resolved folders inside a read-only root where writing is allowed now
+
+
+def protect_tree(root: str | Path, what: str) -> None:
+    """Refuse every write of :func:`atomic_path` (hence of every psdif writer) inside ``root`` from now on.
+
+    Stages call it at start for a user-owned tree (``data.raw_root`` with ``data.source: kitti``)."""
+    _READ_ONLY[Path(root).resolve()] = what
+
+
+def unprotect_all() -> None:
+    """Forget every :func:`protect_tree` (tests; a process that runs several stages)."""
+    _READ_ONLY.clear()
+
+
+@contextmanager
+def writes_allowed(folder: str | Path) -> Iterator[None]:
+    """Allow writes inside ``folder`` while the block runs, even inside a protected tree (the download
+    stage extracting a fetched archive into the KITTI copy's staging folder)."""
+    folder = Path(folder).resolve()
+    _WRITABLE.append(folder)
+    try:
+        yield
+    finally:
+        _WRITABLE.remove(folder)
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise :class:`ReadOnlyTreeError` when ``path`` lies inside a tree given to :func:`protect_tree`."""
+    if not _READ_ONLY:
+        return
+    real = Path(path).resolve()
+    for top, what in _READ_ONLY.items():
+        if real == top or top in real.parents:
+            if any(real == w or w in real.parents for w in _WRITABLE):
+                return
+            raise ReadOnlyTreeError(
+                f"{path}: refused to write it: it lies inside {what} ({top}), which psdif only "
+                "reads. A path from a split list or a param points into that tree; fix the list or param so "
+                "that outputs stay under data/", str(path))
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
 
     A full disk, while the block writes or when the temporary file is made, raises :class:`DiskFullError`
-    naming ``path``; the temporary file is always removed.
+    naming ``path``; the temporary file is always removed. A ``path`` inside a tree given to
+    :func:`protect_tree` (the user's KITTI copy) raises :class:`ReadOnlyTreeError` before anything is made.
     """
     path = Path(path)
+    check_writable(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +293,53 @@ def save_torch(path: str | Path, obj: Any) -> None:
             os.fsync(f.fileno())
 
 
+class RefusedPickleError(ValueError):
+    """A torch file holds Python objects that ``weights_only`` loading refuses; the message names the file
+    and the objects (none of them was run)."""
+
+
+def refused_objects(message: str) -> list[str]:
+    """The Python objects a failed ``torch.load(weights_only=True)`` names in its message (``posix.system``)."""
+    import re
+
+    found = re.findall(r"(?:\bGLOBAL|Trying to call reduce for|Unsupported class) ([A-Za-z_][\w.]*)", message)
+    return sorted(set(found))
+
+
+def torch_load_problem(path: str | Path, exc: BaseException) -> str:
+    """Our own words for why ``torch.load(path, weights_only=True)`` failed, naming the file and, for a file
+    holding pickled objects, the refused objects. torch's advice (rerun with ``weights_only=False``, which
+    would run whatever the file holds) is never passed on."""
+    text = str(exc)
+    if "Weights only load failed" in text or "weights_only" in text:
+        what = ", ".join(refused_objects(text)) or "an object outside tensors and plain containers"
+        return (f"{path}: refused to load it: it holds Python objects besides tensors and plain values "
+                f"({what}); unpickling them could run code, so nothing in the file was run")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return (f"{path}: not a readable torch file, probably truncated or of another format "
+            f"({type(exc).__name__}: {first[:200]})")
+
+
+def load_torch(path: str | Path, safe_globals=None) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` (plus the allow-listed ``safe_globals``);
+    a file that cannot be read that way raises :class:`RefusedPickleError` (pickled objects, never run) or
+    ``ValueError`` (truncated, not a torch file), both with :func:`torch_load_problem`'s message."""
+    import pickle
+
+    import torch
+
+    try:
+        if safe_globals:
+            with torch.serialization.safe_globals(list(safe_globals)):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reworded with the file name
+        refused = isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc)
+        raise (RefusedPickleError if refused else ValueError)(torch_load_problem(path, exc)) from None
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -218,3 +377,103 @@ def tree_manifest(root: str | Path, pattern: str = "**/*", content: bool = True)
         st = p.stat()
         out[str(p.relative_to(root))] = f"{st.st_size}:{st.st_mtime_ns}"
     return out
+
+
+class TreeCheck:
+    """What :func:`check_tree` found in a stage's output tree (relative paths, sorted).
+
+    kept: recorded in the previous manifest and still equal to the record; unrecorded: present but not in
+    the manifest (written by an interrupted run of the same configuration, or no manifest yet); missing /
+    changed: recorded but gone / different (a changed file has been deleted); new: neither recorded nor
+    present; stray: present but not an expected file (deleted); outdated: present but made from an input
+    that changed since (deleted). ``todo``: what the stage must (re)make.
+    """
+
+    def __init__(self, recorded: bool, kept, unrecorded, missing, changed, new, stray, outdated=()):
+        self.recorded = recorded
+        self.kept, self.unrecorded, self.missing = sorted(kept), sorted(unrecorded), sorted(missing)
+        self.changed, self.new, self.stray = sorted(changed), sorted(new), sorted(stray)
+        self.outdated = sorted(outdated)
+
+    @property
+    def todo(self) -> list[str]:
+        return sorted(self.missing + self.changed + self.new + self.outdated)
+
+    def report(self, stage: str, noun: str, redo: str) -> str:
+        """One line: ``"pseudolabel: 188 labels kept, 2 missing and 1 changed since the manifest: relabelling 3"``."""
+        def n(count: int, word: str = noun) -> str:
+            return f"{count} {word}{'' if count == 1 else 's'}"
+
+        if self.recorded:
+            line = (f"{stage}: {n(len(self.kept))} kept, {len(self.missing)} missing and {len(self.changed)} "
+                    "changed since the manifest")
+            if self.unrecorded:
+                line += f", {n(len(self.unrecorded))} of an interrupted run kept"
+        else:
+            line = f"{stage}: no manifest of this configuration yet, {n(len(self.unrecorded))} on disk kept"
+        if self.outdated:
+            line += f", {n(len(self.outdated))} made from an input that changed since"
+        if self.new:
+            line += f", {len(self.new)} not made yet"
+        if self.stray:
+            line += f", {n(len(self.stray), 'stray file')} removed"
+        return line + (f": {redo} {len(self.todo)}" if self.todo else ": nothing to redo")
+
+
+def check_tree(root: str | Path, expected, record: dict | None, pattern: str = "**/*", content: bool = True,
+               workers: int | None = None, outdated=()) -> TreeCheck:
+    """Compare a resumable stage's output tree with the manifest of its previous run, before it skips files.
+
+    expected: the relative paths (as :func:`tree_manifest` writes them) the stage makes; record: the
+    ``files`` of the previous manifest when it was made under the same configuration, else None. Each
+    recorded file present is fingerprinted as the manifest did (``content``: MD5 of the bytes, hashed by
+    ``workers`` threads; else size and mtime) and compared; a file that differs is deleted, as is a file
+    matching ``pattern`` that the stage does not make, so that the stage redoes exactly what is missing or
+    changed and its next manifest lists only files it wrote or verified. outdated: expected files the caller
+    knows were made from an input that has changed since; those present are deleted too.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = Path(root)
+    on_disk = {str(p.relative_to(root)) for p in root.glob(pattern) if p.is_file() and not p.name.startswith(".")}
+    expected = set(expected)
+    outdated = expected & on_disk & set(outdated)
+    for rel in outdated:
+        (root / rel).unlink(missing_ok=True)
+    on_disk -= outdated
+    stray = on_disk - expected
+    for rel in stray:
+        (root / rel).unlink(missing_ok=True)
+    listed = {} if record is None else record
+    verify = sorted(rel for rel in expected & on_disk if rel in listed)
+
+    def fingerprint(rel: str) -> str:
+        if content:
+            return md5_file(root / rel)
+        st = (root / rel).stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    with ThreadPoolExecutor(workers or cpu_count()) as pool:
+        prints = dict(zip(verify, pool.map(fingerprint, verify)))
+    changed = [rel for rel in verify if prints[rel] != listed[rel]]
+    for rel in changed:
+        (root / rel).unlink(missing_ok=True)
+    return TreeCheck(record is not None, kept=[rel for rel in verify if prints[rel] == listed[rel]],
+                     unrecorded=[rel for rel in expected & on_disk if rel not in listed],
+                     missing=[rel for rel in expected - on_disk - outdated if rel in listed], changed=changed,
+                     new=[rel for rel in expected - on_disk - outdated if rel not in listed], stray=stray,
+                     outdated=outdated)
+
+
+def previous_record(manifest: str | Path, config: str, key: str = "files") -> dict | None:
+    """``manifest[key]`` when ``manifest`` exists, is readable and was written under ``config``, else None."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        return None
+    try:
+        previous = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(previous, dict) or previous.get("config") != config or not isinstance(previous.get(key), dict):
+        return None
+    return previous[key]

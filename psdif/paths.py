@@ -13,6 +13,8 @@ INPUT_FINGERPRINTS = {  # params.yaml key -> fingerprint file written by the che
     "model.pose_weights": f"{INPUTS}/pose_weights.json",
 }
 VALIDATED_PARAMS = f"{INPUTS}/params.json"                          # the check stage's record of params.yaml
+VALIDATED_FILES = f"{INPUTS}/validated.json"                        # files it loaded: key -> value, sha256, target
+PARAMS_OK = f"{INPUTS}/params.yaml.ok"                              # the last params.yaml that passed, verbatim
 INPUT_LISTS = "${data.splits_dir}/${data.train_split}"             # train (and val) lists read by the filter
 TEST_LIST = "${data.splits_dir}/${data.test_split}/test_files.txt"
 LISTS = "data/lists"                                                 # the filtered lists training reads

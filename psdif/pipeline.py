@@ -7,7 +7,9 @@ file is what it generates. Every file a stage reads is one of its dependencies, 
   import statements of the source, module level and inside functions), so editing any module makes exactly
   the stages that import it stale.
 - Params: each train stage lists exactly the keys its variant reads (``psdif.variants.params_read_by``), so
-  ``dvc exp run -S loss.mu3=0.05`` re-trains only ``full``.
+  ``dvc exp run -S loss.mu3=0.05`` re-trains only ``full``; keys that change no result are nobody's
+  dependency (``train.log_every`` / ``checkpoint_every``, ``pseudolabel.batch_size``), and the evaluate
+  stages list the ``eval`` keys they read (``EVAL_KEYS``), not ``eval.figure_frames``.
 - Seeds: each variant trains once per seed of ``train.seeds`` (DVC ``foreach``: stages
   ``train_<variant>@<seed>``, outputs under ``models/<variant>/seed<seed>/``). The seed reaches a stage
   through its command line, not through a param, so ``-S 'train.seeds=[0,1,2]'`` adds the runs of seeds 1
@@ -22,7 +24,8 @@ file is what it generates. Every file a stage reads is one of its dependencies, 
   training lists the filter stage writes (``data/lists/``).
 - Files named in params (``pseudolabel.checkpoint``, ``model.encoder_weights``, ``model.pose_weights``): the
   ``check`` stage runs on every ``dvc repro`` (``always_changed``), validates the
-  whole params.yaml before any other stage can delete an output, and writes one small fingerprint file per
+  whole params.yaml and opens every file it names the way its stage will (``psdif.inputs``) before any other
+  stage can delete an output (every stage is downstream of it), and writes one small fingerprint file per
   input under ``data/manifests/inputs/``; a stage depends on the fingerprints of the files it reads, so a
   replaced weight file at the same path is a change, and an unchanged one reruns nothing.
 - Initial weights made by the pipeline (``model.encoder_weights: pretrain`` / ``model.pose_weights: pretrain``):
@@ -33,6 +36,12 @@ file is what it generates. Every file a stage reads is one of its dependencies, 
   hashing 175 GB on every ``dvc repro`` is not an option). The ``download`` stage re-scans the raw tree (and
   the Make3D folder) on every ``dvc repro`` (``always_changed``) so an edited frame is noticed; an unchanged
   tree reruns nothing.
+- Trees the pipeline makes and keeps across runs (data/pseudolabels, data/boundaries, data/prepared) are
+  outputs of their stage with ``cache: false, persist: true``, their manifests too: DVC hashes such a tree
+  once and then re-reads only files whose size or mtime changed (its state database), so deleting or editing
+  a file reruns the owning stage, which checks what it keeps against its previous manifest
+  (``psdif.io.check_tree``), redoes what is missing or changed and writes the same manifest when the result
+  is the same (then nothing downstream reruns).
 - The test frames: ``export_gt`` writes the GT of the listed test frames on disk together with the list of
   frames it used (data/eval/gt_depths.npz); the evaluate and figures stages read that list, not the test list.
 - Prepared frames (``prepare``, ``psdif.data.prepared``): one manifest per kind (images, labels, boundaries);
@@ -43,13 +52,16 @@ file is what it generates. Every file a stage reads is one of its dependencies, 
 from __future__ import annotations
 
 import ast
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
 
+from psdif.config import LABELLING_INDEPENDENT, PseudolabelConfig
 from psdif.evaluation.summary import CURVE_TERMS
-from psdif.paths import (BOUNDARY_MANIFEST, COVERAGE, EVAL_DIR, EXPORT_GT_REPORT, FILTER_REPORT, GT_DEPTHS,
-                         INPUT_FINGERPRINTS, INPUT_LISTS, LABELS_MANIFEST, LISTS, MODELS, PLOT_DATA, PREPARED_MANIFESTS,
+from psdif.paths import (BOUNDARIES, BOUNDARY_MANIFEST, COVERAGE, EVAL_DIR, EXPORT_GT_REPORT, FILTER_REPORT, GT_DEPTHS,
+                         INPUT_FINGERPRINTS, INPUT_LISTS, PARAMS_OK, VALIDATED_FILES,
+                         LABELS, LABELS_MANIFEST, LISTS, MODELS, PLOT_DATA, PREPARED, PREPARED_MANIFESTS,
                          PRETRAIN_MSFAN, PRETRAIN_RESNET, RAW_MANIFEST,
                          SUMMARY, TEST_LIST, TRAIN_LIST, VAL_LIST, VALIDATED_PARAMS, live_path, model_path,
                          train_metrics_path)
@@ -63,7 +75,17 @@ SEEDS = "${train.seeds}"   # foreach over the seeds; each stage gets one as ${it
 SEED = "${item}"
 # DVC templates of .dvc/plots/: a line per variant (colour) and experiment (dash); bars from zero, rows in order
 LINE_TEMPLATE, BAR_TEMPLATE = "lines_by_variant", "bar_horizontal_zero"
-EVAL_PARAMS = ["eval", "data.raw_root", "data.height", "data.width", "data.img_ext", "data.test_split", "data.source"]
+# the eval keys the evaluate stages read (psdif.evaluation.evaluate, stages/evaluate.py); figure_frames reaches
+# only the figures stage and make3d_sha256 only the download stage, so neither re-evaluates every variant
+EVAL_KEYS = ["eval.min_depth", "eval.max_depth", "eval.post_process", "eval.batch_size", "eval.make3d_root",
+             "eval.make3d_max_depth", "eval.make3d_urls"]
+EVAL_PARAMS = [*EVAL_KEYS, "data.raw_root", "data.height", "data.width", "data.img_ext", "data.test_split",
+               "data.source"]
+# the pseudolabel keys that decide the labels (stages/pseudolabel.py labelling_config): not batch_size, which
+# changes only how many frames share a forward pass. precision stays: on CUDA it changes the labels (on a
+# CPU, which always runs fp32, a rerun keeps every label: the labelling config ignores it there)
+PSEUDOLABEL_PARAMS = [f"pseudolabel.{f.name}" for f in fields(PseudolabelConfig)
+                      if f.name not in LABELLING_INDEPENDENT]
 
 
 # ------------------------------------------------------------------------------------------ code deps
@@ -125,6 +147,14 @@ def _stage(script: str, data_deps: list[str], **rest) -> dict:
             "deps": code_deps(script) + data_deps, **rest}
 
 
+def _kept_tree(tree: str, *manifests: str) -> list[dict]:
+    """Outputs of a stage that keeps its files across runs (pseudolabel, boundary, prepare): the tree and its
+    manifests, uncached (DVC copies nothing) and persistent (DVC deletes nothing before the stage runs, so
+    finished files survive for resume, and the stage can compare them with the manifest of its last run).
+    As outputs, a deleted or edited file of the tree is a change DVC sees: the stage reruns and redoes it."""
+    return [{path: {"cache": False, "persist": True}} for path in (tree, *manifests)]
+
+
 def _train_stage(name: str) -> dict:
     v = VARIANTS[name]
     data = [TRAIN_LIST, VAL_LIST, RAW_MANIFEST, PREPARED_MANIFESTS["images"], INPUT_FINGERPRINTS["model.pose_weights"],
@@ -173,7 +203,8 @@ def build() -> dict:
             + [str(Path(live_path(n, 0)).parent) for n in VARIANTS],  # every seed's curves of the variant
             params=["train.seeds"], metrics=[{SUMMARY: {"cache": False}}], outs=[{PLOT_DATA: {"cache": False}}]),
         "check": _stage("stages/check.py", [], always_changed=True,
-                        outs=[{f: {"cache": False, "persist": True}} for f in [VALIDATED_PARAMS, *fingerprints]]),
+                        outs=[{f: {"cache": False, "persist": True}}
+                              for f in [VALIDATED_PARAMS, *fingerprints, VALIDATED_FILES, PARAMS_OK]]),
         "download": _stage("stages/download.py", [VALIDATED_PARAMS], always_changed=True,
                            params=data_params + ["download", "synthetic", "eval.make3d_root", "eval.make3d_urls",
                                                  "eval.make3d_sha256"],
@@ -183,15 +214,15 @@ def build() -> dict:
                          metrics=[{FILTER_REPORT: {"cache": False}}]),
         "pseudolabel": _stage("stages/pseudolabel.py",
                               [RAW_MANIFEST, TRAIN_LIST, VAL_LIST, TEST_LIST, INPUT_FINGERPRINTS["pseudolabel.checkpoint"]],
-                              params=data_params + ["pseudolabel"], outs=[{LABELS_MANIFEST: {"cache": False}}],
+                              params=data_params + PSEUDOLABEL_PARAMS, outs=_kept_tree(LABELS, LABELS_MANIFEST),
                               metrics=[{"metrics/pseudolabel.json": {"cache": False}}]),
         "boundary": _stage("stages/boundary.py", [LABELS_MANIFEST, RAW_MANIFEST],
                            params=["boundary", "data.raw_root", "data.img_ext"],
-                           outs=[{BOUNDARY_MANIFEST: {"cache": False}}],
+                           outs=_kept_tree(BOUNDARIES, BOUNDARY_MANIFEST),
                            plots=[{"metrics/figures/boundary_fig4.png": {"cache": False}}]),
         "prepare": _stage("stages/prepare.py", [TRAIN_LIST, RAW_MANIFEST, LABELS_MANIFEST, BOUNDARY_MANIFEST],
                           params=["prepare", "data.raw_root", "data.img_ext", "data.height", "data.width"],
-                          outs=[{m: {"cache": False}} for m in PREPARED_MANIFESTS.values()]),
+                          outs=_kept_tree(PREPARED, *PREPARED_MANIFESTS.values())),
         "pretrain": _stage("stages/pretrain.py", [RAW_MANIFEST, TRAIN_LIST, VAL_LIST],
                            params=data_params[:2] + ["data.img_ext", "data.height", "data.width", "pretrain",
                                                      "model.msfan_size", "model.baseline_width", "model.pose_width",

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from psdif.io import DiskFullError, atomic_path
+from psdif.io import DiskFullError, atomic_path, join_under
 
 if TYPE_CHECKING:
     import torch
@@ -291,12 +291,12 @@ def write_outputs(out_dir: Path, name: str, sigmoid: np.ndarray, depth: np.ndarr
         ok, buf = cv2.imencode(".png", cv2.cvtColor(colourise(sigmoid), cv2.COLOR_RGB2BGR))
         if not ok:
             raise RuntimeError(f"{out_dir / name}_depth.png: PNG encoding failed")
-        path = out_dir / f"{name}_depth.png"
+        path = join_under(out_dir, f"{name}_depth.png", what="depth map")
         with atomic_path(path) as tmp:
             tmp.write_bytes(buf.tobytes())
         written.append(path)
     if npy:
-        path = out_dir / f"{name}_depth.npy"
+        path = join_under(out_dir, f"{name}_depth.npy", what="depth array")
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.save(f, depth)
         written.append(path)
@@ -344,8 +344,11 @@ def load_model(path: str | Path, device: str) -> tuple[nn.Module, dict]:
     path = Path(path)
     try:
         net, info = load_depth_model(path, device)
-    except Exception as exc:  # missing, truncated, other architecture, other config schema
+    except Exception as exc:  # missing, truncated, crafted, other architecture, other config schema
         msg = " ".join((str(exc) if str(path) in str(exc) else f"{path}: {exc}").split())
+        if "weights_only" in msg or "torch.load" in msg:  # torch's advice would run the file's code: not ours
+            from psdif.io import torch_load_problem
+            msg = torch_load_problem(path, exc)
         msg = msg if len(msg) <= 300 else msg[:300] + " ...)"
         raise PredictError(f"{msg}; pass a model.pt written by `dvc repro` "
                            "(models/<variant>/seed<k>/model.pt)") from None

@@ -24,4 +24,7 @@ def stage_args(stage: str, argv=None, extra=None) -> tuple[Params, argparse.Name
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
+    if params.data.source == "kitti":  # the user's copy: no psdif writer may open a file in it
+        from psdif.io import protect_tree
+        protect_tree(params.data.raw_root, "data.raw_root, your KITTI copy (data.source: kitti)")
     return params, args

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,8 +35,13 @@ from psdif.checkpoint import (CHECKPOINT_NAME, MODEL_NAME, NonFiniteGuard, NonFi
 from psdif.config import Params, to_dict
 from psdif.distributed import DistInfo, EpochSampler, check_shared_folder, init_distributed, loader_workers
 from psdif.io import params_hash, progress_enabled, save_torch  # noqa: F401  (params_hash: the run-key hash)
+from psdif.io import atomic_write_text
 from psdif.seeding import seed_everything
 from psdif.variants import Variant
+
+
+RESULT_NAME = "result.json"  # beside model.pt once a run completes: TrainResult.record()
+CODE_SCRIPT = "stages/train.py"  # the script whose code (and every psdif module it imports) is in the run key
 
 
 @dataclass
@@ -45,6 +52,12 @@ class TrainResult:
     steps: int                                   # optimiser steps done in total (including resumed ones)
     final_losses: dict = field(default_factory=dict)  # mean of each loss term over the last log interval
     samples_per_second: float = float("nan")     # global samples / s of this process's run (incl. data)
+    seconds: float = float("nan")                # wall time of this call of :func:`train`
+
+    def record(self) -> dict:
+        """What ``result.json`` holds (beside ``model.pt``): the summary without the networks."""
+        return {"steps": self.steps, "final_losses": {k: float(v) for k, v in self.final_losses.items()},
+                "samples_per_second": float(self.samples_per_second), "seconds": float(self.seconds)}
 
 
 # ------------------------------------------------------------------------------------------ networks
@@ -279,6 +292,7 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
            boundary_root, live_dir, frames, dataset, device, build_models, loss_fn, progress,
            inputs, seed: int, prepared, on_step) -> TrainResult:
     tc = params.train
+    call_start = time.perf_counter()
     device = torch.device(device if device is not None else (f"cuda:{dinfo.local_rank}" if cuda else "cpu"))
     set_precision(device)  # fp32 (TF32 convolutions on CUDA); bf16 only with train.amp
     key = hashed_params(params, variant, inputs, seed)
@@ -315,6 +329,8 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
     resumed, log_state = resume(ckpt_path, key, nets, optimizer, scheduler, dinfo.rank, dinfo.world, seed,
                                 device)
     at = resumed or Progress()
+    if resumed is not None and dinfo.main:
+        print(f"resuming {variant.name} seed {seed} from step {at.step} ({ckpt_path})", file=sys.stderr, flush=True)
     losses = LossLog(log_state, device)
 
     # static_graph: the same parameters take part in every step (it also avoids a false "no gradient"
@@ -392,12 +408,96 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
         log()
 
     guard.check(list(nets.parameters()), kept(), reduce_max, at.step)
+    result = TrainResult(nets, at.step, final_losses, (at.step - start_step) * tc.batch_size / max(seconds, 1e-9),
+                         time.perf_counter() - call_start)
     if dinfo.main:
         save_torch(out_dir / MODEL_NAME, {"depth": nets.depth.state_dict(), "pose": nets.pose.state_dict(),
                                           "variant": dataclasses.asdict(variant), "model_cfg": to_dict(params.model),
                                           "height": params.data.height, "width": params.data.width,
                                           "step": at.step})
+        # model.pt, then result.json, then no last.pt: a run killed in between resumes at its last step and
+        # writes both again; model.pt + result.json is a finished run (:func:`finished_run`)
+        atomic_write_text(out_dir / RESULT_NAME, json.dumps(result.record(), indent=1) + "\n")
         ckpt_path.unlink(missing_ok=True)  # complete: nothing to resume
     if live is not None:
         live.end()
-    return TrainResult(nets, at.step, final_losses, (at.step - start_step) * tc.batch_size / max(seconds, 1e-9))
+    return result
+
+
+# ------------------------------------------------------------------------------------------ the stage's run
+
+def code_inputs(script: str = CODE_SCRIPT, root: Optional[Path] = None) -> dict[str, str]:
+    """``{path: MD5}`` of ``script`` and every psdif module it imports, transitively: the code part of the train
+    stage's run key, from ``psdif.pipeline.code_deps`` (the list dvc.yaml's code deps come from). Another
+    content of any of them is another run key, so a run never resumes a ``last.pt`` written by other code."""
+    import importlib
+
+    from psdif.io import md5_file
+
+    # imported by name: the pipeline description is not code that training runs (no code dep of the stage)
+    pipeline = importlib.import_module("psdif.pipeline")
+    root = pipeline.REPO if root is None else Path(root)
+    return {path: md5_file(root / path) for path in pipeline.code_deps(script, root)}
+
+
+def finished_run(run_dir: str | Path) -> Optional[dict]:
+    """The :meth:`TrainResult.record` of a run that completed in ``run_dir`` (``model.pt`` and ``result.json``,
+    written in that order), else None."""
+    run_dir = Path(run_dir)
+    if not ((run_dir / MODEL_NAME).is_file() and (run_dir / RESULT_NAME).is_file()):
+        return None
+    try:
+        record = json.loads((run_dir / RESULT_NAME).read_text())
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("steps"), int) else None
+
+
+def _is_code(name: str) -> bool:
+    return name.endswith(".py")
+
+
+def runs_with_other_code(run_dir: str | Path, key: dict) -> list[tuple[Path, list[str]]]:
+    """(folder, code files that differ) of every unfinished run beside ``run_dir`` (a ``last.pt`` in
+    ``<runs>/<variant>-*``) whose run key equals ``key`` but for the code: same variant, seed, params, data."""
+    run_dir = Path(run_dir)
+
+    def without_code(k: dict) -> dict:
+        return {**k, "inputs": {n: d for n, d in (k.get("inputs") or {}).items() if not _is_code(n)}}
+
+    found = []
+    for other in sorted(run_dir.parent.glob(f"{key['variant']}-*")):
+        ckpt = other / CHECKPOINT_NAME
+        if other.resolve() == run_dir.resolve() or not ckpt.is_file():
+            continue
+        try:
+            old = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("params")
+        except Exception:  # unreadable: not ours to judge here (resume names it when pointed at)
+            continue
+        if not isinstance(old, dict) or without_code(old) != without_code(key):
+            continue
+        a, b = old.get("inputs") or {}, key.get("inputs") or {}
+        found.append((other, sorted(n for n in a.keys() | b.keys() if _is_code(n) and a.get(n) != b.get(n))))
+    return found
+
+
+def train_run(params: Params, variant: Variant, run_dir: str | Path, *, seed: int, inputs: dict,
+              train_fn: Optional[Callable] = None, **train_kwargs) -> dict:
+    """The train stage's run in ``run_dir`` (``data/runs/<variant>-<run key>``): reuse it when it finished
+    (``model.pt`` + ``result.json``: no training), resume its ``last.pt`` (said in one line by :func:`train`),
+    or start at step 0 (saying which unfinished runs of other code are not resumed). Returns the result
+    record (:meth:`TrainResult.record`); ``train_kwargs`` go to :func:`train`."""
+    run_dir = Path(run_dir)
+    done = finished_run(run_dir)
+    if done is not None:
+        print(f"{variant.name} seed {seed}: reusing the finished run {run_dir} (same run key, {MODEL_NAME} "
+              "complete): no training", flush=True)
+        return done
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main and not (run_dir / CHECKPOINT_NAME).exists():
+        for other, changed in runs_with_other_code(run_dir, hashed_params(params, variant, inputs, seed)):
+            print(f"note: not resuming the unfinished run {other}: it was written by other code "
+                  f"({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''} changed); "
+                  f"{variant.name} seed {seed} starts at step 0 in {run_dir}", file=sys.stderr, flush=True)
+    result = (train_fn or train)(params, variant, run_dir, inputs=inputs, seed=seed, **train_kwargs)
+    return result.record()

@@ -39,8 +39,12 @@ def get_variant(name: str) -> Variant:
 # stages, so `dvc exp run -S loss.mu3=...` re-trains only the variants that use mu3; the checkpoint's
 # params hash covers the same keys). Every train.* key but train.seeds: each train_<variant>@<seed> stage
 # reads its own seed (from its command line), so adding a seed leaves the runs of the others untouched.
+# Nor the cadence keys: how often a run logs and writes last.pt changes no weight (last.pt holds the RNG
+# state, so a resumed run continues bit for bit), so changing them retrains nothing; the loss log of a
+# finished run keeps the cadence it was made with.
 # Tested against dvc.yaml in tests/test_pipeline.py.
-_TRAIN = [f"train.{f.name}" for f in fields(TrainConfig) if f.name != "seeds"]
+CADENCE = ("log_every", "checkpoint_every")
+_TRAIN = [f"train.{f.name}" for f in fields(TrainConfig) if f.name not in ("seeds", *CADENCE)]
 _COMMON = ["data.height", "data.width", "data.img_ext", "data.intrinsics", "model.min_depth", "model.max_depth",
            "model.pose_width", "model.pose_weights", "model.decoder_channels", *_TRAIN, "loss.alpha",
            "loss.smoothness", "loss.mu1", "loss.automask"]

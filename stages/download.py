@@ -1,7 +1,11 @@
 """download stage (runs on every `dvc repro`): the data the split lists name -> data/manifests/raw.json.
 
 Embedded default (``data.source: synthetic``): generate the mini-KITTI, or check the generated files against
-the generator's record of what it wrote (content hashes) and regenerate the drives that differ.
+the generator's record of what it wrote (content hashes) and regenerate the drives that differ. The record
+also holds the generator's params and a hash of its code (``psdif/data/synthetic/*.py``): when either
+changed, everything is generated again (saying why). Generated files are a pure function of params and code
+(no time of writing in any file). A split list the generator wrote and the user edited is refused (naming
+it and how to keep or discard the edit), never silently overwritten.
 
 Real KITTI (``data.source: kitti``): ``data.raw_root`` is the user's KITTI raw copy, complete or partial. The
 drives named by the train / val / test lists that are on disk are used as they are; nothing is written into
@@ -24,6 +28,7 @@ from pathlib import Path
 from psdif.data import kitti
 from psdif.data.download import DownloadError
 from psdif.data.ondisk import copy_fingerprint, drives_of, list_paths, read_lists
+from psdif.data.synthetic.writer import EditedListError
 from psdif.io import params_hash, progress_enabled, tree_manifest, write_json
 from psdif.paths import DOWNLOADS, RAW_MANIFEST
 from psdif.stage import stage_args
@@ -67,7 +72,7 @@ def synthetic(p, root: Path, splits: Path) -> dict:
 def real(p, root: Path) -> dict:
     from psdif.data.download import download_kitti, missing_archives
 
-    lists = read_lists(p.data.splits_dir, p.data.train_split, p.data.test_split)
+    lists = read_lists(p.data.splits_dir, p.data.train_split, p.data.test_split, root)
     folders = drives_of(*lists.values())
     archives = missing_archives(root, folders, p.download.url)
     if archives and p.download.fetch == "missing":
@@ -101,7 +106,7 @@ def main(argv=None) -> None:
     root, splits = Path(p.data.raw_root), Path(p.data.splits_dir)
     try:
         manifest = synthetic(p, root, splits) if p.data.source == "synthetic" else real(p, root)
-    except (kitti.KittiError, DownloadError) as exc:
+    except (kitti.KittiError, DownloadError, EditedListError) as exc:
         raise SystemExit(f"error: {exc}") from None
     try:
         manifest["make3d"] = make3d_record(p)

@@ -26,7 +26,7 @@ def main(argv=None) -> None:
     root = Path(p.data.raw_root)
     test_list = list_paths(p.data.splits_dir, p.data.train_split, p.data.test_split)["test"]
     try:
-        listed = kitti.read_split(test_list)
+        listed = kitti.read_split(test_list, root)
     except kitti.KittiError as exc:
         raise SystemExit(f"error: {exc} (data.splits_dir / data.test_split)") from None
     used, missing = [], []

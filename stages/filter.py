@@ -37,8 +37,8 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: {train_file}: no train list (data.splits_dir / data.train_split); a split folder "
                          f"holds train_files.txt and optionally val_files.txt, {LIST_FORMAT}")
     try:
-        listed_train = kitti.read_split(train_file)
-        listed_val = kitti.read_split(val_file) if val_file.is_file() else []
+        listed_train = kitti.read_split(train_file, root)
+        listed_val = kitti.read_split(val_file, root) if val_file.is_file() else []
     except kitti.KittiError as exc:
         raise SystemExit(f"error: {exc}") from None
     f = p.filter

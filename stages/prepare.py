@@ -3,7 +3,8 @@
 For every (drive, camera) of the filtered training list, the targets and their neighbours as uint8 arrays
 (``psdif.data.prepared``), so the training loader copies memory instead of decoding three full-size PNGs
 per sample. Writes data/manifests/prepared_{images,labels,boundaries}.json; with ``prepare.enabled: false``
-the manifests only say so and training decodes the PNGs. Uses every core (processes over frames).
+the manifests only say so and training decodes the PNGs. Uses every core (processes over frames). Arrays
+kept from an earlier run are checked against its manifests first (``psdif.data.prepared.check_groups``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from psdif.data.kitti import read_split
-from psdif.data.prepared import KINDS, disabled_manifest, prepare_all
+from psdif.data.images import ImageError
+from psdif.data.prepared import KINDS, PreparedError, disabled_manifest, prepare_all
 from psdif.io import cpu_count, md5_file, progress_enabled
 from psdif.paths import (BOUNDARIES, BOUNDARY_MANIFEST, LABELS, LABELS_MANIFEST, PREPARED, PREPARED_MANIFESTS,
                          RAW_MANIFEST, TRAIN_LIST)
@@ -22,6 +24,7 @@ def main(argv=None) -> None:
     p, _ = stage_args("prepare", argv)
     manifests = {k: Path(v) for k, v in PREPARED_MANIFESTS.items()}
     if not p.prepare.enabled:
+        Path(PREPARED).mkdir(parents=True, exist_ok=True)  # a dvc.yaml output: present, even when unused
         for kind in KINDS:
             disabled_manifest(kind, manifests[kind])
         print("prepare.enabled is false: training decodes the PNGs")
@@ -29,8 +32,11 @@ def main(argv=None) -> None:
     targets = read_split(TRAIN_LIST)
     digests = {"images": md5_file(RAW_MANIFEST), "labels": md5_file(LABELS_MANIFEST),
                "boundaries": md5_file(BOUNDARY_MANIFEST)}
-    out = prepare_all(p.data.raw_root, LABELS, BOUNDARIES, p.data.img_ext, p.data.height, p.data.width, targets,
-                      Path(PREPARED), manifests, digests, workers=cpu_count(), progress=progress_enabled())
+    try:
+        out = prepare_all(p.data.raw_root, LABELS, BOUNDARIES, p.data.img_ext, p.data.height, p.data.width, targets,
+                          Path(PREPARED), manifests, digests, workers=cpu_count(), progress=progress_enabled())
+    except (ImageError, PreparedError) as exc:  # a missing / unreadable frame, label or mask: named, with its fix
+        raise SystemExit(f"error: {exc}") from None
     frames = sum(len(g["frames"]) for g in out["images"]["groups"].values())
     print(f"prepared {frames} frames of {len(out['images']['groups'])} drive cameras at "
           f"{p.data.height} x {p.data.width} under {PREPARED}")

@@ -6,7 +6,8 @@ drives (data/teacher/teacher.pt; every RNG seeded from ``teacher_seed`` before t
 the same params give the same labels bit for bit), label everything, and report its mIoU on the held-out
 (val/test) drives. ``labeller: oracle`` (generated data only) copies the generator's exact semantic
 ground truth instead: class boundaries, hence B_t and the metric loss, are there by construction.
-Writes data/manifests/pseudolabels.json and metrics/pseudolabel.json.
+Writes data/manifests/pseudolabels.json and metrics/pseudolabel.json. Labels kept from an earlier run are
+checked against that manifest (content hashes) first: missing or changed ones are labelled again.
 
 Throughput (``psdif.semantics.labels.label_frames``): on a GPU, worker processes decode the frames ahead and
 threads encode the PNGs while the model runs batched (``pseudolabel.precision``: bf16 autocast on the paper
@@ -25,8 +26,9 @@ from psdif.data import kitti
 from psdif.semantics import cityscapes, deeplab, labels, teacher
 from psdif.stage import stage_args
 from psdif.paths import INPUT_FINGERPRINTS, TRAIN_LIST, VAL_LIST
-from psdif.io import progress_enabled
-from psdif.io import params_hash, prepare_output_tree, read_json, sha256_file, tree_manifest, write_json
+from psdif.io import PathEscapeError, ReadOnlyTreeError, progress_enabled
+from psdif.io import (check_tree, params_hash, prepare_output_tree, previous_record, read_json, sha256_file,
+                      tree_manifest, write_json)
 from psdif.distributed import init_distributed, loader_workers, relaunch_under_torchrun
 
 OUT = Path("data/pseudolabels")
@@ -45,7 +47,7 @@ def drive_roles(p) -> dict[str, str]:
     roles = {}
     for path, role in ((Path(TRAIN_LIST), "train"), (Path(VAL_LIST), "val"),
                        (splits / p.data.test_split / "test_files.txt", "test")):
-        for ref in kitti.read_split(path):
+        for ref in kitti.read_split(path, p.data.raw_root):
             roles.setdefault(ref.folder, role)
     return roles
 
@@ -95,14 +97,23 @@ def get_teacher(p, root: Path, frames, roles, progress: bool, config: str):
     return model
 
 
-def labelling_config(p, raw: dict) -> str:
+def labelling_config(p, raw: dict, cuda: bool | None = None) -> str:
     """Hash of everything the labels depend on (a change relabels everything and retrains the teacher).
 
-    It covers every ``pseudolabel`` value, ``labeller`` included; labels from before that key existed came
-    from a teacher built before any seed was set, and are therefore made again once, reproducibly. It covers
-    the content of ``pseudolabel.checkpoint`` too: another file at the same path relabels everything.
+    It covers every ``pseudolabel`` value that decides the labels, ``labeller`` included, but not those that
+    only change how fast they are made (``config.LABELLING_INDEPENDENT``: batch_size); ``precision`` only
+    where it applies, on CUDA (``cuda``: default, whether torch sees a GPU): a CPU always labels in fp32.
+    It covers the content of ``pseudolabel.checkpoint`` too: another file at the same path relabels everything.
     """
-    return params_hash({"pseudolabel": dataclasses.asdict(p.pseudolabel), "source": p.data.source,
+    from psdif.config import LABELLING_INDEPENDENT
+
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    q = {k: v for k, v in dataclasses.asdict(p.pseudolabel).items() if k not in LABELLING_INDEPENDENT}
+    q["precision"] = q["precision"] if cuda else "fp32"
+    return params_hash({"pseudolabel": q, "source": p.data.source,
                         "raw": params_hash(raw), "checkpoint_sha256": checkpoint_digest(p)})
 
 
@@ -130,21 +141,32 @@ def main(argv=None) -> None:
     cuda = torch.cuda.is_available()
     dinfo = init_distributed(cuda, timeout_minutes=240)  # ranks wait for the slowest slice at the end
     device = torch.device("cuda", dinfo.local_rank) if cuda else torch.device("cpu")
-    roles = drive_roles(p)
-    frames = all_frames(root, roles)
+    try:  # a list line leaving data.raw_root ('..', absolute, a link out) stops here, naming the line
+        roles = drive_roles(p)
+        frames = all_frames(root, roles)
+    except kitti.KittiError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    q = p.pseudolabel
+    model = None
+    if q.checkpoint:  # loaded before anything is deleted: an unreadable file never costs the existing labels
+        try:
+            model = deeplab.load_cityscapes_deeplab(q.checkpoint)
+        except deeplab.CheckpointError as exc:
+            raise SystemExit(f"error: pseudolabel.checkpoint: {exc}; the labels on disk are kept") from None
     raw = read_json(RAW_MANIFEST) if RAW_MANIFEST.exists() else {}
     config = labelling_config(p, raw)
-    if dinfo.main:
+    if dinfo.main:  # every kept label is checked against the previous manifest: a changed one is relabelled
         prepare_output_tree(OUT, config, "relabelling everything")
+        expected = [str(labels.label_path(OUT, r.folder, r.side, r.frame).relative_to(OUT)) for r in frames]
+        check = check_tree(OUT, expected, previous_record(MANIFEST, config), "**/*.png")
+        print(check.report("pseudolabel", "label", "relabelling"))
 
-    q = p.pseudolabel
     labeller = "cityscapes_checkpoint" if q.checkpoint else q.labeller
     read_frame = ImageLoader(str(root), p.data.img_ext)
-    model = None
     if labeller == "oracle":  # the "image" is the ground truth itself, passed through unchanged
         label_fn, read_frame = (lambda gt: gt), GroundTruthLoader(root)
     elif q.checkpoint:
-        model = deeplab.load_cityscapes_deeplab(q.checkpoint)
+        pass  # loaded above
     elif dinfo.main:  # the teacher is trained once, by rank 0; the others load it after the barrier
         model = get_teacher(p, root, frames, roles, progress, config)
     if dinfo.world > 1:
@@ -153,8 +175,11 @@ def main(argv=None) -> None:
         if model is None:
             model = get_teacher(p, root, frames, roles, progress, config)
         label_fn = lambda imgs: labels.predict_labels(model, imgs, q.batch_size, device, q.precision)  # noqa: E731
-    hist = labels.label_frames(label_fn, frames, read_frame, OUT, q.batch_size, rank=dinfo.rank,
-                               world_size=dinfo.world, progress=progress, workers=loader_workers("auto", cuda))
+    try:
+        hist = labels.label_frames(label_fn, frames, read_frame, OUT, q.batch_size, rank=dinfo.rank,
+                                   world_size=dinfo.world, progress=progress, workers=loader_workers("auto", cuda))
+    except (PathEscapeError, ReadOnlyTreeError) as exc:  # an output outside data/pseudolabels: never written
+        raise SystemExit(f"error: {exc}") from None
     if dinfo.world > 1:  # every rank is done: the histogram of all slices
         total_hist = torch.from_numpy(hist).to(device)
         dist.all_reduce(total_hist)

@@ -2,9 +2,13 @@
 metrics/train/<variant>/seed<seed>.json, dvclive/<variant>/seed<seed>/ (paths: psdif.paths).
 
 The run lives in data/runs/<variant>-<run key>/ (resumable ``last.pt``); the run key covers the seed, the
-params the variant reads and the content of every data file the stage depends on (lists, manifests, weight
-fingerprints), so an interrupted `dvc repro` resumes where it stopped and a run on other params or other data
-starts in another folder. Several GPUs: set PSDIF_NPROC=N and the stage re-executes itself under torchrun (one
+params the variant reads, the content of every data file the stage depends on (lists, manifests, weight
+fingerprints) and the content of every code file it imports (``psdif.train.code_inputs``), so an interrupted
+`dvc repro` resumes where it stopped (saying so) and a run on other params, data or code starts in another
+folder at step 0 (naming the unfinished run it did not resume). A finished run of the same key is reused:
+its model and logs are copied to the stage's outputs without training.
+
+Several GPUs: set PSDIF_NPROC=N and the stage re-executes itself under torchrun (one
 process per GPU, DDP); several machines: PSDIF_NNODES, PSDIF_NODE_RANK, PSDIF_RDZV_ENDPOINT as well
 (``psdif.distributed``). Only global rank 0 writes.
 """
@@ -14,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -35,12 +38,14 @@ def _args(parser):
 def run_inputs(variant: str, dvc_yaml: str | Path = "dvc.yaml") -> dict[str, str]:
     """``{path: MD5}`` of every data file the variant's train stage depends on in dvc.yaml (lists, raw and
     prepared manifests, the pseudo-label and boundary manifests, which embed their stage's configuration,
-    weight fingerprints, the pretrain stage's encoders): the data part of the run key."""
+    weight fingerprints, the pretrain stage's encoders): the data part of the run key; and of every code file
+    this script imports (``psdif.train.code_inputs``): the code part."""
     from psdif.io import md5_file
+    from psdif.train import code_inputs
 
     stage = yaml.safe_load(Path(dvc_yaml).read_text())["stages"][f"train_{variant}"]
     deps = stage.get("do", stage)["deps"]  # a foreach stage keeps its definition under "do"
-    return {d: md5_file(d) for d in deps if d.startswith("data/")}
+    return {**{d: md5_file(d) for d in deps if d.startswith("data/")}, **code_inputs()}
 
 
 def run_dir_for(p, variant, inputs: dict, seed: int) -> Path:
@@ -58,19 +63,18 @@ def main(argv=None) -> None:
 
     from psdif.data.kitti import read_split
     from psdif.paths import BOUNDARIES, LABELS, PREPARED_MANIFESTS, TRAIN_LIST, live_path, model_path, train_metrics_path
-    from psdif.train import train
+    from psdif.train import train_run
 
     variant = get_variant(args.variant)
     seed = p.train.seeds[0] if args.seed is None else args.seed
     if seed < 0:
         raise SystemExit(f"error: --seed {seed} must be >= 0")
-    # the run key: seed + params + the content of every data file this stage depends on in dvc.yaml
+    # the run key: seed + params + the content of every data and code file this stage depends on
     inputs = run_inputs(variant.name)
     run_dir = run_dir_for(p, variant, inputs, seed)
-    start = time.perf_counter()
-    result = train(p, variant, run_dir, labels_root=Path(LABELS), boundary_root=Path(BOUNDARIES),
-                   live_dir=run_dir / "dvclive", progress=progress_enabled(), frames=read_split(Path(TRAIN_LIST)),
-                   inputs=inputs, seed=seed, prepared=PREPARED_MANIFESTS)
+    result = train_run(p, variant, run_dir, seed=seed, inputs=inputs, labels_root=Path(LABELS),
+                       boundary_root=Path(BOUNDARIES), live_dir=run_dir / "dvclive", progress=progress_enabled(),
+                       frames=read_split(Path(TRAIN_LIST)), prepared=PREPARED_MANIFESTS)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     model = Path(model_path(variant.name, seed))
@@ -81,12 +85,12 @@ def main(argv=None) -> None:
     shutil.copytree(run_dir / "dvclive", live)
     write_json(Path(train_metrics_path(variant.name, seed)), {
         "seed": seed,
-        "steps": result.steps,
-        "minutes": round((time.perf_counter() - start) / 60, 2),
-        "samples_per_second": round(result.samples_per_second, 2),
-        **{f"loss_{k}": round(float(v), 5) for k, v in result.final_losses.items()},
+        "steps": result["steps"],
+        "minutes": round(result["seconds"] / 60, 2),
+        "samples_per_second": round(result["samples_per_second"], 2),
+        **{f"loss_{k}": round(float(v), 5) for k, v in result["final_losses"].items()},
     })
-    print(f"{variant.name} seed {seed}: {result.steps} steps -> {model}")
+    print(f"{variant.name} seed {seed}: {result['steps']} steps -> {model}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PSDIF_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _forget_protected_trees():
+    """A stage run in-process on a real-KITTI project protects its data.raw_root for the rest of the process
+    (``psdif.io.protect_tree``); later tests start without it."""
+    yield
+    from psdif.io import unprotect_all
+    unprotect_all()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (real KITTI drive 0001 sample and the published splits)."""

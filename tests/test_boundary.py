@@ -96,6 +96,9 @@ def test_boundary_frames_resumes(tmp_path):
     write_boundary_png(outs[1], np.zeros((12, 16), bool))  # pre-existing: must be kept
     info = boundary_frames(srcs, outs, lambda p: labels[int(p.name[1:])], 5, 10, progress=False)
     assert info["computed"] == 2 and info["frames"] == 3
+    # the fraction covers every frame, the kept one read back: the mean of the three stored masks
+    stored = [read_boundary_png(o).mean() for o in outs]
+    assert info["boundary_fraction"] == pytest.approx(sum(stored) / 3, abs=1e-12)
     np.testing.assert_array_equal(read_boundary_png(outs[0]), brute_force_boundary(labels[0], 5, 10))
     assert not read_boundary_png(outs[1]).any()
 
@@ -173,3 +176,93 @@ def test_figure_draws_full_mask_white_and_empty_mask_black(tmp_path):
     # the full mask: white, one block taller than the panel (it joins the white gap above it)
     assert max(_runs(white_rows), default=0) >= height - 2
     assert not (px[below, lx0 + 2:lx1 - 1] == 0).all(-1).all(-1).any()  # no black row under the labels
+
+
+def _boundary_stage_folder(tmp_path):
+    """A folder with data/pseudolabels, its manifest and a params.yaml for the boundary stage."""
+    import shutil
+
+    import yaml
+
+    from psdif.config import preset_path
+    from psdif.io import tree_manifest, write_json
+    from tests.test_data import write_tiny_kitti
+
+    raw, labels, _ = write_tiny_kitti(tmp_path / "inputs", frames=range(0, 6))
+    folder = tmp_path / "project"
+    shutil.copytree(labels, folder / "data" / "pseudolabels")
+    write_json(folder / "data/manifests/pseudolabels.json",
+               {"config": "labels-v1", "files": tree_manifest(folder / "data/pseudolabels", "**/*.png")})
+    params = yaml.safe_load(preset_path("embedded").read_text())
+    params["data"].update(raw_root=str(raw), img_ext="png")
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return folder
+
+
+def _run_boundary_stage(folder, monkeypatch) -> bytes:
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.chdir(folder)
+    spec = importlib.util.spec_from_file_location("boundary_stage", Path(__file__).parents[1] / "stages/boundary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--params", str(folder / "params.yaml")])
+    return (folder / "data/manifests/boundaries.json").read_bytes()
+
+
+def test_boundary_stage_rerun_writes_the_same_manifest_and_redoes_a_lost_or_changed_mask(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """A rerun with every mask present writes the first manifest byte for byte (no NaN fraction, nothing that
+    says what this run computed); a deleted mask and one replaced by another frame's are recomputed."""
+    import json
+
+    folder = _boundary_stage_folder(tmp_path)
+    first = _run_boundary_stage(folder, monkeypatch)
+    manifest = json.loads(first)
+    masks = {rel: (folder / "data/boundaries" / rel).read_bytes() for rel in manifest["files"]}
+    assert len(masks) == 12 and 0 < manifest["boundary_fraction"] < 1
+    expected = np.mean([read_boundary_png(folder / "data/boundaries" / rel).mean() for rel in masks])
+    assert manifest["boundary_fraction"] == pytest.approx(expected, abs=1e-12)
+    capsys.readouterr()
+    assert _run_boundary_stage(folder, monkeypatch) == first
+    assert "boundary: 12 masks kept, 0 missing and 0 changed since the manifest: nothing to redo" in \
+        capsys.readouterr().out
+
+    names = sorted(masks)
+    assert masks[names[1]] != masks[names[2]]
+    (folder / "data/boundaries" / names[0]).unlink()
+    (folder / "data/boundaries" / names[1]).write_bytes(masks[names[2]])
+    assert _run_boundary_stage(folder, monkeypatch) == first
+    assert "boundary: 10 masks kept, 1 missing and 1 changed since the manifest: recomputing 2" in \
+        capsys.readouterr().out
+    assert {rel: (folder / "data/boundaries" / rel).read_bytes() for rel in masks} == masks
+    assert "NaN" not in first.decode()
+
+
+def test_boundary_stage_recomputes_the_mask_of_a_label_that_changed_under_the_same_configuration(
+        tmp_path, monkeypatch, capsys):
+    """A frame relabelled with other content under the same labelling configuration (its manifest entry
+    changes, its config does not): its kept mask was made from the old label and is recomputed; the others
+    are kept."""
+    from psdif.io import md5_file, tree_manifest, write_json
+    from psdif.semantics.labels import read_label_png, write_label_png
+
+    folder = _boundary_stage_folder(tmp_path)
+    _run_boundary_stage(folder, monkeypatch)
+    labels_root, masks_root = folder / "data/pseudolabels", folder / "data/boundaries"
+    names = sorted(str(p.relative_to(masks_root)) for p in masks_root.rglob("*.png"))
+    stamps = {n: (masks_root / n).stat().st_mtime_ns for n in names}
+    relabelled = names[4]
+    new_label = np.kron(np.random.default_rng(7).integers(0, 5, (12, 32)), np.ones((8, 8), np.uint8)).astype(np.uint8)
+    write_label_png(labels_root / relabelled, new_label)
+    write_json(folder / "data/manifests/pseudolabels.json",
+               {"config": "labels-v1", "files": tree_manifest(labels_root, "**/*.png")})
+    assert md5_file(labels_root / relabelled) != md5_file(labels_root / names[3])
+    capsys.readouterr()
+    _run_boundary_stage(folder, monkeypatch)
+    assert "boundary: 11 masks kept, 0 missing and 0 changed since the manifest, 1 mask made from an input that " \
+           "changed since: recomputing 1" in capsys.readouterr().out
+    np.testing.assert_array_equal(read_boundary_png(masks_root / relabelled),
+                                  brute_force_boundary(read_label_png(labels_root / relabelled), 5, 10))
+    assert all((masks_root / n).stat().st_mtime_ns == t for n, t in stamps.items() if n != relabelled)

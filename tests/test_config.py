@@ -210,3 +210,64 @@ def test_oracle_labeller_only_on_generated_data_without_a_checkpoint(raw):
     raw["pseudolabel"]["labeller"] = "orcale"
     with pytest.raises(ParamsError, match=r"pseudolabel.labeller='orcale' is not one of \['teacher', 'oracle'\]"):
         parse_params(raw)
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    # each of these validated and then failed inside a stage (the download stage after deleting the drives)
+    ("synthetic", "seed", -5, r"synthetic.seed=-5 must be >= 0 \(a seed"),
+    ("pretrain", "seed", -1, r"pretrain.seed=-1 must be >= 0"),
+    ("pseudolabel", "teacher_seed", -1, r"pseudolabel.teacher_seed=-1 must be >= 0"),
+    ("train", "seeds", [0, -1], r"train.seeds\[1\]=-1 must be >= 0"),
+    ("synthetic", "seed", 2**32, r"synthetic.seed=4294967296 must be <= 4294967295"),
+    ("train", "seeds", 0, r"train.seeds=0 must be a list of int, e.g. \[0\]"),
+    ("train", "seeds", [], r"train.seeds is empty"),
+    ("train", "seeds", [1, 1], r"train.seeds=\[1, 1\] must be distinct"),
+    ("train", "seeds", [0, 1.5], r"train.seeds\[1\]=1.5 must be an integer"),
+])
+def test_seeds_are_non_negative_integers(raw, section, key, value, message):
+    raw[section][key] = value
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+    raw[section][key] = [0, 2**32 - 1] if key == "seeds" else 2**32 - 1  # the edges validate
+    parse_params(raw)
+
+
+def test_every_integer_param_has_a_range_or_a_check():
+    """No int field is left unbounded (a negative seed or count passed and failed inside a stage)."""
+    import dataclasses
+    import typing
+
+    checked_in_post_init = {"model.decoder_channels", "loss.metric_scales"}
+    unbounded = []
+
+    def walk(cls, prefix=""):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp, key = hints[f.name], f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{key}.")
+            elif int in (typing.get_args(tp) or (tp,)) or typing.get_args(tp) == (int,) or \
+                    any(a is int or typing.get_args(a) == (int,) for a in typing.get_args(tp)):
+                meta = f.metadata
+                if not any(meta.get(b) is not None for b in ("ge", "gt")) and key not in checked_in_post_init:
+                    unbounded.append(key)
+    walk(config.Params)
+    assert not unbounded, unbounded
+
+
+def test_every_problem_of_a_params_file_is_reported_at_once(raw, tmp_path):
+    """Four mistakes in four sections: one error listing all four (not one per run)."""
+    raw["loss"]["mu33"] = 1
+    raw["synthetic"]["seed"] = -5
+    raw["boundary"]["z"] = 4
+    raw["train"]["seeds"] = 0
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError) as info:
+        config.load_params(path)
+    problems = info.value.problems
+    assert len(problems) == 4 and all(m.startswith(f"{path}: ") for m in problems), problems
+    for expected in ("unknown parameter loss.mu33", "synthetic.seed=-5", "boundary.z=4 must be odd",
+                     "train.seeds=0 must be a list"):
+        assert sum(expected in m for m in problems) == 1, (expected, problems)
+        assert expected in str(info.value)

@@ -112,9 +112,78 @@ def test_full_disk_in_torch_save_names_the_checkpoint(tmp_path, monkeypatch, fai
     _assert_clean_failure(target.parent, target, None, err)
 
 
+@pytest.mark.parametrize("writer", ["save_torch", "save_checkpoint", "save_encoder"])
+def test_torch_unexpected_pos_on_a_full_disk_names_the_file(tmp_path, monkeypatch, writer):
+    """torch's zip writer, when the disk fills while it finishes the file, says only "[enforce fail at
+    inline_container.cc:672] . unexpected pos ..." (no path, no cause): every torch writer (the training
+    checkpoint, the pretrained encoder, any save_torch) names the file and says the disk is full."""
+    import torch
+
+    from psdif.checkpoint import Progress, save_checkpoint
+
+    target = tmp_path / "run" / "last.pt"
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"PK\x03\x04 most of a zip")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 8640 vs 8530")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    net = torch.nn.Linear(2, 2)
+
+    class Nets:
+        depth = pose = net
+
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    with pytest.raises(DiskFullError) as err:
+        if writer == "save_torch":
+            save_torch(target, {"w": torch.zeros(3)})
+        elif writer == "save_checkpoint":
+            save_checkpoint(target, {"k": 1}, Progress(), Nets, opt, sched, [{}], {})
+        else:
+            from psdif.pretrain import save_encoder
+            save_encoder(target, net.state_dict(), {"key": "x"})
+    _assert_clean_failure(target.parent, target, None, err)
+    assert "unexpected pos" in str(err.value)  # torch's words kept after ours, for a bug report
+
+
 def test_other_write_errors_pass_through_unchanged(tmp_path, monkeypatch):
     """Only a full disk is reworded: a permission error stays what it is."""
     monkeypatch.setattr(Path, "write_bytes", _half_then(PermissionError(errno.EACCES, "Permission denied")))
     with pytest.raises(PermissionError):
         atomic_write_bytes(tmp_path / "x.bin", b"data")
     assert not list(tmp_path.iterdir())
+
+
+class _RunsCode:
+    """Unpickling this calls ``os.system`` (a crafted checkpoint)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("reader", ["last.pt", "teacher", "model.pt"])
+def test_a_crafted_torch_file_is_refused_in_our_words(tmp_path, reader):
+    """Every loader of our own torch files (the training checkpoint, the teacher, a trained model) names the
+    file and the refused object, runs nothing, and never passes on torch's advice to load the file with
+    ``weights_only=False`` (which would run the payload)."""
+    import torch
+
+    from psdif.checkpoint import load_checkpoint
+    from psdif.models import load_depth_model
+    from psdif.semantics.teacher import load_teacher
+
+    marker, path = tmp_path / "payload_ran", tmp_path / "crafted.pt"
+    torch.save({"format": 2, "params": _RunsCode(marker)}, path)
+    load = {"last.pt": lambda: load_checkpoint(path, {"k": 1}), "teacher": lambda: load_teacher(path),
+            "model.pt": lambda: load_depth_model(path)}[reader]
+    with pytest.raises(Exception) as err:
+        load()
+    msg = str(err.value)
+    assert str(path) in msg and "posix.system" in msg and "refused" in msg, msg
+    assert "weights_only" not in msg and "Re-running" not in msg, msg
+    assert not marker.exists()

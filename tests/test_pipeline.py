@@ -214,9 +214,16 @@ def test_check_stage_fingerprints_weight_files_by_content(tmp_path, monkeypatch,
     so DVC reruns exactly the stages that read it (and nothing on an unchanged file)."""
     import importlib.util
 
+    import torch
+
+    from psdif.models.layers import ResNet18Encoder
+
     raw = yaml.safe_load((REPO / "psdif/presets/embedded.yaml").read_text())
     weights = tmp_path / "pose.pth"
-    weights.write_bytes(b"A" * 1000)
+    width = raw["model"]["pose_width"]
+    assert raw["model"]["baseline_width"] == width
+    torch.manual_seed(0)
+    torch.save(ResNet18Encoder(3, width).state_dict(), weights)  # loads into the pose net and the baseline
     raw["model"]["pose_weights"] = str(weights)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
@@ -228,12 +235,103 @@ def test_check_stage_fingerprints_weight_files_by_content(tmp_path, monkeypatch,
     first = fp.read_bytes()
     check.main([])
     assert fp.read_bytes() == first                       # unchanged file: identical fingerprint
-    weights.write_bytes(b"B" * 1000)                      # replaced at the same path, same size
+    torch.manual_seed(1)
+    size = weights.stat().st_size
+    torch.save(ResNet18Encoder(3, width).state_dict(), weights)  # replaced at the same path, same size
+    assert weights.stat().st_size == size
     check.main([])
     assert fp.read_bytes() != first
-    assert json.loads(fp.read_text())["sha256"] == __import__("hashlib").sha256(b"B" * 1000).hexdigest()
+    assert json.loads(fp.read_text())["sha256"] == __import__("hashlib").sha256(weights.read_bytes()).hexdigest()
     raw["model"]["pose_weights"] = str(tmp_path / "missing.pth")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(SystemExit):
         check.main([])
     assert "model.pose_weights" in capsys.readouterr().err
+
+
+def test_check_runs_before_every_other_stage():
+    """Every stage depends, through the files of dvc.yaml, on the check stage's output (the download stage reads
+    data/manifests/inputs/params.json and every other stage what download writes), so `dvc repro` cannot run the
+    pseudolabel or a train stage, which delete outputs, before params.yaml and its files have passed."""
+    stages = _expanded()
+    writers = {}
+    for name, stage in stages.items():
+        for o in (stage.get(k, []) for k in ("outs", "metrics", "plots")):
+            for entry in o:
+                writers[next(iter(entry)) if isinstance(entry, dict) else entry] = name
+
+    def upstream(name: str, seen: set) -> set:
+        for dep in stages[name]["deps"]:
+            for out, writer in writers.items():
+                if (dep == out or dep.startswith(out + "/") or out.startswith(dep + "/")) and writer not in seen:
+                    seen.add(writer)
+                    upstream(writer, seen)
+        return seen
+
+    assert not upstream("check", set())
+    for name in stages:
+        if name != "check":
+            assert "check" in upstream(name, set()), name
+    assert pipeline.VALIDATED_PARAMS in stages["download"]["deps"]
+
+
+def test_cadence_keys_neither_retrain_nor_change_the_run_key():
+    """train.log_every / checkpoint_every only say how often a run logs and saves: no train stage lists them and
+    the run key that decides whether a finished run is reused ignores them."""
+    import dataclasses
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    p = default_params()
+    other = dataclasses.replace(p, train=dataclasses.replace(p.train, log_every=p.train.log_every + 7,
+                                                             checkpoint_every=p.train.checkpoint_every + 3))
+    for name, v in VARIANTS.items():
+        listed = stages[f"train_{name}"]["do"]["params"]
+        assert "train.log_every" not in listed and "train.checkpoint_every" not in listed
+        assert "train.lr" in listed  # what changes the weights still is
+        assert hashed_params(other, v, seed=0) == hashed_params(p, v, seed=0)
+        changed = dataclasses.replace(p, train=dataclasses.replace(p.train, lr=p.train.lr / 2))
+        assert hashed_params(changed, v, seed=0) != hashed_params(p, v, seed=0)
+
+
+def test_evaluate_stages_read_no_figure_keys_and_every_eval_key_has_a_reader():
+    from dataclasses import fields
+
+    from psdif.config import EvalConfig
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    evaluate = [s for n, s in stages.items() if n.startswith("evaluate_")]
+    assert len(evaluate) == len(VARIANTS) + 1
+    for stage in evaluate:
+        assert "eval" not in stage["params"] and "eval.figure_frames" not in stage["params"]
+        assert "eval.make3d_sha256" not in stage["params"]  # the download stage checks archives, not evaluate
+        assert {"eval.min_depth", "eval.max_depth", "eval.post_process"} <= set(stage["params"])
+    assert "eval.figure_frames" in stages["figures"]["params"]
+    # every eval key reaches some stage: the evaluate stages, the figures or the download stage
+    listed = {k for s in stages.values() for k in s.get("params", s.get("do", {}).get("params", []))}
+    assert {f"eval.{f.name}" for f in fields(EvalConfig)} <= listed
+
+
+def test_labels_do_not_depend_on_how_fast_they_are_made():
+    """pseudolabel.batch_size never changes the labels and pseudolabel.precision only on CUDA (a CPU labels in
+    fp32): neither relabels on a CPU; teacher_seed still does. dvc.yaml leaves batch_size out."""
+    import dataclasses
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pseudolabel_stage", REPO / "stages/pseudolabel.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    p = default_params()
+
+    def with_(**kw):
+        return dataclasses.replace(p, pseudolabel=dataclasses.replace(p.pseudolabel, **kw))
+
+    config = lambda q, cuda: stage.labelling_config(q, {"raw": 1}, cuda=cuda)  # noqa: E731
+    base = config(p, False)
+    assert config(with_(precision="bf16"), False) == base
+    assert config(with_(batch_size=p.pseudolabel.batch_size * 3), False) == base
+    assert config(with_(batch_size=p.pseudolabel.batch_size * 3), True) == config(p, True)
+    assert config(with_(precision="fp32"), True) != config(with_(precision="bf16"), True)
+    assert config(with_(teacher_seed=p.pseudolabel.teacher_seed + 1), False) != base
+    params = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["pseudolabel"]["params"]
+    assert "pseudolabel.batch_size" not in params and "pseudolabel" not in params
+    assert {"pseudolabel.teacher_seed", "pseudolabel.checkpoint", "pseudolabel.precision"} <= set(params)

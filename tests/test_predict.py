@@ -330,3 +330,92 @@ def test_full_disk_while_writing_is_reported_not_a_traceback(model, tmp_path, ca
     code, err = _run([tmp_path / "x.png", "--model", path, "--out", out, "--device", "cpu"], capsys)
     assert code == 2 and str(out / "x_depth.png") in err and "disk is full" in err
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------------------------------ image modes
+
+# 16-bit samples and the 8-bit values they must give, round(v / 257), worked out by hand:
+# 385 / 257 = 1.498 -> 1, 386 / 257 = 1.502 -> 2, 128 / 257 = 0.498 -> 0, 129 / 257 = 0.502 -> 1
+SIXTEEN = np.array([0, 128, 129, 257, 385, 386, 32896, 65278, 65535], np.uint16)
+EIGHT = np.array([0, 0, 1, 1, 1, 2, 128, 254, 255], np.uint8)
+
+
+def test_sixteen_bit_and_other_modes_read_as_their_values(tmp_path):
+    from PIL import Image
+
+    from psdif.data.images import ImageError, read_image
+
+    grey = np.tile(SIXTEEN, (3, 1))
+    Image.fromarray(grey).save(tmp_path / "g16.png")                         # PIL opens it as I;16 (or I)
+    np.testing.assert_array_equal(read_image(tmp_path / "g16.png"), np.repeat(np.tile(EIGHT, (3, 1))[..., None], 3, 2))
+    ramp = (np.arange(256, dtype=np.uint16) * 257)[None].repeat(2, 0)        # 257 k -> k
+    assert cv2.imwrite(str(tmp_path / "ramp16.png"), ramp)                    # OpenCV, 16-bit greyscale
+    np.testing.assert_array_equal(read_image(tmp_path / "ramp16.png")[..., 1], np.arange(256)[None].repeat(2, 0))
+
+    rgb16 = np.stack([grey, grey[:, ::-1], np.full_like(grey, 386)], -1)      # 16-bit RGB and RGBA
+    assert cv2.imwrite(str(tmp_path / "c16.png"), rgb16[..., ::-1])
+    alpha = np.full(grey.shape + (1,), 7, np.uint16)
+    assert cv2.imwrite(str(tmp_path / "c16a.png"), np.concatenate([rgb16[..., ::-1], alpha], -1))
+    want = np.stack([np.tile(EIGHT, (3, 1)), np.tile(EIGHT[::-1], (3, 1)), np.full((3, 9), 2, np.uint8)], -1)
+    np.testing.assert_array_equal(read_image(tmp_path / "c16.png"), want)
+    np.testing.assert_array_equal(read_image(tmp_path / "c16a.png"), want)
+
+    eight = np.tile(np.array([0, 1, 100, 255], np.uint8), (2, 1))
+    Image.fromarray(eight).save(tmp_path / "l.png")
+    Image.fromarray(eight).convert("LA").save(tmp_path / "la.png")
+    Image.fromarray(eight).convert("P").save(tmp_path / "p.png")
+    Image.fromarray(np.repeat(eight[..., None], 3, 2)).convert("RGBA").save(tmp_path / "rgba.png")
+    for name in ("l", "la", "p", "rgba"):
+        np.testing.assert_array_equal(read_image(tmp_path / f"{name}.png"), np.repeat(eight[..., None], 3, 2), name)
+
+    Image.fromarray(np.zeros((2, 2), np.float32)).save(tmp_path / "f.tiff")   # mode F: refused by name
+    with pytest.raises(ImageError, match=r"f\.tiff: image mode 'F' \(32-bit float\)"):
+        read_image(tmp_path / "f.tiff")
+
+
+def test_predict_on_a_sixteen_bit_greyscale_png_sees_the_image(model, tmp_path, capsys):
+    """Before: every pixel of an I;16 PNG read as 255, so the depth map was that of a blank image."""
+    from PIL import Image
+
+    path, net, cfg = model
+    h, w = 40, 96
+    ramp16 = np.round(np.linspace(0, 65535, w))[None].repeat(h, 0).astype(np.uint16)
+    ramp16[h // 2:, : w // 3] = 65535 - ramp16[h // 2:, : w // 3]             # some structure besides the ramp
+    Image.fromarray(ramp16).save(tmp_path / "grey16.png")
+    blank = np.full((h, w, 3), 255, np.uint8)
+    _write_png(tmp_path / "blank.png", blank)
+    out = tmp_path / "out"
+    assert _run([tmp_path / "grey16.png", tmp_path / "blank.png", "--model", path, "--out", out, "--device", "cpu"],
+                capsys)[0] == 0
+    depth, blank_depth = np.load(out / "grey16_depth.npy"), np.load(out / "blank_depth.npy")
+    expected_rgb = np.repeat(((ramp16.astype(np.uint32) + 128) // 257).astype(np.uint8)[..., None], 3, 2)
+    assert expected_rgb.std() > 50
+    np.testing.assert_allclose(depth, _reference_depth(net, cfg, expected_rgb), rtol=1e-4)
+    np.testing.assert_allclose(blank_depth, _reference_depth(net, cfg, blank), rtol=1e-4)
+    assert depth.std() > 1e-4 and np.abs(depth - blank_depth).max() > 1e-3
+
+
+# ------------------------------------------------------------------------------------------ crafted model.pt
+
+class _RunsCode:
+    """Unpickling this runs ``os.system`` (what a crafted model.pt would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_model_is_refused_in_our_words_and_never_run(model, tmp_path, capsys):
+    marker = tmp_path / "payload_ran"
+    crafted = tmp_path / "model.pt"
+    ckpt = torch.load(model[0], weights_only=True)
+    ckpt["variant"] = _RunsCode(marker)
+    torch.save(ckpt, crafted)
+    _write_png(tmp_path / "x.png", _random_image(24, 48, 7))
+    code, err = _run([tmp_path / "x.png", "--model", crafted, "--out", tmp_path / "o", "--device", "cpu"], capsys)
+    assert code == 2 and err.startswith("error: ") and str(crafted) in err, err
+    assert "weights_only=False" not in err and "Re-running" not in err and "weights_only" not in err, err
+    assert "posix.system" in err or "os.system" in err, err          # names the refused object
+    assert not marker.exists() and not (tmp_path / "o").exists()

@@ -197,3 +197,45 @@ def test_worker_processes_start_after_the_parent_used_opencv_threads(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                           text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_a_kept_array_is_checked_against_the_manifest_and_a_changed_one_is_rewritten(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """An array overwritten with another group's bytes is seen (its size and mtime changed, so it is hashed)
+    and written again; the manifests keep their bytes. An array whose size and mtime match its record is not
+    read again; a touched one is hashed once and kept."""
+    import psdif.data.prepared as prepared
+
+    raw, labels, boundary = write_tiny_kitti(tmp_path, frames=range(0, 8))
+    frames = targets(range(1, 7)) + targets(range(1, 7), "r")
+    manifests = run_prepare(tmp_path, raw, labels, boundary, frames)
+    before = {k: m.read_bytes() for k, m in manifests.items()}
+    files = {s: group_file(tmp_path / "prepared" / "images", FOLDER, s) for s in "lr"}
+    original = files["l"].read_bytes()
+    assert original != files["r"].read_bytes()
+
+    hashed = []
+    real_md5 = prepared._md5
+    monkeypatch.setattr(prepared, "_md5", lambda path: hashed.append(Path(path).name) or real_md5(path))
+    capsys.readouterr()
+    run_prepare(tmp_path, raw, labels, boundary, frames)
+    assert hashed == []  # nothing changed: stat only
+    assert "prepare images: 2 arrays kept, 0 missing and 0 changed since the manifest: nothing to redo" in \
+        capsys.readouterr().out
+
+    files["l"].write_bytes(files["r"].read_bytes())  # another group's array (same shape)
+    stamp_r = os.stat(files["r"]).st_mtime_ns
+    run_prepare(tmp_path, raw, labels, boundary, frames)
+    assert "prepare images: 1 array kept, 0 missing and 1 changed since the manifest: re-preparing 1" in \
+        capsys.readouterr().out
+    assert files["l"].read_bytes() == original and os.stat(files["r"]).st_mtime_ns == stamp_r
+    assert {k: m.read_bytes() for k, m in manifests.items()} == before
+
+    os.utime(files["r"], ns=(stamp_r + 10**9, stamp_r + 10**9))  # touched, same bytes: hashed once, kept
+    hashed.clear()
+    run_prepare(tmp_path, raw, labels, boundary, frames)
+    assert hashed == ["image_03.npy"] and os.stat(files["r"]).st_mtime_ns == stamp_r + 10**9
+    hashed.clear()
+    run_prepare(tmp_path, raw, labels, boundary, frames)
+    assert hashed == []
+    assert {k: m.read_bytes() for k, m in manifests.items()} == before

@@ -173,3 +173,44 @@ def test_stage_killed_while_writing_a_label_resumes_without_relabelling(generate
     assert all(after[p] == t for p, t in done.items()), "finished labels were written again"
     assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
     assert "teacher:" not in out.stdout  # the teacher trained before the kill was reused (or none needed)
+
+
+def test_rerun_relabels_a_missing_label_and_one_replaced_by_another_frames(generated, tmp_path, monkeypatch,
+                                                                            capsys):
+    """Labels kept from the last run are checked against its manifest: a deleted one and one overwritten with
+    another frame's PNG are labelled again (the bytes of the first run come back), the others are untouched,
+    the count is printed and the manifest is the same bytes as before."""
+    folder = tmp_path / "verify"
+    params = _params(folder, generated, labeller="oracle")
+    _run_in(folder, params, monkeypatch)
+    first = _labels(folder)
+    manifest = (folder / "data/manifests/pseudolabels.json").read_bytes()
+    root = folder / "data" / "pseudolabels"
+    names = sorted(first)
+    gone, replaced, donor = names[0], names[5], names[6]
+    assert first[replaced] != first[donor]
+    (root / gone).unlink()
+    (root / replaced).write_bytes(first[donor])
+    stamps = {n: (root / n).stat().st_mtime_ns for n in names if n not in (gone, replaced)}
+    capsys.readouterr()
+    _run_in(folder, params, monkeypatch)
+    out = capsys.readouterr().out
+    assert (f"pseudolabel: {N_LABELS - 2} labels kept, 1 missing and 1 changed since the manifest: relabelling 2"
+            in out), out
+    assert _labels(folder) == first
+    assert all((root / n).stat().st_mtime_ns == t for n, t in stamps.items())
+    assert (folder / "data/manifests/pseudolabels.json").read_bytes() == manifest
+
+
+def test_an_unreadable_checkpoint_is_refused_before_any_label_is_deleted(generated, tmp_path, monkeypatch, capsys):
+    """Run on its own (``dvc repro -s pseudolabel`` skips the check stage), the stage loads
+    ``pseudolabel.checkpoint`` before it touches data/pseudolabels: random bytes there cost no existing label."""
+    _run_in(tmp_path, _params(tmp_path, generated, labeller="oracle"), monkeypatch)
+    before = _labels(tmp_path)
+    assert len(before) == N_LABELS
+    bad = tmp_path / "random.pth"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(SystemExit) as exc:
+        _run_in(tmp_path, _params(tmp_path, generated, labeller="teacher", checkpoint=str(bad)), monkeypatch)
+    assert "pseudolabel.checkpoint" in str(exc.value) and str(bad) in str(exc.value)
+    assert _labels(tmp_path) == before

@@ -9,6 +9,7 @@ import dataclasses
 import math
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -425,3 +426,134 @@ def test_download_stage_restores_a_corrupted_generated_frame_bit_identical(tmp_p
     assert calib.read_text() == original_calib and not (root / "synthetic_gt" / "stray.txt").exists()
     assert untouched.stat().st_mtime_ns == stamp
     assert (tmp_path / "data/manifests/raw.json").read_bytes() == manifest
+
+
+# ----------------------------------------------------------------------------------------------- pure function
+
+def _stage_download():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("download_stage",
+                                                  Path(__file__).resolve().parents[1] / "stages/download.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    return stage
+
+
+def _all_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_generated_files_are_byte_identical_across_runs(tmp_path):
+    """Every file the generator writes (frames, GT, lists, records, Make3D .jpg/.mat) is a pure function of the
+    params and the code: two runs a second apart, in two folders, give the same bytes (a .mat header written
+    by scipy holds the time of writing; the generator writes a fixed one)."""
+    import time
+
+    cfg = tiny_config(image_width=96, image_height=64, frames_per_drive=8, test_frames_per_drive=2, supersample=1,
+                      make3d_images=1)
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        syn.generate_mini_kitti(cfg, out / "raw", out / "splits", progress=False)
+        syn.generate_make3d(cfg, out / "make3d")
+        runs.append(_all_bytes(out))
+        time.sleep(1.1)  # the second run in another second of the clock
+    assert any(k.endswith(".mat") for k in runs[0]) and any(k.endswith(".png") for k in runs[0])
+    assert runs[0].keys() == runs[1].keys()
+    assert [k for k in runs[0] if runs[0][k] != runs[1][k]] == []
+    mat = next(v for k, v in runs[0].items() if k.endswith(".mat"))
+    assert b"Created on" not in mat[:128] and str(time.gmtime().tm_year).encode() not in mat[:128]
+
+
+def test_download_stage_regenerates_on_a_code_change_and_its_manifest_is_stable(tmp_path, monkeypatch, capsys):
+    """raw.json is a pure function of the params and the code: a deleted Make3D .mat comes back byte-identical
+    and so does raw.json; the record holds a hash of the generator's code, so an edit of the generator
+    (simulated: its recorded hash differs) regenerates everything, saying why."""
+    import yaml
+
+    from psdif.data.synthetic import rig
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "psdif/presets/embedded.yaml").read_text())
+    raw["synthetic"].update(image_width=96, image_height=64, train_drives=1, val_drives=1, test_drives=1,
+                            frames_per_drive=8, test_frames_per_drive=2, supersample=1, make3d_images=1)
+    raw["data"].update(height=64, width=64)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    stage = _stage_download()
+    stage.main([])
+    manifest = (tmp_path / "data/manifests/raw.json").read_bytes()
+    mat = tmp_path / "data/make3d_synth/depth_sph_corr-campus000.mat"
+    mat_bytes = mat.read_bytes()
+    assert '"make3d_synth"' in manifest.decode() and mat.name in manifest.decode()
+
+    mat.unlink()
+    time.sleep(1.1)
+    stage.main([])
+    assert mat.read_bytes() == mat_bytes
+    assert (tmp_path / "data/manifests/raw.json").read_bytes() == manifest
+    capsys.readouterr()
+
+    png = tmp_path / "data/kitti_raw" / syn.DATE / syn.drive_name(1) / "image_02" / "data" / "0000000003.png"
+    stamp = png.stat().st_mtime_ns
+    code = rig.generator_code()
+    assert set(code) == {f"psdif/data/synthetic/{p.name}"
+                         for p in (Path(__file__).resolve().parents[1] / "psdif/data/synthetic").glob("*.py")}
+    edited = {**code, "psdif/data/synthetic/shading.py": "0" * 32}
+    monkeypatch.setattr(rig, "generator_code", lambda: edited)
+    stage.main([])
+    out = capsys.readouterr().out
+    assert "regenerating the mini-KITTI: the generator's code changed (psdif/data/synthetic/shading.py)" in out
+    assert "regenerating the Make3D-format set: the generator's code changed (psdif/data/synthetic/shading.py)" in out
+    assert png.stat().st_mtime_ns != stamp                                 # written again
+    assert (tmp_path / "data/manifests/raw.json").read_bytes() == manifest  # to the same bytes
+    stamp = png.stat().st_mtime_ns
+    stage.main([])                                                         # the same code again: reused
+    assert "regenerating" not in capsys.readouterr().out and png.stat().st_mtime_ns == stamp
+
+
+def test_an_edited_generated_split_list_is_refused_not_reverted(tmp_path, monkeypatch):
+    """A line deleted from a generated list: the download stage stops with one error line naming the file and
+    how to keep (another split name) or discard (delete) the edit; following either advice works."""
+    import shutil
+
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "psdif/presets/embedded.yaml").read_text())
+    raw["synthetic"].update(image_width=96, image_height=64, train_drives=1, val_drives=1, test_drives=1,
+                            frames_per_drive=8, test_frames_per_drive=2, supersample=1, make3d_images=0)
+    raw["data"].update(height=64, width=64)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    stage = _stage_download()
+    stage.main([])
+    lst = Path(raw["data"]["splits_dir"]) / raw["data"]["train_split"] / "train_files.txt"
+    generated = lst.read_text()
+    mine = "".join(generated.splitlines(keepends=True)[1:])  # one line deleted
+    lst.write_text(mine)
+
+    with pytest.raises(SystemExit) as err:
+        stage.main([])
+    msg = str(err.value)
+    assert msg.startswith(f"error: {lst}: ") and "\n" not in msg
+    assert f"data.train_split: my_{raw['data']['train_split']}" in msg and f"delete {lst}" in msg
+    assert lst.read_text() == mine                                        # not reverted
+
+    # keep it: the advised move to another split name; the generator writes its own list again
+    kept = lst.parent.with_name(f"my_{raw['data']['train_split']}")
+    shutil.move(lst.parent, kept)
+    raw["data"]["train_split"] = kept.name
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    stage.main([])
+    assert (kept / "train_files.txt").read_text() == mine and lst.read_text() == generated
+
+    # discard it: delete the file
+    test_list = Path(raw["data"]["splits_dir"]) / raw["data"]["test_split"] / "test_files.txt"
+    original = test_list.read_text()
+    test_list.write_text(original + original.splitlines(keepends=True)[0])
+    with pytest.raises(SystemExit) as err:
+        stage.main([])
+    assert str(err.value).startswith(f"error: {test_list}: ") and "data.test_split" in str(err.value)
+    test_list.unlink()
+    stage.main([])
+    assert test_list.read_text() == original

@@ -505,3 +505,151 @@ def test_changed_boundary_t_changes_the_run_key_and_last_pt_is_not_resumed(tiny,
     assert inputs_10_again == inputs_10
     resumed = StandInLoss()
     assert run(dir_10, inputs_10_again, resumed).steps == 6 and resumed.calls == 4  # resumed from step 2
+
+
+def _md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def test_code_change_starts_a_fresh_run_same_code_resumes_and_a_finished_run_is_reused(tiny, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """The run key covers the content of every code file stages/train.py imports (psdif.pipeline.code_deps):
+    an interrupted run, then psdif/losses.py edited (in a copy of the code) -> another run folder, trained from
+    step 0, saying which unfinished run was not resumed; the same code again -> resumes, saying so; run once
+    more -> the finished run is reused without a training step."""
+    import shutil
+
+    from psdif.pipeline import code_deps
+    from psdif.train import code_inputs, train_run
+
+    train_stage = _stage_module("train")
+    # the code part of the key: every file of code_deps, by content (an independent MD5 of each file)
+    code = code_inputs()
+    assert set(code) == set(code_deps("stages/train.py")) and "psdif/losses.py" in code
+    assert all(code[f] == _md5(REPO / f) for f in code)
+    # an edit of losses.py, made in a copy of the code (the repository stays as it is)
+    copy = tmp_path / "code"
+    for folder in ("psdif", "stages"):
+        shutil.copytree(REPO / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__", "splits"))
+    with open(copy / "psdif" / "losses.py", "a") as f:
+        f.write("\n# an edit\n")
+    edited = code_inputs(root=copy)
+    assert {f for f in code if edited[f] != code[f]} == {"psdif/losses.py"}
+
+    work = tmp_path / "project"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    params = tiny_params(tiny, max_steps=10, checkpoint_every=2)
+    variant, seed = get_variant("baseline"), params.train.seeds[0]
+    data = {"data/lists/train_files.txt": "0" * 32}
+    old_inputs, new_inputs = {**data, **code}, {**data, **edited}
+    old_dir = train_stage.run_dir_for(params, variant, old_inputs, seed)
+    new_dir = train_stage.run_dir_for(params, variant, new_inputs, seed)
+    assert old_dir != new_dir and old_dir.parent == new_dir.parent == Path("data/runs")
+
+    def run(run_dir, inputs, loss):
+        return train_run(params, variant, run_dir, seed=seed, inputs=inputs, build_models=make_builder(0.2),
+                         loss_fn=loss, progress=False)
+
+    loss = StandInLoss()
+
+    def interrupted(*args):
+        if loss.calls == 7:  # stopped during step 8: last.pt holds step 6
+            raise Interrupt
+        return loss(*args)
+    with pytest.raises(Interrupt):
+        run(old_dir, old_inputs, interrupted)
+    assert torch.load(old_dir / "last.pt", weights_only=True)["step"] == 6
+    capsys.readouterr()
+
+    fresh = StandInLoss()
+    assert run(new_dir, new_inputs, fresh)["steps"] == 10 and fresh.calls == 10  # every step: nothing resumed
+    err = capsys.readouterr().err
+    notes = [ln for ln in err.splitlines() if ln.startswith("note: not resuming")]
+    assert len(notes) == 1 and str(old_dir) in notes[0] and "psdif/losses.py" in notes[0], err
+    assert "resuming" not in err.replace("not resuming", "")
+    assert (old_dir / "last.pt").is_file()  # the earlier run stays
+
+    resumed = StandInLoss()
+    assert run(old_dir, old_inputs, resumed)["steps"] == 10 and resumed.calls == 4
+    err = capsys.readouterr().err
+    assert f"resuming baseline seed {seed} from step 6 ({old_dir / 'last.pt'})" in err.splitlines(), err
+    assert "note: not resuming" not in err
+    assert (old_dir / "model.pt").is_file() and not (old_dir / "last.pt").exists()
+    record = json.loads((old_dir / "result.json").read_text())
+    assert record["steps"] == 10 and set(record["final_losses"]) == {"total", "photometric", "pose"}
+
+    model_bytes = (old_dir / "model.pt").read_bytes()
+    again = StandInLoss()
+
+    def no_networks(*args):
+        raise AssertionError("a finished run must not build networks")
+    out = train_run(params, variant, old_dir, seed=seed, inputs=old_inputs, build_models=no_networks,
+                    loss_fn=again, progress=False)
+    assert again.calls == 0 and out == record
+    assert f"reusing the finished run {old_dir}" in capsys.readouterr().out
+    assert (old_dir / "model.pt").read_bytes() == model_bytes
+
+
+def test_train_stage_reuses_a_finished_run_of_the_same_key_without_training(tiny, tmp_path, monkeypatch, capsys):
+    """stages/train.py end to end (stand-in networks): its run key holds the MD5 of every code file it imports;
+    a second call with the same key (outputs removed, as `dvc repro` does before running a stage) copies the
+    finished run's model, logs and metrics to the outputs without a training step."""
+    import shutil
+
+    import yaml
+
+    import psdif.train as train_mod
+    from psdif.config import to_dict
+    from psdif.paths import TRAIN_LIST, live_path, model_path, train_metrics_path
+    from psdif.pipeline import code_deps
+
+    train_stage = _stage_module("train")
+    work = tmp_path / "project"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    shutil.copy(REPO / "dvc.yaml", "dvc.yaml")
+    stage = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]["train_baseline"]
+    for dep in stage.get("do", stage)["deps"]:
+        if dep.startswith("data/"):
+            Path(dep).parent.mkdir(parents=True, exist_ok=True)
+            Path(dep).write_text(f"stand-in {dep}\n")
+    write_split(Path(TRAIN_LIST), targets(range(1, 14)))
+    params = tiny_params(tiny, max_steps=4, checkpoint_every=2)
+    Path("params.yaml").write_text(yaml.safe_dump(to_dict(replace(params, data=replace(params.data, height=64,
+                                                                                         width=128)))))
+    inputs = train_stage.run_inputs("baseline")
+    assert set(code_deps("stages/train.py")) <= set(inputs)                  # the code is in the run key
+    assert inputs["psdif/losses.py"] == _md5(REPO / "psdif/losses.py")
+
+    real_train, runs = train_mod.train, []
+
+    def standin_train(p, variant, out_dir, **kw):
+        runs.append(out_dir)
+        dataset = train_mod.make_dataset(params, variant, None, None, None, kw["seed"])
+        kw.update(dataset=dataset, build_models=make_builder(0.2), loss_fn=StandInLoss(), prepared=None)
+        return real_train(p, variant, out_dir, **kw)
+    monkeypatch.setattr(train_mod, "train", standin_train)
+    seed = params.train.seeds[0]
+    outputs = [Path(model_path("baseline", seed)), Path(train_metrics_path("baseline", seed))]
+    train_stage.main(["--variant", "baseline"])
+    assert len(runs) == 1 and all(p.is_file() for p in outputs)
+    first = {p: p.read_bytes() for p in outputs}
+    logs = _all_files(Path(live_path("baseline", seed)))
+    assert json.loads(first[outputs[1]])["steps"] == 4 and logs
+    capsys.readouterr()
+
+    for p in outputs:
+        p.unlink()
+    shutil.rmtree(live_path("baseline", seed))
+    train_stage.main(["--variant", "baseline"])
+    assert len(runs) == 1                                                      # no training
+    assert f"reusing the finished run {runs[0]}" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in outputs} == first
+    assert _all_files(Path(live_path("baseline", seed))) == logs
+
+
+def _all_files(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

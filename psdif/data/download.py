@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from psdif.data.ondisk import CALIB_FILES
-from psdif.io import atomic_path, sha256_file
+from psdif.io import atomic_path, sha256_file, writes_allowed
 
 STAGING = ".psdif-extracting"   # beside the KITTI copy, only while an archive is moved into it
 
@@ -154,7 +154,8 @@ def extract_zip(path: str | Path, root: str | Path, jpeg_quality: int | None = N
         with zipfile.ZipFile(path) as zf:
             zf.extractall(stage)
         if jpeg_quality is not None:
-            png_to_jpeg(stage, jpeg_quality)
+            with writes_allowed(stage):  # the one writer into the (otherwise read-only) KITTI copy
+                png_to_jpeg(stage, jpeg_quality)
         _move_into(stage, root)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

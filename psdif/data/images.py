@@ -59,15 +59,79 @@ def open_image(path: str | Path, what: str = "image", hint: str = "re-extract or
         raise
 
 
+# PIL modes read_image takes, by what PIL's own conversion to RGB does right (8-bit data, palettes, alpha
+# dropped); 16-bit data is scaled here (PIL's conversion would clip every value above 255 to white)
+_CONVERTIBLE = {"1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "La", "PA", "CMYK", "YCbCr"}
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    """The bit depth in a PNG's IHDR chunk (None for another format)."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) == 26 and head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR":
+        return head[24]
+    return None
+
+
+def sixteen_to_eight(values: np.ndarray) -> np.ndarray:
+    """16-bit values (0..65535) -> uint8 ``round(v / 257)`` (65535 -> 255, 257 k -> k; no ties exist)."""
+    v = np.asarray(values).astype(np.uint32)
+    return ((v + 128) // 257).astype(np.uint8)
+
+
+def _as_rgb(im: Image.Image, path: Path, hint: str) -> np.ndarray:
+    """The decoded image ``im`` as uint8 [H, W, 3] RGB from its values (see :func:`read_image`)."""
+    mode = im.mode
+    if mode in _SIXTEEN_BIT or (mode == "I" and im.format == "PNG"):  # 16-bit greyscale (PNG "I" is 16-bit)
+        grey = np.asarray(im)
+        if grey.min(initial=0) < 0 or grey.max(initial=0) > 65535:
+            raise ImageError(f"{path}: greyscale values outside 0..65535 in a 16-bit image; {hint}")
+        return np.repeat(sixteen_to_eight(grey)[..., None], 3, axis=2)
+    if mode in ("RGB", "RGBA") and im.format == "PNG" and _png_bit_depth(path) == 16:
+        # PIL keeps only the high byte of 16-bit colour samples: decode the full values with OpenCV
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is None or raw.dtype != np.uint16 or raw.ndim != 3 or raw.shape[2] not in (3, 4):
+            raise ImageError(f"{path}: 16-bit colour PNG that OpenCV does not decode as 16-bit RGB(A); {hint}")
+        return np.ascontiguousarray(sixteen_to_eight(raw[..., 2::-1]))  # BGR(A) -> RGB, alpha dropped
+    if mode in _CONVERTIBLE:
+        if mode in ("P", "PA") and "transparency" in im.info:
+            im = im.convert("RGBA")  # palette transparency: through RGBA, then the alpha is dropped
+        return np.asarray(im.convert("RGB"))
+    names = {"I": "32-bit integer", "F": "32-bit float", "LAB": "CIE Lab", "HSV": "HSV"}
+    raise ImageError(f"{path}: image mode {mode!r}{f' ({names[mode]})' if mode in names else ''} is not read "
+                     "as an RGB image; supported: 8-bit RGB / RGBA / greyscale / palette, 16-bit greyscale or "
+                     f"RGB(A) PNG, CMYK, YCbCr; convert it to an 8- or 16-bit PNG or a JPEG ({hint})")
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def _orient(rgb: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation tag (2..8) to an [H, W, 3] array, as ``ImageOps.exif_transpose`` does."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+           7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1], 8: lambda a: np.swapaxes(a, 0, 1)[::-1]}
+    return np.ascontiguousarray(ops[orientation](rgb)) if orientation in ops else rgb
+
+
 def read_image(path: str | Path, exif: bool = False, max_pixels: int | None = None,
                hint: str = "re-extract or re-download it") -> np.ndarray:
-    """RGB image as ``uint8 [H, W, 3]``; ``exif``: apply the EXIF orientation (photos from a phone)."""
+    """RGB image as ``uint8 [H, W, 3]`` from its values; ``exif``: apply the EXIF orientation (phone photos).
+
+    8-bit RGB is returned as stored; greyscale (8- or 16-bit) is replicated to 3 channels; 16-bit samples
+    become ``round(v / 257)``; palettes are looked up; alpha is dropped. Any other mode (32-bit int or
+    float, Lab, ...) is an :class:`ImageError` naming the file and the mode.
+    """
+    path = Path(path)
     im = open_image(path, "image", hint, max_pixels)
     with im:
+        rgb = _as_rgb(im, path, hint)
         if exif:
-            from PIL import ImageOps
-            im = ImageOps.exif_transpose(im)
-        return np.asarray(im.convert("RGB"))
+            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+            rgb = _orient(rgb, orientation)
+        return rgb
 
 
 def write_png(path: str | Path, image: np.ndarray, bilevel: bool = False) -> None:

@@ -8,7 +8,10 @@ Layout (design.md §4.1)::
     <root>/<date>/<date>_drive_NNNN_sync/oxts/data/%010d.txt              30 fields (oxts/dataformat.txt)
     <root>/<date>/<date>_drive_NNNN_sync/<sensor>/timestamps.txt
 
-Split line format: ``<date>/<drive> <frame> <l|r>`` (l = image_02, r = image_03).
+Split line format: ``<date>/<drive> <frame> <l|r>`` (l = image_02, r = image_03). The drive folder is a
+relative path of plain names that stays inside ``data.raw_root``: no ``..``, no absolute path, no empty
+component, no symbolic link out of the root (:func:`check_folder`, :func:`check_inside_root`), so that no
+path built from it (the frame's image, its label PNG, its boundary mask) can leave its folder.
 Every reader raises :class:`KittiError` naming the file at fault.
 """
 
@@ -21,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from psdif.data.images import open_image
-from psdif.io import atomic_write_text
+from psdif.io import PathEscapeError, atomic_write_text, inside, relative_parts
 
 SIDE_TO_CAM = {"l": 2, "r": 3}
 OXTS_FIELDS = 30
@@ -40,6 +43,9 @@ class FrameRef:
     frame: int
     side: str
 
+    def __post_init__(self):
+        check_folder(self.folder)  # a folder from anywhere (a list, a manifest) never leaves its root
+
     @property
     def date(self) -> str:
         return self.folder.split("/")[0]
@@ -57,22 +63,60 @@ class FrameRef:
 
 # ------------------------------------------------------------------------------------------ split files
 
+FOLDER_RULE = ("the drive folder must be a relative path '<date>/<drive>' of plain names inside data.raw_root "
+               "(no leading '/', no '..' or '.' component, no empty component such as '//')")
+
+
+def check_folder(folder: str) -> None:
+    """Refuse a drive folder that could leave the roots it is joined to (``data.raw_root`` when reading,
+    data/pseudolabels, data/boundaries, data/prepared when writing): absolute, ``..``, ``.``, empty
+    components, backslashes. Raises :class:`KittiError` saying what is allowed."""
+    try:
+        relative_parts(folder, "drive folder")
+    except PathEscapeError as exc:
+        raise KittiError(f"{exc}; {FOLDER_RULE}") from None
+
+
+def check_inside_root(root: str | Path, folder: str, where: str = "") -> None:
+    """The drive folder ``folder`` resolves inside ``root`` (a symbolic link in the copy pointing outside it
+    is refused: nothing under it would be the copy psdif fingerprints). ``where``: ``list:line: 'line'``."""
+    check_folder(folder)
+    if not inside(Path(root) / folder, root):
+        real = (Path(root) / folder).resolve()
+        raise KittiError(f"{where + ': ' if where else ''}drive folder {folder!r} resolves to {real}, outside "
+                         f"data.raw_root={root} ({Path(root).resolve()}) through a symbolic link; "
+                         f"{FOLDER_RULE}. Move the drive into the copy (or link data.raw_root itself)")
+
+
 def parse_split_line(line: str, where: str = "<string>") -> FrameRef:
     parts = line.split()
     if len(parts) != 3 or parts[2] not in SIDE_TO_CAM or not parts[1].isdigit() or "/" not in parts[0]:
         raise KittiError(f"{where}: expected '<date>/<drive> <frame> <l|r>', got {line.strip()!r}")
+    try:
+        relative_parts(parts[0], "drive folder")
+    except PathEscapeError as exc:
+        raise KittiError(f"{where}: {line.strip()!r}: {exc}; {FOLDER_RULE}") from None
     return FrameRef(parts[0], int(parts[1]), parts[2])
 
 
-def read_split(path: str | Path) -> list[FrameRef]:
-    """Read a split list (eigen test uses 10-digit frame numbers, eigen_zhou plain ints: both parse)."""
+def read_split(path: str | Path, root: str | Path | None = None) -> list[FrameRef]:
+    """Read a split list (eigen test uses 10-digit frame numbers, eigen_zhou plain ints: both parse).
+
+    Every line's drive folder is checked (:func:`check_folder`); with ``root`` (``data.raw_root``) each
+    folder must also resolve inside it (:func:`check_inside_root`). Errors name the list, line and text.
+    """
     path = Path(path)
     if not path.exists():
         raise KittiError(f"{path}: split file not found")
     frames = []
+    checked: set[str] = set()
     for i, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
-            frames.append(parse_split_line(line, f"{path}:{i}"))
+            ref = parse_split_line(line, f"{path}:{i}")
+            if root is not None and ref.folder not in checked:
+                check_inside_root(root, ref.folder, f"{path}:{i}: {line.strip()!r}")
+                checked.add(ref.folder)
+            frames.append(ref)
     return frames
 
 
@@ -83,6 +127,8 @@ def write_split(path: str | Path, frames: list[FrameRef]) -> None:
 # ------------------------------------------------------------------------------------------ paths
 
 def drive_dir(root: str | Path, folder: str) -> Path:
+    """``root / folder``; a folder that could leave ``root`` (``..``, absolute) raises :class:`KittiError`."""
+    check_folder(folder)
     return Path(root) / folder
 
 

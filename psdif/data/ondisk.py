@@ -29,17 +29,19 @@ def list_paths(splits_dir: str | Path, train_split: str, test_split: str) -> dic
             "test": d / test_split / "test_files.txt"}
 
 
-def read_lists(splits_dir: str | Path, train_split: str, test_split: str) -> dict[str, list[FrameRef]]:
+def read_lists(splits_dir: str | Path, train_split: str, test_split: str,
+               root: str | Path | None = None) -> dict[str, list[FrameRef]]:
     """The lines of the train, val (empty when there is no val list) and test lists.
 
-    A missing train or test list, or a malformed line, is a :class:`KittiError` naming the file (and line).
+    A missing train or test list, or a malformed line, is a :class:`KittiError` naming the file (and line);
+    so is a drive folder that leaves ``root`` (``data.raw_root``): ``..``, absolute, a symbolic link out.
     """
     paths = list_paths(splits_dir, train_split, test_split)
     for role, key in (("train", "data.train_split"), ("test", "data.test_split")):
         if not paths[role].is_file():
             raise KittiError(f"{paths[role]}: no {role} list (data.splits_dir / {key}); a split folder holds "
                              f"{paths[role].name} with {LIST_FORMAT}")
-    return {role: kitti.read_split(path) if path.is_file() else [] for role, path in paths.items()}
+    return {role: kitti.read_split(path, root) if path.is_file() else [] for role, path in paths.items()}
 
 
 def drives_of(*lists: Sequence[FrameRef]) -> list[str]:

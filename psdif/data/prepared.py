@@ -14,7 +14,8 @@ PNG item bit for bit (tests/test_prepared.py). Each kind has its manifest (``dat
 height, width, frames and image size of every group, file digests); the three kinds are written and hashed
 apart, so new pseudo-labels rewrite the label arrays and leave the image arrays (and the variants that read
 only images) untouched. A file is written under a temporary name and renamed when complete; a killed stage
-resumes with the groups not yet written.
+resumes with the groups not yet written, and every run first checks the arrays it keeps against the previous
+manifest (size, mtime and inode; hashed again only when those changed): a missing or changed one is written again.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import numpy as np
 from psdif.batch import FRAME_IDS
 from psdif.data.images import opencv_single_threaded, read_image, resize_image, resize_nearest
 from psdif.data.kitti import SIDE_TO_CAM, FrameRef, image_path
-from psdif.io import atomic_path, params_hash, prepare_output_tree, read_json, write_json
+from psdif.io import (TreeCheck, atomic_path, join_under, params_hash, prepare_output_tree, previous_record,
+                      read_json, write_json)
 from psdif.semantics.boundary import read_boundary_png
 from psdif.semantics.labels import label_path, read_label_png
 
@@ -51,7 +53,7 @@ def needed_frames(targets: Iterable[FrameRef]) -> dict[tuple[str, str], list[int
 
 
 def group_file(root: Path, folder: str, side: str) -> Path:
-    return Path(root) / folder / f"image_0{SIDE_TO_CAM[side]}.npy"
+    return join_under(root, folder, f"image_0{SIDE_TO_CAM[side]}.npy", what="prepared array")
 
 
 # ------------------------------------------------------------------------------------------ per frame
@@ -118,7 +120,11 @@ def prepare_kind(reader: FrameReader, groups: dict[tuple[str, str], list[int]], 
                        **config, "groups": {f"{f} {s}": v for (f, s), v in groups.items()}})
     prepare_output_tree(out_root, key, f"re-preparing every {reader.kind} array")
     shape = _row_shape(reader.kind, reader.height, reader.width)
-    todo = [(g, frames) for g, frames in groups.items() if not _complete(group_file(out_root, *g))]
+    check = check_groups(out_root, groups, previous_record(manifest, key, "groups"))
+    print(check.report(f"prepare {reader.kind}", "array", "re-preparing"))
+    redo = set(check.todo)
+    todo = [(g, frames) for g, frames in groups.items()
+            if str(group_file(out_root, *g).relative_to(out_root)) in redo]
     pool = None
     if workers > 1 and todo:
         import multiprocessing as mp
@@ -145,6 +151,52 @@ def prepare_kind(reader: FrameReader, groups: dict[tuple[str, str], list[int]], 
            "width": reader.width, "groups": entries}
     write_json(manifest, out)
     return out
+
+
+def check_groups(out_root: Path, groups, record: dict | None) -> TreeCheck:
+    """Which group arrays of a kind are missing or differ from the previous manifest (``record``: its
+    ``groups`` when made under the same configuration, else None); changed ones are deleted.
+
+    An array is compared by size, mtime and inode with the record written beside it when it was finished, and
+    hashed only when those differ (an array of a real KITTI drive is hundreds of MB); its MD5 must also be
+    the one the manifest lists.
+    """
+    kept, unrecorded, missing, changed, new = [], [], [], [], []
+    for folder, side in groups:
+        path = group_file(out_root, folder, side)
+        rel = str(path.relative_to(out_root))
+        listed = None if record is None else (record.get(f"{folder} {side}") or {}).get("md5")
+        if not _complete(path):
+            (missing if listed else new).append(rel)
+        elif _verified(path, listed):
+            (kept if listed else unrecorded).append(rel)
+        else:
+            path.unlink(missing_ok=True)
+            _digest_file(path).unlink(missing_ok=True)
+            changed.append(rel)
+    return TreeCheck(record is not None, kept, unrecorded, missing, changed, new, [])
+
+
+def _verified(path: Path, listed: str | None) -> bool:
+    """The finished array at ``path`` still holds what its record (and the manifest's ``listed`` MD5) says."""
+    try:
+        meta = read_json(_digest_file(path))
+        st = path.stat()
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict) or "md5" not in meta or (listed is not None and meta["md5"] != listed):
+        return False
+    if _stat_record(st).items() <= meta.items():
+        return True
+    if _md5(path) != meta["md5"]:
+        return False
+    write_json(_digest_file(path), {**meta, **_stat_record(st)})  # next time: stat only
+    return True
+
+
+def _stat_record(st) -> dict:
+    """What identifies a file's version without reading it (a copy over it has another inode, ``cp -p`` too)."""
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
 
 
 def _complete(path: Path) -> bool:
@@ -174,7 +226,8 @@ def _write_group(reader: FrameReader, folder: str, side: str, frames: Sequence[i
             raise PreparedError(f"{folder} camera {side}: frames of different sizes {sorted(sizes)}; "
                                 "every frame of a drive must have the size of the first")
         digest = _md5(tmp)
-    write_json(_digest_file(path), {"md5": digest, "image_hw": list(sizes.pop())})
+    st = path.stat()  # the rename keeps the mtime: a later run compares it before hashing again
+    write_json(_digest_file(path), {"md5": digest, "image_hw": list(sizes.pop()), **_stat_record(st)})
 
 
 def disabled_manifest(kind: str, manifest: Path) -> dict:

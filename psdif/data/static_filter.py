@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from psdif.data.images import read_image
 from psdif.data import kitti
-from psdif.data.kitti import FrameRef, KittiError
+from psdif.data.kitti import FrameRef, KittiError, check_folder
 
 
 @dataclass
@@ -91,6 +91,10 @@ def read_drive_roles(path: Path) -> dict[str, str]:
             continue
         if len(parts) != 2 or parts[1] not in ("train", "val", "test"):
             raise KittiError(f"{path}:{i}: expected '<date>/<drive> train|val|test', got {line!r}")
+        try:
+            check_folder(parts[0])  # the drive folder stays inside data.raw_root
+        except KittiError as exc:
+            raise KittiError(f"{path}:{i}: {line.strip()!r}: {exc}") from None
         roles[parts[0]] = parts[1]
     return roles
 

@@ -116,10 +116,14 @@ def load_depth_model(path: str | Path, device: str | torch.device = "cpu") -> tu
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model (run `dvc repro` to train it)")
+    from psdif.io import load_torch
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated / not a torch file
-        raise RuntimeError(f"{path}: not a readable PSDIF model file ({exc})") from None
+        ckpt = load_torch(path)
+    except ValueError as exc:  # truncated / not a torch file / pickled objects (refused, never run)
+        raise RuntimeError(f"{exc}; not a PSDIF model file") from None
+    if not isinstance(ckpt, dict):
+        raise RuntimeError(f"{path}: not a PSDIF model file (holds a {type(ckpt).__name__}, not a dict)")
     missing = {"depth", "variant", "model_cfg"} - set(ckpt)
     if missing:
         raise RuntimeError(f"{path}: not a PSDIF model file (missing {sorted(missing)})")

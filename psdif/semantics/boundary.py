@@ -14,6 +14,7 @@ Storage: one 1-bit PNG (PIL mode ``"1"``) per frame in the KITTI layout of the p
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -22,12 +23,12 @@ import numpy as np
 import torch
 
 from psdif.data.images import open_image, opencv_single_threaded, write_png
-from psdif.io import atomic_path
+from psdif.io import atomic_path, atomic_write_text
 from psdif.semantics.cityscapes import CITYSCAPES_PALETTE
 
 __all__ = [
     "boundary_mask", "boundary_mask_torch", "boundary_figure",
-    "write_boundary_png", "read_boundary_png", "boundary_frames",
+    "write_boundary_png", "read_boundary_png", "boundary_frames", "outdated_masks", "record_mask_sources",
 ]
 
 
@@ -118,15 +119,17 @@ def write_boundary_png(path: str | Path, mask: np.ndarray) -> None:
 
 def read_boundary_png(path: str | Path) -> np.ndarray:
     """Read a boundary mask written by :func:`write_boundary_png` -> bool [H, W]."""
-    with open_image(path, "boundary mask", "delete it and rerun the boundary stage (dvc repro boundary)") as im:
+    # DVC sees a missing or changed file of data/boundaries, and the stage recomputes what differs from its manifest
+    with open_image(path, "boundary mask", "the boundary stage computes it again: dvc repro boundary") as im:
         return np.asarray(im.convert("1")).astype(bool)
 
 
 def _boundary_file(job) -> tuple[int, float]:
-    """One frame: read the labels, compute B_t, write it; (1, boundary fraction), or (0, 0) when it exists."""
+    """One frame: read the labels, compute B_t, write it: (1, boundary fraction); a mask already there is
+    read back instead: (0, its fraction), the same float as when it was computed."""
     src, dst, read_labels, z, t, skip_existing = job
     if skip_existing and Path(dst).exists():
-        return 0, 0.0
+        return 0, float(read_boundary_png(dst).mean())
     mask = boundary_mask(read_labels(src), z, t)
     write_boundary_png(dst, mask)
     return 1, float(mask.mean())
@@ -139,7 +142,8 @@ def boundary_frames(label_paths: Sequence[Path], out_paths: Sequence[Path],
 
     workers > 1: that many processes share the frames (``read_labels`` must be picklable, e.g. a module
     function); the files and the result are the same. Returns ``{"frames": n, "computed": n_new,
-    "boundary_fraction": mean share of B_t pixels over the newly computed frames (nan if none)}``.
+    "boundary_fraction": mean share of B_t pixels over all n frames, kept ones included (0.0 if none)}``:
+    the fraction of a rerun equals that of the first run bit for bit, whatever was kept.
     """
     from tqdm import tqdm
 
@@ -164,7 +168,29 @@ def boundary_frames(label_paths: Sequence[Path], out_paths: Sequence[Path],
             pool.close()
             pool.join()
     return {"frames": len(out_paths), "computed": computed,
-            "boundary_fraction": frac / computed if computed else float("nan")}
+            "boundary_fraction": frac / len(jobs) if jobs else 0.0}
+
+
+MASK_SOURCES = ".labels.json"  # in the mask tree: label file -> MD5 of the label each mask was made from
+
+
+def outdated_masks(out_root: str | Path, label_files: dict[str, str]) -> list[str]:
+    """Masks under ``out_root`` made from a label whose MD5 (``label_files``: the pseudo-label manifest's
+    ``files``) has changed since: relabelling a frame can change its label under the same labelling
+    configuration (a GPU labels a lone frame in another batch), and then its kept mask is stale."""
+    sources = Path(out_root) / MASK_SOURCES
+    try:
+        made_from = json.loads(sources.read_text()) if sources.is_file() else {}
+    except (OSError, ValueError):
+        made_from = {}
+    if not isinstance(made_from, dict):
+        made_from = {}
+    return sorted(rel for rel, md5 in label_files.items() if rel in made_from and made_from[rel] != md5)
+
+
+def record_mask_sources(out_root: str | Path, label_files: dict[str, str]) -> None:
+    """After every mask is made: the label MD5 each one was made from (read by :func:`outdated_masks`)."""
+    atomic_write_text(Path(out_root) / MASK_SOURCES, json.dumps(label_files, sort_keys=True))
 
 
 # ----------------------------------------------------------------------------------------------- figure

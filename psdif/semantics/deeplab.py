@@ -9,7 +9,6 @@ and loads it strictly. ``docs/design.md`` ("Pseudo-labels") lists the facts this
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -184,9 +183,9 @@ def read_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" in text:  # a global outside the allow-list: never executed
-            found = re.findall(r"Unsupported global: GLOBAL ([\w.]+)|Unsupported operand \d+|"
-                               r"Trying to call reduce for ([\w.]+)", text)
-            what = ", ".join(sorted({a or b for a, b in found if a or b})) or text.splitlines()[0][:200]
+            from psdif.io import refused_objects  # torch's advice (weights_only=False) is never passed on
+
+            what = ", ".join(refused_objects(text)) or "an object outside tensors and plain values"
             raise CheckpointError(
                 f"{path}: refused to load: the file holds Python objects other than tensors and the public "
                 f"checkpoint's plain values ({what}); unpickling them could run code. Use the public "

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from psdif.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageError, open_image, read_image, write_png
+from psdif.io import join_under
 from psdif.semantics.cityscapes import CITYSCAPES_CLASSES
 
 
@@ -166,8 +167,9 @@ def _cam(side) -> int:
 
 
 def label_path(root: str | Path, folder: str, side, frame: int) -> Path:
-    """``<root>/<date>/<drive>/image_0{2,3}/data/%010d.png`` (side ``l``/``r`` or camera 2/3)."""
-    return Path(root) / folder / f"image_0{_cam(side)}" / "data" / f"{int(frame):010d}.png"
+    """``<root>/<date>/<drive>/image_0{2,3}/data/%010d.png`` (side ``l``/``r`` or camera 2/3); a folder that
+    would leave ``root`` (``..``, absolute, a symbolic link out) raises :class:`psdif.io.PathEscapeError`."""
+    return join_under(root, folder, f"image_0{_cam(side)}/data/{int(frame):010d}.png", what="label PNG")
 
 
 def write_label_png(path: str | Path, labels: np.ndarray) -> None:
@@ -184,10 +186,11 @@ def write_label_png(path: str | Path, labels: np.ndarray) -> None:
 
 def read_label_png(path: str | Path) -> np.ndarray:
     """Read an 8-bit label PNG -> uint8 [H, W]; a missing, truncated or corrupt file raises naming it."""
-    with open_image(path, "label PNG", "delete it and rerun the pseudolabel stage (dvc repro pseudolabel)") as im:
+    # DVC sees a missing or changed file of data/pseudolabels, and the stage relabels what differs from its manifest
+    with open_image(path, "label PNG", "the pseudolabel stage labels the frame again: dvc repro pseudolabel") as im:
         if im.mode not in ("L", "P"):
-            raise ImageError(f"{path}: label PNG has mode {im.mode}, expected 8-bit greyscale (L); delete it and "
-                             "rerun the pseudolabel stage")
+            raise ImageError(f"{path}: label PNG has mode {im.mode}, expected 8-bit greyscale (L); the pseudolabel "
+                             "stage labels the frame again: dvc repro pseudolabel")
         return np.array(im)
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psdif.io import save_torch
+from psdif.io import load_torch, save_torch
 from psdif.seeding import deterministic_kernels, seed_everything
 from psdif.semantics.cityscapes import VOID_LABEL
 from psdif.semantics.deeplab import CheckpointError
@@ -184,7 +184,7 @@ def load_teacher(path: str | Path) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: teacher checkpoint not found; run the pseudolabel stage")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_torch(path)  # our own words for a crafted file: torch's advice is not passed on
         model = build_teacher(ckpt["encoder"], ckpt["num_classes"], ckpt.get("decoder_channels", 256))
         model.load_state_dict(ckpt["model_state"])
     except Exception as exc:

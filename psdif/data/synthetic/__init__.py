@@ -35,8 +35,9 @@ Written per generation (``root`` = ``data.raw_root``)::
         depth: uint16 PNG, metres x 256 (0 = sky or beyond 255 m); semantic: uint8 Cityscapes train ids
     <root>/synthetic_gt/2030_01_01_drive_NNNN_sync/poses.txt       cam2-to-world [3, 4] per line
     <root>/synthetic_gt/2030_01_01_drive_NNNN_sync/stationary.txt  frame indices with zero speed
-    <root>/synthetic_gt/manifest.json                              written last (params hash)
+    <root>/synthetic_gt/manifest.json                              written last (params + code hash, MD5s)
     <splits_dir>/synthetic_drives.txt          "<date>/<drive> train|val|test"
+    <splits_dir>/.synthetic_lists.json         MD5 of each list written (an edited list is refused)
     <splits_dir>/synth_eigen/test_files.txt    "<date>/<drive> <frame> l" (moving test frames)
     <splits_dir>/synth_zhou/{train,val}_files.txt  every frame with both neighbours of the train / val drives,
                                                both cameras, static frames included (the filter removes them)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from psdif.config import SyntheticConfig
 from psdif.data.synthetic.raycast import Rays, box_corners, camera_rects
 from psdif.data.synthetic.render import Renderer, cast_sparse
+from psdif.data.synthetic import rig
 from psdif.data.synthetic.rig import GENERATOR_VERSION, Intrinsics, make_transform
 from psdif.data.synthetic.scene import (BOX, BUILDING, CYLINDER, FACADES, M_BUILDING, M_CROWN, M_HEDGE, M_POLE,
                                         M_TRUNK, NoiseTile, POLE, SPHERE, Scene, VEGETATION, SceneBuilder, yspan)
@@ -26,6 +27,23 @@ MAKE3D_GRID = (55, 305)         # Position3DGrid rows (along image rows) x colum
 MAKE3D_RENDER = (568, 426)      # rendered size (rows, cols), upsampled x4 to MAKE3D_SIZE
 MAKE3D_HFOV_DEG = 60.0
 MAKE3D_NO_RETURN = 81.0         # m: range written where the ray hits nothing (beyond the 70 m mask)
+# the .mat header's text (116 bytes): fixed, where scipy writes the platform and the time of writing, so that
+# a .mat is a pure function of its content
+MAT_HEADER = b"MATLAB 5.0 MAT-file, written by the psdif synthetic generator".ljust(116, b" ")
+
+
+def mat_bytes(arrays: dict) -> bytes:
+    """A MATLAB 5 ``.mat`` file of ``arrays`` (``scipy.io.savemat``) with the fixed header text MAT_HEADER:
+    the same arrays give the same bytes on every run and machine."""
+    import io
+
+    import scipy.io
+
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, arrays)
+    data = buf.getvalue()
+    assert data.startswith(b"MATLAB 5.0 MAT-file"), data[:40]
+    return MAT_HEADER + data[len(MAT_HEADER):]
 
 
 def make_campus_scene(rng: np.random.Generator) -> Scene:
@@ -91,25 +109,52 @@ def make3d_grid(scene: Scene, T_world_cam: np.ndarray, intr: Intrinsics) -> np.n
     return np.concatenate([point, rng_m[:, None]], 1).reshape(gr, gc, 4).astype(np.float64)
 
 
+def _why_regenerate(old_text: str, record: dict) -> str:
+    """What differs between the stamp text of an earlier output and ``record`` (this run's)."""
+    import json
+
+    try:
+        old = json.loads(old_text)
+    except ValueError:
+        old = None
+    if not isinstance(old, dict):
+        return "its stamp is unreadable"
+    why = []
+    for k, v in record.items():
+        if old.get(k) == v:
+            continue
+        if k != "code":
+            why.append(f"{k}: {old.get(k)!r} -> {v!r}")
+        elif isinstance(old.get(k), dict):
+            changed = sorted(f for f in v.keys() | old[k].keys() if v.get(f) != old[k].get(f))
+            why.append(f"the generator's code changed ({', '.join(changed)})")
+        else:
+            why.append("its stamp holds no hash of the generator's code")
+    return "; ".join(why)
+
+
 def generate_make3d(cfg: SyntheticConfig, out_dir: Path, progress: bool = False) -> dict:
     """Write ``cfg.make3d_images`` campus-style test images in the Make3D Test134 format to ``out_dir``:
     ``img-campusNNN.jpg`` (1704 x 2272 portrait, rendered at 426 x 568 and upsampled) and
     ``depth_sph_corr-campusNNN.mat`` (``Position3DGrid`` [55, 305, 4], range in channel 3; design.md §4.4).
-    Returns ``{"images", "seconds", "reused"}``. A complete earlier output of the same parameters (stamped in
-    ``out_dir/.config``, written last) is reused, so its bytes (the .mat header holds a date) stay the same."""
-    import io
+    Returns ``{"images", "seconds", "reused"}``. Every file is a pure function of the params and the code (no
+    time of writing anywhere: :func:`mat_bytes`). A complete earlier output of the same params and generator
+    code (stamped in ``out_dir/.config``, written last) is reused; otherwise all is written again, saying why
+    when an earlier output of other params or code is replaced."""
     import json
 
-    import scipy.io
-
     out_dir = Path(out_dir)
-    stamp, key = out_dir / ".config", json.dumps({"v": GENERATOR_VERSION, "seed": int(cfg.seed),
-                                                  "images": cfg.make3d_images}, sort_keys=True)
+    record = {"v": GENERATOR_VERSION, "seed": int(cfg.seed), "images": cfg.make3d_images,
+              "code": rig.generator_code()}
+    stamp, key = out_dir / ".config", json.dumps(record, sort_keys=True)
     names = [f"campus{k:03d}" for k in range(cfg.make3d_images)]
     files = [out_dir / f"{prefix}{n}{ext}" for n in names
              for prefix, ext in (("img-", ".jpg"), ("depth_sph_corr-", ".mat"))]
     if stamp.is_file() and stamp.read_text() == key and all(f.is_file() for f in files):
         return {"images": cfg.make3d_images, "seconds": 0.0, "reused": True}
+    if stamp.is_file() and stamp.read_text() != key:
+        print(f"{out_dir}: regenerating the Make3D-format set: {_why_regenerate(stamp.read_text(), record)}",
+              flush=True)
     stamp.unlink(missing_ok=True)
     t0 = time.perf_counter()
     intr = make3d_intrinsics()
@@ -128,9 +173,8 @@ def generate_make3d(cfg: SyntheticConfig, out_dir: Path, progress: bool = False)
         if not ok:
             raise RuntimeError(f"{out_dir}: JPEG encoding of Make3D image {k} failed")
         name = f"campus{k:03d}"
-        buf = io.BytesIO()
-        scipy.io.savemat(buf, {"Position3DGrid": make3d_grid(scene, T, intr)})
-        atomic_write_bytes(out_dir / f"depth_sph_corr-{name}.mat", buf.getvalue())
+        grid = make3d_grid(scene, T, intr)
+        atomic_write_bytes(out_dir / f"depth_sph_corr-{name}.mat", mat_bytes({"Position3DGrid": grid}))
         atomic_write_bytes(out_dir / f"img-{name}.jpg", jpg.tobytes())
     atomic_write_bytes(stamp, key.encode())
     return {"images": cfg.make3d_images, "seconds": round(time.perf_counter() - t0, 2), "reused": False}

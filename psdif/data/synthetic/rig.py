@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 1   # bump for a change the code hash below would not see (none so far)
 DATE = "2030_01_01"
 DT = 0.1                 # s between frames (10 Hz)
 V_CREEP = 0.8            # m/s: the slowest speed of a moving frame
@@ -23,6 +23,17 @@ CAM_TX = {2: 0.06, 3: -0.48}   # P_rect_0k[0, 3] / fx: X_camk = X_cam0 + (tx, 0,
 EARTH_RADIUS = 6378137.0
 LAT0, LON0, ALT0 = 49.0, 8.4, 115.0   # geodetic origin of the street frames (ground level)
 MAX_DEPTH_PNG = 255.99
+
+
+def generator_code() -> dict[str, str]:
+    """``{path: MD5}`` of the generator's sources (every module of ``psdif/data/synthetic``): recorded with what
+    it wrote, so that an edit of any of them regenerates the data (``writer.params_key``, ``campus``)."""
+    from pathlib import Path
+
+    from psdif.io import md5_file
+
+    here = Path(__file__).resolve().parent
+    return {f"psdif/data/synthetic/{p.name}": md5_file(p) for p in sorted(here.glob("*.py"))}
 
 
 OXTS_DATAFORMAT = """lat:   latitude of the oxts-unit (deg)

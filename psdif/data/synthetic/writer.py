@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from psdif.config import SyntheticConfig
+from psdif.data.synthetic import rig
 from psdif.data.synthetic.render import Renderer
 from psdif.data.synthetic.rig import (DATE, GENERATOR_VERSION, MAX_DEPTH_PNG, OXTS_DATAFORMAT, oxts_line,
                                       timestamps_text, calib_texts, kitti_intrinsics, make_trajectory, oxts_packet)
@@ -108,12 +109,84 @@ def drive_roles(cfg: SyntheticConfig) -> list[tuple[int, str]]:
 
 
 def params_key(cfg: SyntheticConfig) -> str:
-    return params_hash({"v": GENERATOR_VERSION, **dataclasses.asdict(cfg)})
+    """What the generated files are a function of: the generator's version, its params and its code."""
+    return params_hash({"v": GENERATOR_VERSION, **dataclasses.asdict(cfg), "code": rig.generator_code()})
+
+
+def _why_regenerate(old: dict, cfg: SyntheticConfig) -> str:
+    """Why the record ``old`` (manifest.json) does not describe what ``cfg`` and this code generate."""
+    if not old:
+        return "its record is unreadable"
+    why = []
+    if old.get("version") != GENERATOR_VERSION:
+        why.append(f"generator version {old.get('version')} -> {GENERATOR_VERSION}")
+    new, before = dataclasses.asdict(cfg), old.get("params") or {}
+    why += [f"synthetic.{k}: {before.get(k)!r} -> {new[k]!r}" for k in new if before.get(k) != new[k]]
+    code, old_code = rig.generator_code(), old.get("code")
+    if old_code is None:
+        why.append("the record holds no hash of the generator's code")
+    elif old_code != code:
+        changed = sorted(k for k in code.keys() | old_code.keys() if code.get(k) != old_code.get(k))
+        why.append(f"the generator's code changed ({', '.join(changed)})")
+    return "; ".join(why) or "its record is incomplete"
+
+
+# ============================================================================================ split lists
+
+LISTS_RECORD = ".synthetic_lists.json"   # in splits_dir: MD5 of each list the generator wrote there
+
+
+class EditedListError(RuntimeError):
+    """A generated split list differs from what the generator wrote: the message names it and what to do."""
+
+
+def _md5_text(text: str) -> str:
+    import hashlib
+
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def _lists_record(splits_dir: Path) -> dict[str, str]:
+    try:
+        record = json.loads((Path(splits_dir) / LISTS_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _edited_list_error(splits_dir: Path, rel: str) -> EditedListError:
+    path = Path(splits_dir) / rel
+    if rel.endswith("_files.txt"):
+        split, role = Path(rel).parent.name, rel.rsplit("/", 1)[-1].split("_")[0]
+        key = "data.test_split" if role == "test" else "data.train_split"
+        mine = Path(splits_dir) / f"my_{split}"
+        keep = (f"to keep the edit, move the folder {path.parent} to another split name (e.g. {mine}) and set "
+                f"{key}: my_{split}")
+    else:
+        keep = "it describes the generated drives: change the synthetic params instead"
+    return EditedListError(f"{path}: differs from the list the generator wrote there (edited by hand?); the "
+                           f"download stage does not overwrite it. {keep[0].upper() + keep[1:]}; to discard the "
+                           f"edit, delete {path} and run `dvc repro` again")
+
+
+def check_lists(splits_dir: Path, texts: dict[str, str] | None = None) -> None:
+    """Refuse (:class:`EditedListError`) a list under ``splits_dir`` that differs from what the generator
+    wrote there last (its record) and, given ``texts`` ({relative path: text}), from what it would write now."""
+    record = _lists_record(splits_dir)
+    for rel in sorted(texts if texts is not None else record):
+        path = Path(splits_dir) / rel
+        if not path.is_file():
+            continue
+        have = md5_file(path)
+        if have == record.get(rel) or (texts is not None and have == _md5_text(texts[rel])):
+            continue
+        raise _edited_list_error(splits_dir, rel)
 
 
 def _write_splits(cfg: SyntheticConfig, splits_dir: Path, drives: list[dict], roles: list[tuple[int, str]]) -> None:
-    atomic_write_text(Path(splits_dir) / "synthetic_drives.txt",
-                 "".join(f"{d['drive']} {role}\n" for d, (_, role) in zip(drives, roles)))
+    """Write the split lists (``synthetic_drives.txt``, ``synth_eigen/``, ``synth_zhou/``) and their record;
+    a list edited since the generator wrote it is refused, never silently reverted (:func:`check_lists`)."""
+    texts = {"synthetic_drives.txt": "".join(f"{d['drive']} {role}\n" for d, (_, role) in zip(drives, roles))}
     lines = []
     for d, (_, role) in zip(drives, roles):
         if role != "test":
@@ -122,13 +195,21 @@ def _write_splits(cfg: SyntheticConfig, splits_dir: Path, drives: list[dict], ro
         k = min(cfg.test_frames_per_drive, len(moving))
         pick = [moving[int(round(q))] for q in np.linspace(0, len(moving) - 1, k)] if k else []
         lines += [f"{d['drive']} {f} l\n" for f in sorted(set(pick))]
-    atomic_write_text(Path(splits_dir) / "synth_eigen" / "test_files.txt", "".join(lines))
+    texts["synth_eigen/test_files.txt"] = "".join(lines)
     # the generated set's "published" training lists: every frame with both neighbours, both cameras, static
     # frames included (the filter stage removes those, as Zhou et al. did for eigen_zhou)
     for role in ("train", "val"):
         listed = [f"{d['drive']} {i} {side}\n" for d, (_, r) in zip(drives, roles) if r == role
                   for i in range(1, d["frames"] - 1) for side in ("l", "r")]
-        atomic_write_text(Path(splits_dir) / "synth_zhou" / f"{role}_files.txt", "".join(listed))
+        texts[f"synth_zhou/{role}_files.txt"] = "".join(listed)
+    check_lists(splits_dir, texts)
+    for rel, text in texts.items():
+        path = Path(splits_dir) / rel
+        if not (path.is_file() and path.read_text() == text):  # an unchanged list is left untouched
+            atomic_write_text(path, text)
+    record = {rel: _md5_text(text) for rel, text in sorted(texts.items())}
+    if _lists_record(splits_dir) != record:
+        atomic_write_text(Path(splits_dir) / LISTS_RECORD, json.dumps(record, indent=1) + "\n")
 
 
 def _owned_files(root: Path, parts: list[Path] | None = None) -> dict[str, str]:
@@ -160,10 +241,14 @@ def generate_mini_kitti(cfg: SyntheticConfig, root: Path, splits_dir: Path, prog
     output is reused when ``<root>/synthetic_gt/manifest.json`` (written last) carries the same params hash
     and the files on disk are the ones it recorded (content hashes): a drive with a file missing, changed or
     added is generated again (bit-identical: the generator is deterministic), and so is the calibration;
-    other params, or a manifest without a record, regenerate everything (the generator's own folders
-    ``<root>/2030_01_01`` and ``<root>/synthetic_gt`` are deleted first).
+    other params, other generator code (the hash of ``psdif/data/synthetic/*.py`` is part of the params hash,
+    ``rig.generator_code``), or a manifest without a record, regenerate everything, saying why (the
+    generator's own folders ``<root>/2030_01_01`` and ``<root>/synthetic_gt`` are deleted first). The split
+    lists are written when absent or as the generator left them (``<splits_dir>/.synthetic_lists.json``
+    records their MD5s); an edited one is refused (:class:`EditedListError`), never silently reverted.
     """
     root, splits_dir = Path(root), Path(splits_dir)
+    check_lists(splits_dir)  # an edited list stops the run before anything is generated
     manifest = root / "synthetic_gt" / "manifest.json"
     key = params_key(cfg)
     roles = drive_roles(cfg)
@@ -193,7 +278,10 @@ def generate_mini_kitti(cfg: SyntheticConfig, root: Path, splits_dir: Path, prog
                       f"({time.perf_counter() - t0:.0f} s)")
             _write_splits(cfg, splits_dir, old["drive_info"], roles)
             return {**old["summary"], "files": old["files"], "reused": True, "repaired": damaged}
+        print(f"{root}: regenerating the mini-KITTI: {_why_regenerate(old, cfg)}", flush=True)
         manifest.unlink()
+    elif (root / DATE).exists() or (root / "synthetic_gt").exists():
+        print(f"{root}: regenerating the mini-KITTI: no record of what the generator wrote ({manifest})", flush=True)
     for owned in (root / DATE, root / "synthetic_gt"):
         if owned.exists():
             shutil.rmtree(owned)
@@ -202,13 +290,14 @@ def generate_mini_kitti(cfg: SyntheticConfig, root: Path, splits_dir: Path, prog
     drives = []
     for index, role in tqdm(roles, desc="mini-KITTI", unit="drive", disable=not progress):
         drives.append(generate_drive(cfg, index, root, progress))
-    _write_splits(cfg, splits_dir, drives, roles)
     summary = {"drives": [d["drive"] for d in drives], "roles": [r for _, r in roles],
                "frames": sum(d["frames"] for d in drives),
                "stationary": {d["drive"]: d["stationary"] for d in drives}}
     files = _owned_files(root)
     atomic_write_text(manifest, json.dumps({"key": key, "params": dataclasses.asdict(cfg), "version": GENERATOR_VERSION,
-                                            "summary": summary, "drive_info": drives, "files": files}, indent=1) + "\n")
+                                            "code": rig.generator_code(), "summary": summary, "drive_info": drives,
+                                            "files": files}, indent=1) + "\n")
+    _write_splits(cfg, splits_dir, drives, roles)  # after the record: an edited list refused here costs no rerender
     return {**summary, "files": files, "seconds": round(time.perf_counter() - t0, 2), "reused": False, "repaired": []}
 
 
