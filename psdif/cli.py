@@ -75,9 +75,15 @@ def cmd_dvc_yaml(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="psdif", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    from psdif import __version__
+
+    parser.add_argument("--version", action="version", version=f"psdif {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("preset", help="write params.yaml from a preset (embedded | paper)")
-    p.add_argument("name")
+    presets = sorted(p.stem for p in preset_path("embedded").parent.glob("*.yaml"))
+    p = sub.add_parser("preset", help=f"write params.yaml from a preset ({' | '.join(presets)})",
+                       description="Write params.yaml from a preset. embedded: the generated mini-KITTI, small "
+                                   "networks for a CPU; paper: real KITTI and the paper's settings (section 4.2).")
+    p.add_argument("name", choices=presets, help="the preset: " + ", ".join(presets))
     p.add_argument("-o", "--output", default="params.yaml")
     p.add_argument("--force", action="store_true", help="overwrite without keeping a timestamped .bak copy")
     p.set_defaults(func=cmd_preset)

@@ -1,6 +1,9 @@
 """Where the pipeline keeps what it makes: the paths dvc.yaml (``psdif.pipeline``) and the stages share."""
 
-RAW_MANIFEST = "data/manifests/raw.json"
+RAW_MANIFEST = "data/manifests/raw.json"   # the download's record (drives on disk, digests): no stage reads it
+RAW_TRAIN = "data/manifests/raw_train.json"  # content hashes of what the labelling / training side reads
+RAW_TEST = "data/manifests/raw_test.json"    # content hashes of what the evaluation side reads (test frames)
+RAW_STATE = "data/manifests/.raw_state.json"  # the download's hash cache: path -> size, mtime, inode, MD5
 LABELS_MANIFEST = "data/manifests/pseudolabels.json"
 BOUNDARY_MANIFEST = "data/manifests/boundaries.json"
 LABELS, BOUNDARIES = "data/pseudolabels", "data/boundaries"          # the PNG trees of those two stages

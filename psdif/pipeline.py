@@ -17,7 +17,8 @@ file is what it generates. Every file a stage reads is one of its dependencies, 
   ``models/<variant>`` and writes the mean over seeds to the same ``metrics/eval/<variant>.json``.
 - What DVC shows: the ``summary`` stage is listed first (DVC runs stages in dependency order, but lists
   metrics in file order) so that ``dvc exp show`` leads with its headline ``metrics/summary.json``; the
-  per-run training logs (``metrics/train/``, ``dvclive/``) are plain outputs, and the top-level ``plots:``
+  per-run training logs (``metrics/train/``, ``dvclive/<variant>/seed<k>/``) are metrics and plots (so the
+  train stages enter DVC's run-cache; their columns carry their path), and the top-level ``plots:``
   draw every variant's training curves on shared axes and the per-variant abs_rel bars
   (``psdif.evaluation.summary``), so ``dvc plots diff <exp>`` compares ablations at a glance.
 - Split lists: the input lists (``${data.splits_dir}/${data.train_split}/``, the test list) and the filtered
@@ -32,10 +33,13 @@ file is what it generates. Every file a stage reads is one of its dependencies, 
   the ``pretrain`` stage's files ``data/pretrain/{msfan,resnet18}.pt`` are dependencies of the train stages (placeholders where no param names ``pretrain``, so dvc.yaml is one file for both
   presets); the check stage accepts the token before they exist.
 - Large trees (KITTI raw, pseudo-labels, boundary masks) are summarised by manifests that list every file
-  with its content hash (generated data, labels, masks) or its size and modification time (a real KITTI copy:
-  hashing 175 GB on every ``dvc repro`` is not an option). The ``download`` stage re-scans the raw tree (and
-  the Make3D folder) on every ``dvc repro`` (``always_changed``) so an edited frame is noticed; an unchanged
-  tree reruns nothing.
+  with its content hash; a real KITTI copy is hashed once and then only files whose size, mtime or inode
+  changed (data/manifests/.raw_state.json), so ``touch`` reruns nothing. The ``download`` stage re-scans the
+  raw tree (and the Make3D folder) on every ``dvc repro`` (``always_changed``) and splits the hashes by who
+  reads them: ``raw_train.json`` (camera images, OXTS, calibration, semantic ground truth: filter,
+  pseudolabel, boundary, prepare, pretrain) and ``raw_test.json`` (the test frames' images, scans, depth and
+  Make3D: export_gt, evaluate, figures). Train stages read neither: they depend on the prepared manifests,
+  keyed per (drive, camera) group by the content of its frames, so a test-side file never retrains.
 - Trees the pipeline makes and keeps across runs (data/pseudolabels, data/boundaries, data/prepared) are
   outputs of their stage with ``cache: false, persist: true``, their manifests too: DVC hashes such a tree
   once and then re-reads only files whose size or mtime changed (its state database), so deleting or editing
@@ -62,7 +66,7 @@ from psdif.evaluation.summary import CURVE_TERMS
 from psdif.paths import (BOUNDARIES, BOUNDARY_MANIFEST, COVERAGE, EVAL_DIR, EXPORT_GT_REPORT, FILTER_REPORT, GT_DEPTHS,
                          INPUT_FINGERPRINTS, INPUT_LISTS, PARAMS_OK, VALIDATED_FILES,
                          LABELS, LABELS_MANIFEST, LISTS, MODELS, PLOT_DATA, PREPARED, PREPARED_MANIFESTS,
-                         PRETRAIN_MSFAN, PRETRAIN_RESNET, RAW_MANIFEST,
+                         PRETRAIN_MSFAN, PRETRAIN_RESNET, RAW_MANIFEST, RAW_TEST, RAW_TRAIN,
                          SUMMARY, TEST_LIST, TRAIN_LIST, VAL_LIST, VALIDATED_PARAMS, live_path, model_path,
                          train_metrics_path)
 from psdif.variants import VARIANTS, params_read_by
@@ -157,24 +161,31 @@ def _kept_tree(tree: str, *manifests: str) -> list[dict]:
 
 def _train_stage(name: str) -> dict:
     v = VARIANTS[name]
-    data = [TRAIN_LIST, VAL_LIST, RAW_MANIFEST, PREPARED_MANIFESTS["images"], INPUT_FINGERPRINTS["model.pose_weights"],
-            PRETRAIN_RESNET]
+    # what training reads: the train list and the prepared arrays of its frames (with prepare.enabled: false,
+    # the prepared manifests carry the digest of the PNGs training then decodes), never the whole raw tree
+    data = [TRAIN_LIST, PREPARED_MANIFESTS["images"], INPUT_FINGERPRINTS["model.pose_weights"], PRETRAIN_RESNET]
     if v.msfan:
         data += [INPUT_FINGERPRINTS["model.encoder_weights"], PRETRAIN_MSFAN]
     if v.seg or v.metric_loss:
-        data += [LABELS_MANIFEST, PREPARED_MANIFESTS["labels"]]
+        data += [PREPARED_MANIFESTS["labels"]]
     if v.metric_loss:
-        data += [BOUNDARY_MANIFEST, PREPARED_MANIFESTS["boundaries"]]
-    # the run's loss log and timings are plain outputs: the plots draw them averaged over seeds, and as
-    # metrics they would add a dozen always-changing columns per run to `dvc exp show`
+        data += [PREPARED_MANIFESTS["boundaries"]]
+    # DVC's run-cache keeps a stage only if every uncached output is a metric or a plot (and none persists):
+    # the run's summary and DVCLive's own files are declared as such, so going back to earlier params
+    # restores model.pt and the logs instead of training. DVCLive logs straight into its folder (curves
+    # update while the stage runs; DVC's "simple" template titles both axes); their columns in `dvc exp show`
+    # carry their path (keys repeat over runs), so the README's `--drop '.*/'` view hides them
+    live = live_path(name, SEED)
     return {"foreach": SEEDS, "do": _stage(
         "stages/train.py", data, args=f"--variant {name} --seed {SEED}", params=params_read_by(v),
-        outs=[model_path(name, SEED), {train_metrics_path(name, SEED): {"cache": False}},
-              {live_path(name, SEED): {"cache": False}}])}
+        outs=[model_path(name, SEED)],
+        metrics=[{train_metrics_path(name, SEED): {"cache": False}}, {f"{live}/metrics.json": {"cache": False}}],
+        plots=[{f"{live}/plots": {"cache": False, "template": "simple", "x": "step", "x_label": "training step",
+                                  "y_label": "logged value (loss term or learning rate)"}}])}
 
 
 def _evaluate_data(model: list[str]) -> list[str]:
-    return [*model, GT_DEPTHS, RAW_MANIFEST]
+    return [*model, GT_DEPTHS, RAW_TEST]
 
 
 def _plots() -> list[dict]:
@@ -208,22 +219,23 @@ def build() -> dict:
         "download": _stage("stages/download.py", [VALIDATED_PARAMS], always_changed=True,
                            params=data_params + ["download", "synthetic", "eval.make3d_root", "eval.make3d_urls",
                                                  "eval.make3d_sha256"],
-                           outs=[{RAW_MANIFEST: {"cache": False}}]),
-        "filter": _stage("stages/filter.py", [RAW_MANIFEST, INPUT_LISTS, TEST_LIST],
-                         params=data_params + ["filter"], outs=[{LISTS: {"cache": False}}],
+                           outs=[{path: {"cache": False}} for path in (RAW_MANIFEST, RAW_TRAIN, RAW_TEST)]),
+        "filter": _stage("stages/filter.py", [RAW_TRAIN, INPUT_LISTS, TEST_LIST],
+                         # train.batch_size: it checks that the kept frames fill one batch (before any training)
+                         params=data_params + ["filter", "train.batch_size"], outs=[{LISTS: {"cache": False}}],
                          metrics=[{FILTER_REPORT: {"cache": False}}]),
         "pseudolabel": _stage("stages/pseudolabel.py",
-                              [RAW_MANIFEST, TRAIN_LIST, VAL_LIST, TEST_LIST, INPUT_FINGERPRINTS["pseudolabel.checkpoint"]],
+                              [RAW_TRAIN, TRAIN_LIST, VAL_LIST, TEST_LIST, INPUT_FINGERPRINTS["pseudolabel.checkpoint"]],
                               params=data_params + PSEUDOLABEL_PARAMS, outs=_kept_tree(LABELS, LABELS_MANIFEST),
                               metrics=[{"metrics/pseudolabel.json": {"cache": False}}]),
-        "boundary": _stage("stages/boundary.py", [LABELS_MANIFEST, RAW_MANIFEST],
+        "boundary": _stage("stages/boundary.py", [LABELS_MANIFEST, RAW_TRAIN],
                            params=["boundary", "data.raw_root", "data.img_ext"],
                            outs=_kept_tree(BOUNDARIES, BOUNDARY_MANIFEST),
                            plots=[{"metrics/figures/boundary_fig4.png": {"cache": False}}]),
-        "prepare": _stage("stages/prepare.py", [TRAIN_LIST, RAW_MANIFEST, LABELS_MANIFEST, BOUNDARY_MANIFEST],
+        "prepare": _stage("stages/prepare.py", [TRAIN_LIST, RAW_TRAIN, LABELS_MANIFEST, BOUNDARY_MANIFEST],
                           params=["prepare", "data.raw_root", "data.img_ext", "data.height", "data.width"],
                           outs=_kept_tree(PREPARED, *PREPARED_MANIFESTS.values())),
-        "pretrain": _stage("stages/pretrain.py", [RAW_MANIFEST, TRAIN_LIST, VAL_LIST],
+        "pretrain": _stage("stages/pretrain.py", [RAW_TRAIN, TRAIN_LIST, VAL_LIST],
                            params=data_params[:2] + ["data.img_ext", "data.height", "data.width", "pretrain",
                                                      "model.msfan_size", "model.baseline_width", "model.pose_width",
                                                      "model.encoder_weights", "model.pose_weights"],
@@ -231,7 +243,7 @@ def build() -> dict:
     }
     for name in VARIANTS:
         stages[f"train_{name}"] = _train_stage(name)
-    stages["export_gt"] = _stage("stages/export_gt.py", [RAW_MANIFEST, TEST_LIST],
+    stages["export_gt"] = _stage("stages/export_gt.py", [RAW_TEST, TEST_LIST],
                                  params=["data.raw_root", "data.splits_dir", "data.test_split", "data.img_ext"],
                                  outs=[GT_DEPTHS], metrics=[{EXPORT_GT_REPORT: {"cache": False}}])
     for name in VARIANTS:  # every seed's model of the variant: the folder models/<variant>
@@ -246,7 +258,7 @@ def build() -> dict:
         metrics=[{f"{EVAL_DIR}/{name}.json": {"cache": False}} for name in REFERENCE_ROWS])
     stages["figures"] = _stage(
         "stages/figures.py", [f"{MODELS}/baseline", f"{MODELS}/full", LABELS_MANIFEST, BOUNDARY_MANIFEST,
-                              RAW_MANIFEST, GT_DEPTHS],
+                              RAW_TRAIN, RAW_TEST, GT_DEPTHS],
         params=["eval.figure_frames", "eval.batch_size", "data", "model.min_depth", "model.max_depth", "train.seeds"],
         plots=[{f"metrics/figures/{n}.png": {"cache": False}} for n in ("fig6_qualitative", "fig5_inconsistency")])
     stages["tables"] = _stage(

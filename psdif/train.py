@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -227,6 +228,34 @@ def open_live(live_dir: Path, resume_step: Optional[int]):
     return Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resume_step is not None)
 
 
+LIVE_SNAPSHOT = "dvclive"  # in the run folder: the DVCLive log as of the last checkpoint (or the finished run)
+
+
+def snapshot_live(live_dir: Path, snapshot: Path) -> None:
+    """Copy the DVCLive folder to ``snapshot`` (in the run folder, beside ``last.pt``), replacing the previous
+    copy only once the new one is complete: ``<snapshot>.new`` is written, the old copy moved aside, the new
+    one moved in, the old one deleted (:func:`restore_live` reads whichever is complete)."""
+    new, old = snapshot.with_name(snapshot.name + ".new"), snapshot.with_name(snapshot.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.copytree(live_dir, new)
+    shutil.rmtree(old, ignore_errors=True)
+    if snapshot.exists():
+        snapshot.rename(old)
+    new.rename(snapshot)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_live(snapshot: Path, live_dir: Path) -> bool:
+    """Put the run folder's DVCLive snapshot back into ``live_dir`` (DVC deletes a stage's outputs before it
+    runs, so a resumed run's earlier steps live only there); False if there is none."""
+    for source in (snapshot, snapshot.with_name(snapshot.name + ".new")):  # .new: killed between the renames
+        if source.is_dir():
+            shutil.rmtree(live_dir, ignore_errors=True)
+            shutil.copytree(source, live_dir)
+            return True
+    return False
+
+
 def log_line(variant: str, step: int, total: int, losses: dict[str, float], samples_per_s: float,
              eta: float) -> str:
     """One plain progress line for logs without a terminal (nohup, CI, a cluster job): step, terms, speed, ETA."""
@@ -266,8 +295,10 @@ def train(params: Params, variant: Variant, out_dir: str | Path, *, labels_root=
     labels_root / boundary_root: pseudo-label and boundary PNG roots (needed by seg / metric-loss variants);
     prepared: ``{kind: manifest path}`` of the prepare stage (read the frames from its arrays, see
     :func:`make_dataset`);
-    live_dir: DVCLive folder (default ``out_dir/dvclive``); frames: target frames (default: the train list
-    of ``data.train_split``); dataset: a ready dataset with ``set_epoch`` (overrides frames);
+    live_dir: DVCLive folder, written as the run goes (default ``out_dir/dvclive``; another folder is copied to
+    ``out_dir/dvclive`` with every checkpoint and at the end, and that copy is put back before a resume);
+    frames: target frames (default: the train list of ``data.train_split``); dataset: a ready dataset with
+    ``set_epoch`` (overrides frames);
     build_models(variant, model_cfg) -> (depth_net, pose_net); loss_fn: see :func:`default_loss_fn`;
     inputs: ``{name: digest}`` of the files the run reads, part of the run key (``psdif.checkpoint``);
     seed: of the initialisation, the shuffled order and the augmentation (default: the first of
@@ -341,8 +372,14 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
     forward_loss = make_forward_loss(model, params, variant, loss_fn)
     step_fn = torch.compile(forward_loss) if tc.compile else forward_loss
 
-    live = open_live(Path(live_dir) if live_dir else out_dir / "dvclive", at.step if resumed else None) \
-        if dinfo.main else None
+    # DVCLive writes straight into live_dir (the stage's output: curves update while the run goes on); when
+    # that is not the run folder's own, a copy of it is kept there with every checkpoint and put back on resume
+    live_dir = Path(live_dir) if live_dir else out_dir / LIVE_SNAPSHOT
+    snapshot = out_dir / LIVE_SNAPSHOT
+    snapshot = None if snapshot.resolve() == live_dir.resolve() else snapshot
+    if dinfo.main and resumed is not None and snapshot is not None:
+        restore_live(snapshot, live_dir)
+    live = open_live(live_dir, at.step if resumed else None) if dinfo.main else None
     show = progress_enabled() if progress is None else progress
     from tqdm import tqdm
     pbar = tqdm(total=total_steps, initial=at.step, desc=f"train {variant.name}", disable=not (show and dinfo.main))
@@ -361,6 +398,8 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
         else:
             rngs[0] = rng_state(device)
         if dinfo.main:
+            if snapshot is not None:  # before last.pt: a snapshot ahead of it is cut back to its step on resume
+                snapshot_live(live_dir, snapshot)
             save_checkpoint(ckpt_path, key, at, nets, optimizer, scheduler, rngs, losses.state())
 
     start_step, start_time = at.step, time.perf_counter()
@@ -410,6 +449,10 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
     guard.check(list(nets.parameters()), kept(), reduce_max, at.step)
     result = TrainResult(nets, at.step, final_losses, (at.step - start_step) * tc.batch_size / max(seconds, 1e-9),
                          time.perf_counter() - call_start)
+    if live is not None:
+        live.end()
+        if snapshot is not None:  # the finished run's log, for a later reuse of the run (:func:`train_run`)
+            snapshot_live(live_dir, snapshot)
     if dinfo.main:
         save_torch(out_dir / MODEL_NAME, {"depth": nets.depth.state_dict(), "pose": nets.pose.state_dict(),
                                           "variant": dataclasses.asdict(variant), "model_cfg": to_dict(params.model),
@@ -419,8 +462,6 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
         # writes both again; model.pt + result.json is a finished run (:func:`finished_run`)
         atomic_write_text(out_dir / RESULT_NAME, json.dumps(result.record(), indent=1) + "\n")
         ckpt_path.unlink(missing_ok=True)  # complete: nothing to resume
-    if live is not None:
-        live.end()
     return result
 
 

@@ -14,29 +14,34 @@ from ``download.url``; bookkeeping in data/downloads/). With ``download.fetch: n
 network is never used: missing drives are reported, and the later stages use what is there and count
 what is not (metrics/filter.json, metrics/export_gt.json, metrics/coverage.json).
 
-The manifest fingerprints, per drive, the size and modification time of every file the pipeline reads, so
-an edited frame is noticed and an unchanged copy gives a byte-identical manifest (nothing reruns). It also
-records the Make3D folder (``eval.make3d_root``), fetched here and nowhere else when asked.
+Every file the pipeline reads is fingerprinted by its content (MD5), hashed once and then cached by size,
+mtime and inode (data/manifests/.raw_state.json): an edited frame is noticed, a ``touch`` or an unchanged
+copy gives byte-identical manifests (nothing reruns). The hashes are split by who reads them
+(``psdif.data.ondisk.split_raw``): data/manifests/raw_train.json (images, OXTS, calibration, semantic ground
+truth: the labelling and training side) and data/manifests/raw_test.json (the test frames' images, scans,
+depth, and Make3D: export_gt / evaluate / figures); raw.json is the download's summary (drives on disk). It
+also records the Make3D folder (``eval.make3d_root``), fetched here and nowhere else when asked.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 from psdif.data import kitti
 from psdif.data.download import DownloadError
-from psdif.data.ondisk import copy_fingerprint, drives_of, list_paths, read_lists
+from psdif.data.ondisk import ContentState, copy_fingerprint, drives_of, list_paths, read_lists, real_files, split_raw
 from psdif.data.synthetic.writer import EditedListError
 from psdif.io import params_hash, progress_enabled, tree_manifest, write_json
-from psdif.paths import DOWNLOADS, RAW_MANIFEST
+from psdif.paths import DOWNLOADS, RAW_MANIFEST, RAW_STATE, RAW_TEST, RAW_TRAIN
 from psdif.stage import stage_args
 
 MAKE3D_SYNTH = Path("data/make3d_synth")
 
 
-def make3d_record(p) -> dict:
+def make3d_record(p, state: ContentState) -> dict:
     """The Make3D folder of ``eval.make3d_root``: fetched first when missing and ``download.fetch: missing``."""
     from psdif.data.make3d import ensure_make3d
 
@@ -49,7 +54,9 @@ def make3d_record(p) -> dict:
     except FileNotFoundError as exc:
         print(f"warning: Make3D (Table 2) will not run: {exc}", file=sys.stderr)
         return {"root": root, "status": "absent"}
-    return {"root": root, "files": params_hash(tree_manifest(root, content=False))}
+    from psdif.data.ondisk import content_files
+
+    return {"root": root, "files": params_hash(content_files(root, ".", state))}
 
 
 def synthetic(p, root: Path, splits: Path) -> dict:
@@ -69,7 +76,7 @@ def synthetic(p, root: Path, splits: Path) -> dict:
             "make3d_synth": tree_manifest(MAKE3D_SYNTH) if MAKE3D_SYNTH.is_dir() else {}}
 
 
-def real(p, root: Path) -> dict:
+def real(p, root: Path, state: ContentState) -> dict:
     from psdif.data.download import download_kitti, missing_archives
 
     lists = read_lists(p.data.splits_dir, p.data.train_split, p.data.test_split, root)
@@ -79,7 +86,13 @@ def real(p, root: Path) -> dict:
         print(f"fetching {len(archives)} KITTI archives from {p.download.url} into {root}")
         download_kitti(archives, root, DOWNLOADS, p.download.retries,
                        p.download.jpeg_quality if p.download.jpeg else None, progress_enabled())
-    record = copy_fingerprint(root, folders)
+    started = time.monotonic()
+    files = real_files(root, [f for f in folders if (root / f).is_dir()], lists["test"], p.data.img_ext, state)
+    if state.hashed:
+        took = time.monotonic() - started
+        print(f"hashed {state.hashed} of {len(files)} files ({state.hashed_bytes / 2**20:.0f} MiB) in {took:.1f} s "
+              f"({1000 * took / state.hashed:.2f} ms per file); the others were unchanged since the last run")
+    record = copy_fingerprint(root, folders, files)
     named = ", ".join(str(path) for role, path in list_paths(p.data.splits_dir, p.data.train_split,
                                                              p.data.test_split).items() if lists[role])
     if not record["drives"]:
@@ -98,23 +111,40 @@ def real(p, root: Path) -> dict:
     frames = sum(len(kitti.list_frames(root, d, 2)) for d in record["drives"]
                  if (root / d / "image_02" / "data").is_dir())
     print(f"{root}: {len(record['drives'])} of {len(folders)} drives on disk, {frames} camera-2 frames")
-    return {"source": "kitti", **record}
+    return {"source": "kitti", **record, "files": files}
 
 
 def main(argv=None) -> None:
     p, _ = stage_args("download", argv)
     root, splits = Path(p.data.raw_root), Path(p.data.splits_dir)
+    state = ContentState(RAW_STATE, progress=progress_enabled())
     try:
-        manifest = synthetic(p, root, splits) if p.data.source == "synthetic" else real(p, root)
+        manifest = synthetic(p, root, splits) if p.data.source == "synthetic" else real(p, root, state)
     except (kitti.KittiError, DownloadError, EditedListError) as exc:
         raise SystemExit(f"error: {exc}") from None
     try:
-        manifest["make3d"] = make3d_record(p)
+        manifest["make3d"] = make3d_record(p, state)
     except DownloadError as exc:
         raise SystemExit(f"error: Make3D Test134 (eval.make3d_urls): {exc}; or set eval.make3d_root: null to run "
                          "without Table 2") from None
+    write_split(p, manifest)
+    if manifest["source"] == "kitti":
+        manifest.pop("files")
+    state.save()
     write_json(RAW_MANIFEST, manifest)
-    print(f"wrote {RAW_MANIFEST}")
+    print(f"wrote {RAW_MANIFEST}, {RAW_TRAIN}, {RAW_TEST}")
+
+
+def write_split(p, manifest: dict) -> None:
+    """raw_train.json and raw_test.json: the content hashes by who reads them (``psdif.data.ondisk.split_raw``)."""
+    try:
+        lists = read_lists(p.data.splits_dir, p.data.train_split, p.data.test_split, p.data.raw_root)
+    except kitti.KittiError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    train, test = split_raw(manifest["files"], lists["test"], p.data.img_ext)
+    write_json(RAW_TRAIN, {"source": manifest["source"], "files": train})
+    write_json(RAW_TEST, {"source": manifest["source"], "files": test, "make3d": manifest.get("make3d"),
+                          "make3d_synth": manifest.get("make3d_synth", {})})
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from psdif.data import kitti
-from psdif.data.ondisk import coverage, list_paths, test_frame_missing
+from psdif.data.ondisk import evaluable_test_frames, list_paths
 from psdif.evaluation.metrics import save_gt_depths
 from psdif.io import progress_enabled, write_json
 from psdif.paths import EXPORT_GT_REPORT, GT_DEPTHS
@@ -26,22 +26,14 @@ def main(argv=None) -> None:
     root = Path(p.data.raw_root)
     test_list = list_paths(p.data.splits_dir, p.data.train_split, p.data.test_split)["test"]
     try:
-        listed = kitti.read_split(test_list, root)
+        frames = evaluable_test_frames(root, test_list, p.data.img_ext)  # the filter stage checks the same
     except kitti.KittiError as exc:
         raise SystemExit(f"error: {exc} (data.splits_dir / data.test_split)") from None
-    used, missing = [], []
-    for ref in listed:
-        reason = test_frame_missing(root, ref, p.data.img_ext)
-        if reason:
-            missing.append((ref, reason))
-        else:
-            used.append(ref)
-    report = {"test_split": p.data.test_split, **coverage(listed, used, missing, test_list)}
+    listed, used, missing = frames.listed, frames.used, frames.missing
+    report = {"test_split": p.data.test_split, **frames.report()}
     write_json(EXPORT_GT_REPORT, report)
     if not used:
-        first = report["first_missing"][0] if missing else "the list is empty"
-        raise SystemExit(f"error: no frame of {test_list} can be evaluated ({len(listed)} listed; first: {first}); "
-                         f"check data.raw_root ({root}) and the test list")
+        raise SystemExit(f"error: {frames.problem(fetch_hint=p.data.source == 'kitti')}")
     if missing:
         print(f"warning: {len(missing)} of {len(listed)} test frames are not on disk and are skipped "
               f"({report['missing_by_reason']}); first: {report['first_missing'][0]}", file=sys.stderr)

@@ -5,6 +5,12 @@ eigen_zhou lists, the generated set's synth_zhou lists, or a user's own); they a
 the listed lines whose drive, frame and both neighbours are on disk, without static frames when
 ``filter.drop_static`` (OXTS speed, or image motion where OXTS is missing). The report counts what was
 dropped and why, and how many listed frames the OXTS filter calls static (also when they are kept).
+
+Before any stage labels or trains, it stops (exit 2, one ``error:`` line per problem, the report still
+written, no list written) when the kept train lines cannot fill one ``train.batch_size`` batch (the global
+batch, divisible by PSDIF_NPROC x PSDIF_NNODES processes), or when no frame of the test list can be
+evaluated (image, velodyne scan and calibration on disk: what export_gt reads, same function); both name
+the fix. The test-side files are looked at, not depended on: export_gt checks them again when it runs.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ import sys
 from pathlib import Path
 
 from psdif.data import kitti
-from psdif.data.ondisk import LIST_FORMAT, coverage
-from psdif.data.static_filter import filter_lists
+from psdif.data.ondisk import LIST_FORMAT, coverage, drives_of, evaluable_test_frames, list_paths
+from psdif.data.static_filter import batch_problem, filter_lists, launch_processes
 from psdif.io import progress_enabled, write_json
 from psdif.stage import stage_args
 
@@ -41,6 +47,11 @@ def main(argv=None) -> None:
         listed_val = kitti.read_split(val_file, root) if val_file.is_file() else []
     except kitti.KittiError as exc:
         raise SystemExit(f"error: {exc}") from None
+    try:  # the test frames export_gt will evaluate (cheap: a few stat calls per listed frame)
+        test_frames = evaluable_test_frames(root, list_paths(p.data.splits_dir, p.data.train_split,
+                                                              p.data.test_split)["test"], p.data.img_ext)
+    except kitti.KittiError as exc:
+        raise SystemExit(f"error: {exc} (data.splits_dir / data.test_split)") from None
     f = p.filter
     try:
         result = filter_lists(root, listed_train, listed_val, f.min_speed, f.min_image_motion, f.drop_static,
@@ -64,9 +75,21 @@ def main(argv=None) -> None:
         report["static_true"] = sum(len(v) for v in expected.values())
         report["static_exact_match"] = found == expected
     write_json("metrics/filter.json", report)
+    # what would otherwise stop a later stage, after pseudo-labelling and training: all of it, one line each
+    problems = []
     if not result.train:
-        raise SystemExit(f"error: no training frame left from {train_file} ({len(listed_train)} listed; dropped: "
-                         f"{result.dropped}); check data.raw_root ({root}) and the list, or filter.drop_static")
+        problems.append(f"no training frame left from {train_file} ({len(listed_train)} listed; dropped: "
+                        f"{result.dropped}); check data.raw_root ({root}) and the list, or filter.drop_static")
+    else:
+        drives = f" ({len(result.motions)} of the {len(drives_of(listed_train, listed_val))} drives of {lists} present)"
+        if problem := batch_problem(len(result.train), p.train.batch_size, launch_processes(), root, drives):
+            problems.append(problem)
+    if problem := test_frames.problem(fetch_hint=p.data.source == "kitti"):
+        problems.append(problem)
+    if problems:
+        for m in problems:
+            print(f"error: {m}", file=sys.stderr)
+        raise SystemExit(2)
     kitti.write_split(OUT / "train_files.txt", result.train)
     kitti.write_split(OUT / "val_files.txt", result.val)
     if not result.val:

@@ -13,28 +13,30 @@ from pathlib import Path
 
 from psdif.data.kitti import read_split
 from psdif.data.images import ImageError
-from psdif.data.prepared import KINDS, PreparedError, disabled_manifest, prepare_all
-from psdif.io import cpu_count, md5_file, progress_enabled
+from psdif.data.prepared import KINDS, PreparedError, disabled_manifest, group_inputs, needed_frames, prepare_all
+from psdif.io import cpu_count, progress_enabled, read_json
 from psdif.paths import (BOUNDARIES, BOUNDARY_MANIFEST, LABELS, LABELS_MANIFEST, PREPARED, PREPARED_MANIFESTS,
-                         RAW_MANIFEST, TRAIN_LIST)
+                         RAW_TRAIN, TRAIN_LIST)
 from psdif.stage import stage_args
 
 
 def main(argv=None) -> None:
     p, _ = stage_args("prepare", argv)
     manifests = {k: Path(v) for k, v in PREPARED_MANIFESTS.items()}
+    targets = read_split(TRAIN_LIST)
+    # the content hash of every input frame (per kind): a group is re-prepared when one of its frames changed
+    files = {kind: read_json(path).get("files", {}) if Path(path).exists() else {}
+             for kind, path in (("images", RAW_TRAIN), ("labels", LABELS_MANIFEST), ("boundaries", BOUNDARY_MANIFEST))}
     if not p.prepare.enabled:
         Path(PREPARED).mkdir(parents=True, exist_ok=True)  # a dvc.yaml output: present, even when unused
-        for kind in KINDS:
-            disabled_manifest(kind, manifests[kind])
+        groups = needed_frames(targets)
+        for kind in KINDS:  # training decodes these PNGs: the manifest changes when one of them does
+            disabled_manifest(kind, manifests[kind], group_inputs(kind, groups, files[kind], p.data.img_ext))
         print("prepare.enabled is false: training decodes the PNGs")
         return
-    targets = read_split(TRAIN_LIST)
-    digests = {"images": md5_file(RAW_MANIFEST), "labels": md5_file(LABELS_MANIFEST),
-               "boundaries": md5_file(BOUNDARY_MANIFEST)}
     try:
         out = prepare_all(p.data.raw_root, LABELS, BOUNDARIES, p.data.img_ext, p.data.height, p.data.width, targets,
-                          Path(PREPARED), manifests, digests, workers=cpu_count(), progress=progress_enabled())
+                          Path(PREPARED), manifests, files, workers=cpu_count(), progress=progress_enabled())
     except (ImageError, PreparedError) as exc:  # a missing / unreadable frame, label or mask: named, with its fix
         raise SystemExit(f"error: {exc}") from None
     frames = sum(len(g["frames"]) for g in out["images"]["groups"].values())

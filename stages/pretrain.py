@@ -16,7 +16,7 @@ from psdif import pretrain as pt
 from psdif.config import to_dict
 from psdif.data import kitti
 from psdif.io import params_hash, progress_enabled, read_json, write_json
-from psdif.paths import RAW_MANIFEST, TRAIN_LIST, VAL_LIST
+from psdif.paths import RAW_TRAIN, TRAIN_LIST, VAL_LIST
 from psdif.stage import stage_args
 
 METRICS = Path("metrics/pretrain.json")
@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     size = (p.data.height, p.data.width)
     train = pt.load_samples(root, pt.drive_frames(root, train_drives), p.data.img_ext, *size, progress=progress)
     val = pt.load_samples(root, pt.drive_frames(root, val_drives), p.data.img_ext, *size) if val_drives else None
-    digest = params_hash({"raw": read_json(RAW_MANIFEST) if Path(RAW_MANIFEST).exists() else None,
+    digest = params_hash({"raw": read_json(RAW_TRAIN) if Path(RAW_TRAIN).exists() else None,
                           "train": sorted(train_drives), "size": size})
     key = pt.run_key(p.model, p.pretrain, keys, digest)
     run_dir = Path("data/runs") / f"pretrain-{params_hash(key)}"

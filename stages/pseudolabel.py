@@ -9,6 +9,14 @@ ground truth instead: class boundaries, hence B_t and the metric loss, are there
 Writes data/manifests/pseudolabels.json and metrics/pseudolabel.json. Labels kept from an earlier run are
 checked against that manifest (content hashes) first: missing or changed ones are labelled again.
 
+Per frame: the manifest records, for every label, the content hash of the frame it was made from (its image
+in data/manifests/raw_train.json; the generator's semantic ground truth for ``labeller: oracle``), so a
+changed or new frame relabels that frame only (counted). What relabels everything is the labelling
+configuration (``labelling_config``: checkpoint content, labeller, sizes, teacher settings) and, for the
+in-pipeline teacher, the frames it learns from: the teacher's key covers the content of the train drives'
+images and ground truth, so a changed training image retrains the teacher (and relabels everything), while a
+changed val / test image relabels that one frame and a test-side file (scan, depth) reaches no label.
+
 Throughput (``psdif.semantics.labels.label_frames``): on a GPU, worker processes decode the frames ahead and
 threads encode the PNGs while the model runs batched (``pseudolabel.precision``: bf16 autocast on the paper
 preset, channels-last). Every GPU of a machine, and several machines: PSDIF_NPROC / PSDIF_NNODES as for the
@@ -25,7 +33,7 @@ from psdif.data.images import read_image
 from psdif.data import kitti
 from psdif.semantics import cityscapes, deeplab, labels, teacher
 from psdif.stage import stage_args
-from psdif.paths import INPUT_FINGERPRINTS, TRAIN_LIST, VAL_LIST
+from psdif.paths import INPUT_FINGERPRINTS, RAW_TRAIN, TRAIN_LIST, VAL_LIST
 from psdif.io import PathEscapeError, ReadOnlyTreeError, progress_enabled
 from psdif.io import (check_tree, params_hash, prepare_output_tree, previous_record, read_json, sha256_file,
                       tree_manifest, write_json)
@@ -34,7 +42,6 @@ from psdif.distributed import init_distributed, loader_workers, relaunch_under_t
 OUT = Path("data/pseudolabels")
 TEACHER = Path("data/teacher/teacher.pt")
 MANIFEST = Path("data/manifests/pseudolabels.json")
-RAW_MANIFEST = Path("data/manifests/raw.json")
 METRICS = Path("metrics/pseudolabel.json")
 
 
@@ -97,8 +104,11 @@ def get_teacher(p, root: Path, frames, roles, progress: bool, config: str):
     return model
 
 
-def labelling_config(p, raw: dict, cuda: bool | None = None) -> str:
-    """Hash of everything the labels depend on (a change relabels everything and retrains the teacher).
+def labelling_config(p, teacher_data: dict | None, cuda: bool | None = None) -> str:
+    """Hash of everything every label depends on (a change relabels everything and retrains the teacher).
+
+    Not the raw frames: each label records the frame it was made from (:func:`frame_sources`). teacher_data:
+    the content hashes of what the in-pipeline teacher learns from (:func:`teacher_data`), None otherwise.
 
     It covers every ``pseudolabel`` value that decides the labels, ``labeller`` included, but not those that
     only change how fast they are made (``config.LABELLING_INDEPENDENT``: batch_size); ``precision`` only
@@ -114,7 +124,43 @@ def labelling_config(p, raw: dict, cuda: bool | None = None) -> str:
     q = {k: v for k, v in dataclasses.asdict(p.pseudolabel).items() if k not in LABELLING_INDEPENDENT}
     q["precision"] = q["precision"] if cuda else "fp32"
     return params_hash({"pseudolabel": q, "source": p.data.source,
-                        "raw": params_hash(raw), "checkpoint_sha256": checkpoint_digest(p)})
+                        "teacher_data": None if teacher_data is None else params_hash(teacher_data),
+                        "checkpoint_sha256": checkpoint_digest(p)})
+
+
+def _source_rel(p, ref: kitti.FrameRef, oracle: bool) -> str:
+    """The raw-tree file a frame's label is made from (relative to data.raw_root)."""
+    if oracle:
+        return f"synthetic_gt/{ref.folder.split('/')[-1]}/semantic_0{ref.cam}/{ref.frame:010d}.png"
+    return f"{ref.folder}/image_0{ref.cam}/data/{ref.frame:010d}.{p.data.img_ext}"
+
+
+def _content(root: Path, rel: str, raw: dict) -> str:
+    """The download's hash of ``rel`` in raw_train.json (``raw``), or the file's own MD5 when it is not listed."""
+    from psdif.io import md5_file
+
+    return raw.get(rel) or (md5_file(root / rel) if (root / rel).is_file() else "missing")
+
+
+def frame_sources(p, root: Path, frames, raw: dict, oracle: bool) -> dict[str, str]:
+    """label path (relative to data/pseudolabels) -> content hash of the file it is made from."""
+    return {str(labels.label_path(OUT, r.folder, r.side, r.frame).relative_to(OUT)):
+            _content(root, _source_rel(p, r, oracle), raw) for r in frames}
+
+
+def teacher_data(p, root: Path, frames, roles, raw: dict) -> dict | None:
+    """What the in-pipeline teacher learns from (train drives: image and ground-truth hashes), None when the
+    labels come from a checkpoint or the oracle."""
+    if p.pseudolabel.checkpoint or p.pseudolabel.labeller == "oracle":
+        return None
+    train = [r for r in sorted(frames) if roles[r.folder] == "train"]
+    return {rel: _content(root, rel, raw) for r in train for rel in (_source_rel(p, r, False), _source_rel(p, r, True))}
+
+
+def outdated_labels(previous: dict | None, sources: dict[str, str]) -> list[str]:
+    """Labels recorded as made from a frame whose content differs now (their frame changed since)."""
+    previous = previous or {}
+    return sorted(rel for rel, src in sources.items() if rel in previous and previous[rel] != src)
 
 
 def held_out_miou(root: Path, frames, roles) -> dict:
@@ -153,12 +199,16 @@ def main(argv=None) -> None:
             model = deeplab.load_cityscapes_deeplab(q.checkpoint)
         except deeplab.CheckpointError as exc:
             raise SystemExit(f"error: pseudolabel.checkpoint: {exc}; the labels on disk are kept") from None
-    raw = read_json(RAW_MANIFEST) if RAW_MANIFEST.exists() else {}
-    config = labelling_config(p, raw)
-    if dinfo.main:  # every kept label is checked against the previous manifest: a changed one is relabelled
+    raw = read_json(RAW_TRAIN).get("files", {}) if Path(RAW_TRAIN).exists() else {}
+    oracle = q.labeller == "oracle" and not q.checkpoint
+    config = labelling_config(p, teacher_data(p, root, frames, roles, raw))
+    sources = frame_sources(p, root, frames, raw, oracle)
+    if dinfo.main:  # every kept label is checked against the previous manifest: a changed one is relabelled,
+        # and so is one made from a frame that changed since (the others are kept)
         prepare_output_tree(OUT, config, "relabelling everything")
-        expected = [str(labels.label_path(OUT, r.folder, r.side, r.frame).relative_to(OUT)) for r in frames]
-        check = check_tree(OUT, expected, previous_record(MANIFEST, config), "**/*.png")
+        expected = list(sources)
+        outdated = outdated_labels(previous_record(MANIFEST, config, "sources"), sources)
+        check = check_tree(OUT, expected, previous_record(MANIFEST, config), "**/*.png", outdated=outdated)
         print(check.report("pseudolabel", "label", "relabelling"))
 
     labeller = "cityscapes_checkpoint" if q.checkpoint else q.labeller
@@ -195,7 +245,7 @@ def main(argv=None) -> None:
         report[f"{labeller}_heldout"] = held_out_miou(root, frames, roles)
         print(f"{labeller} mIoU on held-out drives: {report[f'{labeller}_heldout']['miou']:.3f}")
     write_json(METRICS, report)
-    write_json(MANIFEST, {"config": config, "files": tree_manifest(OUT, "**/*.png")})
+    write_json(MANIFEST, {"config": config, "files": tree_manifest(OUT, "**/*.png"), "sources": sources})
     print(f"wrote {MANIFEST} ({len(frames)} frames)")
 
 

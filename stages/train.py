@@ -6,7 +6,9 @@ params the variant reads, the content of every data file the stage depends on (l
 fingerprints) and the content of every code file it imports (``psdif.train.code_inputs``), so an interrupted
 `dvc repro` resumes where it stopped (saying so) and a run on other params, data or code starts in another
 folder at step 0 (naming the unfinished run it did not resume). A finished run of the same key is reused:
-its model and logs are copied to the stage's outputs without training.
+its model and logs are copied to the stage's outputs without training. DVCLive logs straight into
+dvclive/<variant>/seed<seed>/ while the run goes on; the run folder keeps a copy of it with each checkpoint
+(DVC deletes the stage's outputs before it runs), put back before a resumed run continues.
 
 Several GPUs: set PSDIF_NPROC=N and the stage re-executes itself under torchrun (one
 process per GPU, DDP); several machines: PSDIF_NNODES, PSDIF_NODE_RANK, PSDIF_RDZV_ENDPOINT as well
@@ -36,8 +38,8 @@ def _args(parser):
 
 
 def run_inputs(variant: str, dvc_yaml: str | Path = "dvc.yaml") -> dict[str, str]:
-    """``{path: MD5}`` of every data file the variant's train stage depends on in dvc.yaml (lists, raw and
-    prepared manifests, the pseudo-label and boundary manifests, which embed their stage's configuration,
+    """``{path: MD5}`` of every data file the variant's train stage depends on in dvc.yaml (the train list, the
+    prepared manifests of the kinds it reads, keyed by the content of their frames: no raw manifest,
     weight fingerprints, the pretrain stage's encoders): the data part of the run key; and of every code file
     this script imports (``psdif.train.code_inputs``): the code part."""
     from psdif.io import md5_file
@@ -63,7 +65,7 @@ def main(argv=None) -> None:
 
     from psdif.data.kitti import read_split
     from psdif.paths import BOUNDARIES, LABELS, PREPARED_MANIFESTS, TRAIN_LIST, live_path, model_path, train_metrics_path
-    from psdif.train import train_run
+    from psdif.train import LIVE_SNAPSHOT, finished_run, train_run
 
     variant = get_variant(args.variant)
     seed = p.train.seeds[0] if args.seed is None else args.seed
@@ -72,17 +74,21 @@ def main(argv=None) -> None:
     # the run key: seed + params + the content of every data and code file this stage depends on
     inputs = run_inputs(variant.name)
     run_dir = run_dir_for(p, variant, inputs, seed)
+    live = Path(live_path(variant.name, seed))
+    reused = finished_run(run_dir) is not None
+    # DVCLive logs straight into the stage's output folder (curves update during `dvc exp run`); the run
+    # folder keeps a copy with each checkpoint, which a resumed run puts back first (psdif.train)
     result = train_run(p, variant, run_dir, seed=seed, inputs=inputs, labels_root=Path(LABELS),
-                       boundary_root=Path(BOUNDARIES), live_dir=run_dir / "dvclive", progress=progress_enabled(),
+                       boundary_root=Path(BOUNDARIES), live_dir=live, progress=progress_enabled(),
                        frames=read_split(Path(TRAIN_LIST)), prepared=PREPARED_MANIFESTS)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     model = Path(model_path(variant.name, seed))
     with atomic_path(model) as tmp:
         shutil.copyfile(run_dir / "model.pt", tmp)
-    live = Path(live_path(variant.name, seed))
-    shutil.rmtree(live, ignore_errors=True)
-    shutil.copytree(run_dir / "dvclive", live)
+    if reused:  # no training: the finished run's log, kept in its folder
+        shutil.rmtree(live, ignore_errors=True)
+        shutil.copytree(run_dir / LIVE_SNAPSHOT, live)
     write_json(Path(train_metrics_path(variant.name, seed)), {
         "seed": seed,
         "steps": result["steps"],

@@ -99,7 +99,7 @@ def test_cli_preset_and_check(tmp_path):
     assert r.returncode == 0 and len(backups) == 1 and str(backups[0]) in r.stdout
     assert "mu33" in backups[0].read_text()
     r = run("preset", "nope", "-o", str(out))
-    assert r.returncode == 2 and "unknown preset 'nope'" in r.stderr
+    assert r.returncode == 2 and "'nope'" in r.stderr and "embedded" in r.stderr and "paper" in r.stderr
 
 
 def test_preset_never_overwrites_an_earlier_backup(tmp_path, capsys):
@@ -271,3 +271,41 @@ def test_every_problem_of_a_params_file_is_reported_at_once(raw, tmp_path):
                      "train.seeds=0 must be a list"):
         assert sum(expected in m for m in problems) == 1, (expected, problems)
         assert expected in str(info.value)
+
+
+def test_cli_version_and_preset_help_list_what_there_is(capsys):
+    """`psdif --version` prints the package version (exit 0); `psdif preset -h` names every preset file."""
+    import psdif
+    from psdif.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"psdif {psdif.__version__}"
+    with pytest.raises(SystemExit) as exc:
+        main(["preset", "-h"])
+    shown = capsys.readouterr().out
+    names = sorted(p.stem for p in config.preset_path("embedded").parent.glob("*.yaml"))
+    assert exc.value.code == 0 and names and all(n in shown for n in names)
+    with pytest.raises(SystemExit) as exc:
+        main(["preset", "nonesuch"])
+    assert exc.value.code == 2 and "embedded" in capsys.readouterr().err
+
+
+def test_no_declared_dependency_goes_unused():
+    """Every runtime dependency of pyproject.toml is imported somewhere in psdif/ or stages/."""
+    import re
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    modules = {"opencv-python-headless": "cv2", "segmentation-models-pytorch": "segmentation_models_pytorch",
+               "pyyaml": "yaml", "pillow": "PIL"}
+    source = "\n".join(p.read_text() for d in ("psdif", "stages") for p in (REPO / d).rglob("*.py"))
+    unused = []
+    for dep in deps:
+        name = re.split(r"[<>=!~ \[]", dep, maxsplit=1)[0].lower()
+        module = modules.get(name, name.replace("-", "_"))
+        if name == "dvc":  # the pipeline runner: used as a command, not imported
+            continue
+        if not re.search(rf"^\s*(import|from)\s+{re.escape(module)}\b", source, re.M):
+            unused.append(name)
+    assert not unused, f"declared in pyproject.toml but imported nowhere: {unused}"

@@ -123,7 +123,10 @@ def test_repro_writes_the_headline_metrics_and_plot_data(project):
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert list(summary) == [SHORT[v] for v in VARIANTS] == ["base", "msfan", "seg", "psdifm", "full"]
     for name, row in summary.items():
-        assert set(row) == {*HEADLINE_KITTI, "m3d_abs_rel"}, (name, row)  # one seed: no spread
+        assert set(row) == {*HEADLINE_KITTI, "m3d_abs_rel", "train_loss"}, (name, row)  # one seed: no spread
+    for variant in VARIANTS:  # the final training loss: the last row of the run's DVCLive log (one seed)
+        last = (project / "dvclive" / variant / "seed0/plots/metrics/train/total.tsv").read_text().splitlines()[-1]
+        assert summary[SHORT[variant]]["train_loss"] == pytest.approx(float(last.split("\t")[1]), rel=1e-4)
     full = json.loads((project / "metrics/eval/full.json").read_text())
     assert summary["full"]["abs_rel"] == pytest.approx(full["abs_rel"], rel=1e-4)
     assert summary["full"]["m3d_abs_rel"] == pytest.approx(full["make3d"]["abs_rel"], rel=1e-4)
@@ -154,6 +157,46 @@ def test_exp_run_retrains_only_full_and_metrics_diff_shows_it(project):
     assert set(headline) == {"metrics/summary.json"}, headline
     moved = headline["metrics/summary.json"]
     assert moved and all(key.startswith("full.") for key in moved), moved
+
+
+def _outputs(project: Path) -> dict[str, bytes]:
+    """Every file under metrics/, models/ and dvclive/ (the per-run logs), by path."""
+    return {str(p.relative_to(project)): p.read_bytes() for top in ("metrics", "models", "dvclive")
+            for p in sorted((project / top).rglob("*")) if p.is_file()}
+
+
+def test_going_back_to_earlier_params_trains_nothing_and_restores_every_output(project):
+    """DVC's run-cache holds the train stages (their logs are metrics / plots): after an experiment on
+    loss.mu3, putting the earlier params.yaml back makes `dvc repro` restore model.pt and the logs of
+    train_full@0 instead of training, and every metrics file, model and log is byte-identical to before."""
+    # the runs' DVCLive curves are plots of their stage: drawn with titled axes, no errors
+    plots = json.loads(_run([str(BIN / "dvc"), "plots", "show", "--json"], project).stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    (curve,) = plots["data"]["dvclive/full/seed0/plots/metrics/train/total.tsv"]
+    assert curve["content"]["encoding"]["x"]["title"] and curve["content"]["encoding"]["y"]["title"], curve
+    params = (project / "params.yaml").read_text()
+    mu3 = yaml.safe_load(params)["loss"]["mu3"]
+    before = _outputs(project)
+    r = _run([str(BIN / "dvc"), "exp", "run", "-S", f"loss.mu3={mu3 + 0.03:g}"], project, timeout=900)
+    assert "train_full@0" in _ran(r.stdout)
+    # the README's view of the experiment: the param and the headline of `full` (now with its training
+    # loss); the per-run logs' columns carry their path and are dropped
+    shown = _run([str(BIN / "dvc"), *EXP_SHOW, "--csv"], project).stdout.splitlines()
+    cols = [c for c in shown[0].split(",") if c not in ("Experiment", "rev", "typ", "Created", "parent", "State",
+                                                         "Executor")]
+    assert "loss.mu3" in cols and "full.train_loss" in cols, cols
+    assert all(c == "loss.mu3" or c.startswith("full.") for c in cols), cols
+    every = _run([str(BIN / "dvc"), "exp", "show", "--csv"], project).stdout.splitlines()[0].split(",")
+    assert any(c.startswith("metrics/train/full/seed0.json:") for c in every), every
+    assert _outputs(project) != before
+
+    (project / "params.yaml").write_text(params)
+    r = _run([str(BIN / "dvc"), "repro"], project, timeout=900)
+    assert not {s for s in _ran(r.stdout) if s.startswith("train_")}, r.stdout
+    assert "Stage 'train_full@0' is cached - skipping run, checking out outputs" in r.stdout, r.stdout
+    after = _outputs(project)
+    assert after.keys() == before.keys()
+    assert [p for p in before if after[p] != before[p]] == []
 
 
 def test_misspelled_set_param_fails_naming_the_key(project):
@@ -233,7 +276,7 @@ def test_three_seeds_add_runs_and_tables_show_spread_and_tests(project):
     for name in ("flat", "untrained"):
         assert "n_images" in json.loads((project / "metrics/eval" / f"{name}.json").read_text())
     # the README's seeds view: the abs_rel mean of every row and the param, readable at 200 columns
-    drop = r".*/|Created|.*\.std\.|.*\.(sq_rel|rmse|a1|m3d_abs_rel)$"
+    drop = r".*/|Created|.*\.std\.|.*\.(sq_rel|rmse|a1|m3d_abs_rel|train_loss)$"
     assert f"dvc exp show --only-changed --drop '{drop}'" in (REPO / "README.md").read_text()
     table = subprocess.run([str(BIN / "dvc"), "exp", "show", "--only-changed", "--drop", drop, "--no-pager"],
                            cwd=project, capture_output=True, text=True, env={**_env(), "COLUMNS": "200"},

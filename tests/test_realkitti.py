@@ -62,8 +62,10 @@ def test_local_copy_is_used_offline_and_never_written(copy, tmp_path):
     manifest = json.loads((project / "data/manifests/raw.json").read_text())
     assert manifest["source"] == "kitti" and manifest["missing_drives"] == []
     assert set(manifest["drives"]) == {DRIVE} and manifest["calib"]["2011_09_26"] != "missing"
-    # image_02: 7 + timestamps, image_03: 6 + timestamps, velodyne: 7 + 3 timestamps, oxts: 5 + 2
-    assert manifest["drives"][DRIVE]["files"] == 8 + 7 + 10 + 7
+    # content hashes of what the pipeline reads: image_02 (7 + timestamps), image_03 (6 + timestamps), oxts
+    # (5 + 2), and the velodyne scan of each test frame on disk (not every scan of the drive)
+    scans = [f for f in TEST if (copy / DRIVE / "velodyne_points/data" / f"{int(f.split()[1]):010d}.bin").is_file()]
+    assert manifest["drives"][DRIVE]["files"] == 8 + 7 + 7 + len(scans)
     assert manifest["make3d"] == {"root": "data/make3d", "status": "absent"}  # the paper preset's Test134 URLs:
     assert "will not run" in r.stderr                                          # not fetched, said why
     first = (project / "data/manifests/raw.json").read_bytes()
@@ -73,9 +75,12 @@ def test_local_copy_is_used_offline_and_never_written(copy, tmp_path):
     assert snapshot(copy) == before                                            # nothing written in the copy
     assert not (project / "data" / "downloads").exists()
 
-    frame = copy / DRIVE / "image_02" / "data" / "0000000003.png"             # the user edits a frame
+    frame = copy / DRIVE / "image_02" / "data" / "0000000003.png"             # the user touches a frame:
     make_writable(copy)
     os.utime(frame, ns=(frame.stat().st_atime_ns, frame.stat().st_mtime_ns + 1_000_000_000))
+    run_stage("download", project, net_log=net_log)
+    assert (project / "data/manifests/raw.json").read_bytes() == first         # same content, same manifest
+    frame.write_bytes((copy / DRIVE / "image_02" / "data" / "0000000004.png").read_bytes())  # and edits it
     run_stage("download", project, net_log=net_log)
     edited = json.loads((project / "data/manifests/raw.json").read_text())
     assert edited["drives"][DRIVE]["digest"] != manifest["drives"][DRIVE]["digest"]
@@ -130,7 +135,7 @@ def test_missing_custom_list_names_the_file(tmp_path, stage, role):
 def test_filter_and_gt_export_use_the_frames_on_disk_and_count_the_rest(copy, tmp_path):
     """A partial copy: listed lines whose drive / frame / neighbours / scan are absent are skipped and counted;
     the GT file holds the frames it covers; the input lists are read, never written."""
-    project = _project(tmp_path, copy)
+    project = _project(tmp_path, copy, train={"batch_size": 4})  # the 4 kept lines fill one batch
     lists = project / "my_splits" / "mine"
     other = "2011_09_26/2011_09_26_drive_0002_sync"
     write_lists(lists, train=TRAIN + [f"{other} 7 l", f"{DRIVE} 25 l"], val=VAL,
@@ -165,7 +170,7 @@ def test_filter_and_gt_export_use_the_frames_on_disk_and_count_the_rest(copy, tm
 def test_an_empty_train_list_stops_the_filter_with_the_reason(copy, tmp_path):
     """A custom test list on the training drive no longer empties the train list; a train list with no usable
     frame stops the filter (before pseudo-labelling) saying why, and the report is still written."""
-    project = _project(tmp_path, copy)
+    project = _project(tmp_path, copy, train={"batch_size": len(TRAIN)})
     write_lists(project / "my_splits" / "mine", train=[f"{DRIVE} 25 l", f"{DRIVE} 0 l"], test=TEST)
     run_stage("download", project)
     r = run_stage("filter", project, check=False)

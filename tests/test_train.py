@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,10 +129,11 @@ def tiny_params(root: Path, **train_kw):
     return replace(p, data=data, train=replace(p.train, **tc))
 
 
-def run_standin(root: Path, out: Path, loss=None, dropout=0.2, params=None, **train_kw):
+def run_standin(root: Path, out: Path, loss=None, dropout=0.2, params=None, live_dir=None, on_step=None,
+                **train_kw):
     params = params or tiny_params(root, **train_kw)
     return train(params, get_variant("baseline"), out, build_models=make_builder(dropout),
-                 loss_fn=loss or StandInLoss(), progress=False)
+                 loss_fn=loss or StandInLoss(), progress=False, live_dir=live_dir, on_step=on_step)
 
 
 def child_main(args_json: str) -> None:
@@ -139,7 +141,8 @@ def child_main(args_json: str) -> None:
     args = json.loads(args_json)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    run_standin(Path(args["root"]), Path(args["out"]), loss=StandInLoss(kill_at=args.get("kill_at")))
+    run_standin(Path(args["root"]), Path(args["out"]), loss=StandInLoss(kill_at=args.get("kill_at")),
+                live_dir=args.get("live"))
 
 
 @pytest.fixture
@@ -191,6 +194,41 @@ def test_resume_after_sigkill_is_exact(tiny, tmp_path, deterministic):
     lr_rows = (ref / "dvclive" / "plots" / "metrics" / "train" / "lr.tsv").read_text().splitlines()
     lr = [float(r.split("\t")[-1]) for r in lr_rows[1:]]
     assert lr[0] == 1e-3 and lr[-1] == 1e-3 * 0.5 ** 2  # StepLR: x0.5 after each epoch
+
+
+def _curves(live: Path) -> dict:
+    return {p.name: [r.split("\t")[:2] for r in p.read_text().splitlines()]
+            for p in sorted((live / "plots" / "metrics" / "train").glob("*.tsv"))}
+
+
+def test_live_folder_outside_the_run_is_written_as_it_goes_and_restored_on_resume(tiny, tmp_path, deterministic):
+    """The train stage's DVCLive folder is its own output (dvclive/<variant>/seed<k>), which DVC deletes before
+    the stage runs: the curves are in it while the run goes on, the run folder keeps a copy with each
+    checkpoint, and a run killed at step 10 and resumed (its live folder deleted, as DVC does) ends with the
+    curves of an unbroken run."""
+    ref, ref_live = tmp_path / "ref", tmp_path / "ref_live"
+    seen = {}
+
+    def watch(step, nets):  # the rows logged so far are on disk in the live folder during the run
+        tsv = ref_live / "plots" / "metrics" / "train" / "total.tsv"
+        seen[step] = len(tsv.read_text().splitlines()) - 1 if tsv.exists() else 0
+    run_standin(tiny, ref, live_dir=ref_live, on_step=watch)
+    assert seen[3] == 1 and seen[9] == 4  # log_every 2: steps 2 / 2, 4, 6, 8 logged before steps 3 / 9
+    assert _curves(ref / "dvclive") == _curves(ref_live)  # the finished run's copy, for a later reuse
+    assert len(_curves(ref_live)["total.tsv"]) == 1 + 18 // 2
+
+    out, live = tmp_path / "killed", tmp_path / "live"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    args = json.dumps({"root": str(tiny), "out": str(out), "kill_at": 10, "live": str(live)})
+    cmd = [sys.executable, "-c", f"from tests.test_train import child_main; child_main({args!r})"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert len(_curves(out / "dvclive")["total.tsv"]) == 1 + 8 // 2  # the copy of the step-8 checkpoint
+    assert len(_curves(live)["total.tsv"]) == 1 + 8 // 2  # (step 10 was killed before its log)
+    shutil.rmtree(live)  # dvc repro deletes the stage's outputs before running it
+    run_standin(tiny, out, live_dir=live)
+    assert _curves(live) == _curves(ref_live)
+    assert _curves(out / "dvclive") == _curves(ref_live)
 
 
 class Interrupt(Exception):
@@ -440,19 +478,21 @@ def _stage_module(name: str):
 
 
 def test_changed_boundary_t_changes_the_run_key_and_last_pt_is_not_resumed(tiny, tmp_path, monkeypatch):
-    """boundary.t is not a param of train_full, yet it changes what full trains on: the boundary stage writes
-    it into its manifest's configuration, the manifest is a data dependency of train_full, and the run key
-    (stages/train.py: params + MD5 of the data deps) follows it. The interrupted run's last.pt is then in
-    another run folder, and refused (naming the manifest) when pointed at."""
+    """boundary.t is not a param of train_full, yet it changes what full trains on: the boundary stage's masks
+    change, the prepare stage's boundaries manifest (a data dependency of train_full) records their content,
+    and the run key (stages/train.py: params + MD5 of the data deps) follows it. The interrupted run's last.pt
+    is then in another run folder, and refused (naming the manifest) when pointed at."""
     import shutil
 
     import yaml
 
     from psdif.config import to_dict
     from psdif.io import tree_manifest, write_json
-    from psdif.paths import BOUNDARY_MANIFEST, LABELS_MANIFEST
+    from psdif.paths import LABELS_MANIFEST, PREPARED_MANIFESTS, TRAIN_LIST
 
-    boundary_stage, train_stage = _stage_module("boundary"), _stage_module("train")
+    BOUNDARY_MANIFEST = PREPARED_MANIFESTS["boundaries"]  # what train_full reads of B_t
+    boundary_stage, prepare_stage = _stage_module("boundary"), _stage_module("prepare")
+    train_stage = _stage_module("train")
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_full"]
     stage = stage.get("do", stage)  # one stage per seed (foreach)
     assert "boundary.t" not in stage["params"]
@@ -461,8 +501,10 @@ def test_changed_boundary_t_changes_the_run_key_and_last_pt_is_not_resumed(tiny,
     monkeypatch.chdir(work)
     shutil.copytree(tiny / "labels", "data/pseudolabels")  # as the pseudolabel stage leaves them
     write_json(LABELS_MANIFEST, {"config": "tiny", "files": tree_manifest("data/pseudolabels", "**/*.png")})
+    Path(TRAIN_LIST).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny / "splits" / "tiny" / "train_files.txt", TRAIN_LIST)
     for dep in stage["deps"]:
-        if dep.startswith("data/") and dep not in (BOUNDARY_MANIFEST, LABELS_MANIFEST):
+        if dep.startswith("data/") and dep not in (TRAIN_LIST, *PREPARED_MANIFESTS.values()):
             Path(dep).parent.mkdir(parents=True, exist_ok=True)
             Path(dep).write_text(f"stand-in {dep}\n")
     params = tiny_params(tiny, max_steps=6, checkpoint_every=2)
@@ -470,16 +512,18 @@ def test_changed_boundary_t_changes_the_run_key_and_last_pt_is_not_resumed(tiny,
 
     def boundary_stage_with(t: int) -> dict:
         raw = to_dict(replace(params, boundary=replace(params.boundary, t=t),
-                              data=replace(params.data, height=64, width=128)))  # the YAML schema's minimum
+                              data=replace(params.data, height=64, width=128),  # the YAML schema's minimum
+                              prepare=replace(params.prepare, enabled=False)))  # manifests of the PNGs' content
         Path("params.yaml").write_text(yaml.safe_dump(raw))
         boundary_stage.main([])
+        prepare_stage.main([])
         return train_stage.run_inputs("full", REPO / "dvc.yaml")
 
     def run(out, inputs, loss):
         return train(params, full, out, labels_root=tiny / "labels", boundary_root="data/boundaries",
                      build_models=make_builder(0.2), loss_fn=loss, progress=False, inputs=inputs)
 
-    inputs_10 = boundary_stage_with(10)
+    inputs_10 = boundary_stage_with(3)
     dir_10 = train_stage.run_dir_for(params, full, inputs_10, params.train.seeds[0])
     loss = StandInLoss()
 
@@ -501,7 +545,7 @@ def test_changed_boundary_t_changes_the_run_key_and_last_pt_is_not_resumed(tiny,
     assert BOUNDARY_MANIFEST in str(err.value)
     fresh = StandInLoss()
     assert run(dir_12, inputs_12, fresh).steps == 6 and fresh.calls == 6  # every step trained, none resumed
-    inputs_10_again = boundary_stage_with(10)                            # back to T = 10: the same key again
+    inputs_10_again = boundary_stage_with(3)                            # back to T = 3: the same key again
     assert inputs_10_again == inputs_10
     resumed = StandInLoss()
     assert run(dir_10, inputs_10_again, resumed).steps == 6 and resumed.calls == 4  # resumed from step 2

@@ -84,6 +84,25 @@ class FrameReader:
         return np.packbits(resize_nearest(mask, self.height, self.width).astype(bool), axis=-1), mask.shape
 
 
+def input_rel(kind: str, folder: str, side: str, frame: int, img_ext: str) -> str:
+    """The input file of one frame of a kind, as its manifest names it (relative to data.raw_root for images,
+    to the label / boundary tree for the others)."""
+    ext = img_ext if kind == "images" else "png"
+    return f"{folder}/image_0{SIDE_TO_CAM[side]}/data/{int(frame):010d}.{ext}"
+
+
+def group_inputs(kind: str, groups: dict[tuple[str, str], list[int]], files: dict, img_ext: str) -> dict[str, str]:
+    """``{"<folder> <side>": digest}``: a hash of the content hashes (``files``: the raw_train, pseudo-label or
+    boundary manifest's ``files``) of the input frames of each group. A group is re-prepared when its digest
+    changes, so a changed frame re-prepares its own group only (and leaves the other groups' entries, hence
+    the manifest of a kind whose inputs did not change, byte for byte the same). ``files`` may also be one
+    digest of the whole input (a string): then it keys every group."""
+    if not isinstance(files, dict):
+        return {f"{folder} {side}": params_hash(files) for folder, side in groups}
+    return {f"{folder} {side}": params_hash([files.get(input_rel(kind, folder, side, f, img_ext)) for f in frames])
+            for (folder, side), frames in groups.items()}
+
+
 def code_digest() -> str:
     """Hash of the source of every function that decides a prepared value: editing one re-prepares."""
     from psdif.data import images
@@ -108,11 +127,14 @@ def _md5(path: Path) -> str:
 # ------------------------------------------------------------------------------------------ the stage's work
 
 def prepare_kind(reader: FrameReader, groups: dict[tuple[str, str], list[int]], out_root: Path,
-                 manifest: Path, config: dict, workers: int, progress: bool = True) -> dict:
+                 manifest: Path, config: dict, workers: int, progress: bool = True,
+                 inputs: dict[str, str] | None = None) -> dict:
     """Write the arrays of one kind for ``groups`` under ``out_root`` and its ``manifest``; returns the manifest.
 
-    config: everything the arrays depend on besides the code (input manifests, sizes, frames); a tree made
-    under another config (or another FORMAT) is deleted first. Groups already complete are kept (resume).
+    config: everything the arrays depend on besides the code and the input frames (sizes, frames); a tree made
+    under another config (or another FORMAT) is deleted first. inputs: ``{"<folder> <side>": digest of the
+    group's input frames}`` (:func:`group_inputs`); a kept group whose digest changed is prepared again, the
+    others are kept (and resume: groups already complete are kept).
     """
     from tqdm import tqdm
 
@@ -120,7 +142,12 @@ def prepare_kind(reader: FrameReader, groups: dict[tuple[str, str], list[int]], 
                        **config, "groups": {f"{f} {s}": v for (f, s), v in groups.items()}})
     prepare_output_tree(out_root, key, f"re-preparing every {reader.kind} array")
     shape = _row_shape(reader.kind, reader.height, reader.width)
-    check = check_groups(out_root, groups, previous_record(manifest, key, "groups"))
+    inputs = inputs or {}
+    record = previous_record(manifest, key, "groups")
+    outdated = [] if record is None else [
+        (folder, side) for folder, side in groups
+        if (record.get(f"{folder} {side}") or {}).get("inputs") != inputs.get(f"{folder} {side}")]
+    check = check_groups(out_root, groups, record, outdated)
     print(check.report(f"prepare {reader.kind}", "array", "re-preparing"))
     redo = set(check.todo)
     todo = [(g, frames) for g, frames in groups.items()
@@ -146,25 +173,33 @@ def prepare_kind(reader: FrameReader, groups: dict[tuple[str, str], list[int]], 
         path = group_file(out_root, folder, side)
         meta = read_json(_digest_file(path))
         entries[f"{folder} {side}"] = {"file": str(path.relative_to(out_root)), "frames": frames,
-                                       "image_hw": meta["image_hw"], "md5": meta["md5"]}
+                                       "image_hw": meta["image_hw"], "md5": meta["md5"],
+                                       "inputs": inputs.get(f"{folder} {side}")}
     out = {"enabled": True, "kind": reader.kind, "root": str(out_root), "config": key, "height": reader.height,
            "width": reader.width, "groups": entries}
     write_json(manifest, out)
     return out
 
 
-def check_groups(out_root: Path, groups, record: dict | None) -> TreeCheck:
+def check_groups(out_root: Path, groups, record: dict | None, outdated=()) -> TreeCheck:
     """Which group arrays of a kind are missing or differ from the previous manifest (``record``: its
-    ``groups`` when made under the same configuration, else None); changed ones are deleted.
+    ``groups`` when made under the same configuration, else None); changed ones are deleted, and so are
+    those of ``outdated`` groups (``(folder, side)``: made from input frames that changed since).
 
     An array is compared by size, mtime and inode with the record written beside it when it was finished, and
     hashed only when those differ (an array of a real KITTI drive is hundreds of MB); its MD5 must also be
     the one the manifest lists.
     """
-    kept, unrecorded, missing, changed, new = [], [], [], [], []
+    kept, unrecorded, missing, changed, new, stale = [], [], [], [], [], []
+    outdated = set(outdated)
     for folder, side in groups:
         path = group_file(out_root, folder, side)
         rel = str(path.relative_to(out_root))
+        if (folder, side) in outdated and _complete(path):
+            path.unlink(missing_ok=True)
+            _digest_file(path).unlink(missing_ok=True)
+            stale.append(rel)
+            continue
         listed = None if record is None else (record.get(f"{folder} {side}") or {}).get("md5")
         if not _complete(path):
             (missing if listed else new).append(rel)
@@ -174,7 +209,7 @@ def check_groups(out_root: Path, groups, record: dict | None) -> TreeCheck:
             path.unlink(missing_ok=True)
             _digest_file(path).unlink(missing_ok=True)
             changed.append(rel)
-    return TreeCheck(record is not None, kept, unrecorded, missing, changed, new, [])
+    return TreeCheck(record is not None, kept, unrecorded, missing, changed, new, [], stale)
 
 
 def _verified(path: Path, listed: str | None) -> bool:
@@ -230,9 +265,13 @@ def _write_group(reader: FrameReader, folder: str, side: str, frames: Sequence[i
     write_json(_digest_file(path), {"md5": digest, "image_hw": list(sizes.pop()), **_stat_record(st)})
 
 
-def disabled_manifest(kind: str, manifest: Path) -> dict:
-    """``prepare.enabled: false``: a manifest that sends the loader to the PNGs."""
+def disabled_manifest(kind: str, manifest: Path, inputs: dict[str, str] | None = None) -> dict:
+    """``prepare.enabled: false``: a manifest that sends the loader to the PNGs. ``inputs``: the digest of
+    each group's input frames (:func:`group_inputs`), so that the manifest (a train stage's dependency)
+    changes exactly when a PNG training decodes does."""
     out = {"enabled": False, "kind": kind}
+    if inputs is not None:
+        out["inputs"] = params_hash(inputs)
     write_json(manifest, out)
     return out
 
@@ -332,11 +371,12 @@ def load_prepared(manifests: dict[str, str | Path]) -> Optional[PreparedFrames]:
 
 def prepare_all(raw_root: str, labels_root: Optional[str], boundary_root: Optional[str], img_ext: str,
                 height: int, width: int, targets: Sequence[FrameRef], out_root: Path,
-                manifests: dict[str, Path], input_digests: dict[str, str], workers: int,
+                manifests: dict[str, Path], input_files: dict[str, dict], workers: int,
                 progress: bool = True) -> dict:
     """Prepare images (and labels / boundaries when their roots are given) for the targets' frames.
 
-    input_digests: ``{kind: digest of the input manifest}`` (the raw, pseudo-label and boundary manifests).
+    input_files: ``{kind: {file: content hash}}`` (the ``files`` of the raw_train, pseudo-label and boundary
+    manifests): each group is keyed by the hashes of its own frames (:func:`group_inputs`).
     Returns ``{kind: manifest}``.
     """
     groups = needed_frames(targets)
@@ -347,6 +387,6 @@ def prepare_all(raw_root: str, labels_root: Optional[str], boundary_root: Option
             continue
         reader = FrameReader(kind, str(roots[kind]), height, width, img_ext)
         out[kind] = prepare_kind(reader, groups, Path(out_root) / kind, manifests[kind],
-                                 {"input": input_digests[kind], "img_ext": img_ext if kind == "images" else None},
-                                 workers, progress)
+                                 {"img_ext": img_ext if kind == "images" else None}, workers, progress,
+                                 group_inputs(kind, groups, input_files.get(kind, {}), img_ext))
     return out

@@ -171,3 +171,33 @@ def agreement(kept: list[FrameRef], published: list[FrameRef]) -> dict:
         "published_recall": len(both) / max(1, len(theirs)),   # published frames we keep
         "kept_precision": len(both) / max(1, len(ours)),       # our frames that are published
     }
+
+
+# ------------------------------------------------------------------------------------------ before training
+
+def launch_processes(env=None) -> int:
+    """How many training processes a run launches: PSDIF_NPROC per machine x PSDIF_NNODES machines (as
+    :func:`psdif.distributed.torchrun_command` launches them; read here without importing torch)."""
+    import os
+
+    env = os.environ if env is None else env
+    try:
+        return max(1, int(env.get("PSDIF_NPROC", "1"))) * max(1, int(env.get("PSDIF_NNODES", "1")))
+    except ValueError:
+        return 1  # not a number: the train stage's launcher says so
+
+
+def batch_problem(n_frames: int, batch_size: int, processes: int, raw_root, where: str = "") -> str | None:
+    """Why ``n_frames`` training frames cannot fill one step of ``train.batch_size`` (the GLOBAL batch, split
+    evenly over ``processes``), naming the fix; None when they can. The train stage drops the last partial
+    batch, so fewer frames than one batch would stop it only after pseudo-labelling and pretraining.
+    ``where``: text after "on disk" (which drives)."""
+    if batch_size % processes:
+        return (f"train.batch_size={batch_size} must be divisible by the {processes} training processes "
+                f"(PSDIF_NPROC x PSDIF_NNODES): set train.batch_size to a multiple of {processes}")
+    if n_frames >= batch_size:
+        return None
+    lower = n_frames // processes * processes
+    fix = (f"lower train.batch_size to {lower} (`dvc exp run -S train.batch_size={lower}`) or put more drives in "
+           f"{raw_root}" if lower else f"put more drives in {raw_root} or list more frames")
+    return f"{n_frames} training frames on disk{where} give no full batch of {batch_size}: {fix}"

@@ -6,7 +6,8 @@
   what it adds (:data:`SHORT`: ``base``, ``msfan``, ``seg``, ``psdifm``, ``full``), the figures are KITTI
   Eigen ``abs_rel``, ``sq_rel``, ``rmse``, ``a1`` (Tables 1 and 3) and Make3D ``m3d_abs_rel`` (Table 2);
   with two or more seeds they are means over the seeds and ``<row>.std.<figure>`` holds their sample
-  standard deviation. The detailed per-variant files
+  standard deviation; ``<row>.train_loss`` is the final training loss (the last logged total loss of each
+  seed's DVCLive log, mean over seeds). The detailed per-variant files
   (``metrics/eval/<variant>.json``) stay metrics; their column names carry their path, so
   ``dvc exp show --drop '.*/'`` hides them (README, "Ablations and experiments").
 - :func:`write_curves` -> ``metrics/plots/train_<term>.csv``: one column per variant (its mean over seeds
@@ -79,8 +80,26 @@ def headline(eval_dir: Path, variants: Sequence[str] = tuple(VARIANTS)) -> dict:
     return out
 
 
-def write_headline(eval_dir: Path, out: Path, variants: Sequence[str] = tuple(VARIANTS)) -> dict:
+def final_train_loss(live_dirs: Sequence[Path]) -> float | None:
+    """Mean over seeds of each run's last logged total loss (``<live_dir>/plots/metrics/train/total.tsv``);
+    None when no run logged one."""
+    finals = []
+    for live_dir in live_dirs:
+        curve = read_curve(live_dir, "total")
+        if curve:
+            finals.append(curve[max(curve)])
+    return sum(finals) / len(finals) if finals else None
+
+
+def write_headline(eval_dir: Path, out: Path, variants: Sequence[str] = tuple(VARIANTS),
+                   live_dirs: Mapping[str, Sequence[Path]] | None = None) -> dict:
+    """:func:`headline`, plus ``<row>.train_loss`` (:func:`final_train_loss` of the variant's DVCLive folders in
+    ``live_dirs``, ``{variant: [folder per seed]}``), -> ``out``."""
     data = headline(eval_dir, variants)
+    for variant, dirs in (live_dirs or {}).items():
+        loss = final_train_loss(dirs)
+        if loss is not None and SHORT.get(variant, variant) in data:
+            data[SHORT.get(variant, variant)]["train_loss"] = _round(loss)
     write_json(Path(out), data)
     return data
 
