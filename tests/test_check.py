@@ -20,6 +20,7 @@ import yaml
 from psdif import inputs
 from psdif.config import preset_path
 from psdif.paths import INPUT_FINGERPRINTS, PARAMS_OK, VALIDATED_FILES, VALIDATED_PARAMS
+from tests.project import copy_tracked
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "pwned.txt"
@@ -293,13 +294,7 @@ def test_dvc_exp_run_with_a_refused_param_leaves_params_yaml_as_it_was(tmp_path)
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     dest = tmp_path / "psdif"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file() and not f.startswith(("data/", "metrics/", "models/", "dvclive/")) \
-                and f != "dvc.lock":
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, dest / f)
+    copy_tracked(dest)
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")

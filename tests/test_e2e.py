@@ -16,6 +16,7 @@ import yaml
 
 from psdif.evaluation.summary import HEADLINE_KITTI, SHORT
 from psdif.variants import VARIANTS
+from tests.project import copy_tracked
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -67,12 +68,7 @@ def project(tmp_path_factory) -> Path:
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     dest = tmp_path_factory.mktemp("e2e") / "psdif"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file() and not f.startswith(("data/", "metrics/", "models/", "dvclive/")):
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, dest / f)
+    copy_tracked(dest, keep_lock=True)
     params = _merge(yaml.safe_load((dest / "params.yaml").read_text()), TINY)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], dest)

@@ -22,6 +22,7 @@ import yaml
 
 from psdif.variants import VARIANTS
 from tests.kitti_copy import DRIVE, REPO, env, make_writable, paper_params, read_only_copy, snapshot, write_lists
+from tests.project import copy_tracked
 
 pytestmark = pytest.mark.slow
 BIN = Path(__import__("sys").executable).parent
@@ -83,13 +84,7 @@ def run(kitti_mini, tmp_path_factory):
     copy = read_only_copy(kitti_mini, tmp / "my_kitti")
     ckpt = public_deeplab_checkpoint(tmp / "best_deeplabv3plus_resnet101_cityscapes_os16.pth")
     dest = tmp / "psdif"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file() and not f.startswith(("data/", "metrics/", "models/", "dvclive/")) \
-                and f != "dvc.lock":
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, dest / f)
+    copy_tracked(dest)
     net_log = tmp / "network_attempts.log"
     _run([str(BIN / "python"), "-m", "psdif.cli", "preset", "paper", "--force"], dest, net_log)
     params = paper_params(

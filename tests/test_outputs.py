@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from psdif.io import check_tree, md5_file, tree_manifest
+from tests.project import copy_tracked
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,12 +99,7 @@ def repro_prepare(tmp_path_factory) -> Path:
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     dest = tmp_path_factory.mktemp("outputs") / "psdif"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file() and not f.startswith(("data/", "metrics/", "models/", "dvclive/")) and f != "dvc.lock":
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, dest / f)
+    copy_tracked(dest)
     params = _merge(yaml.safe_load((dest / "params.yaml").read_text()), TINY)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):

@@ -13,6 +13,7 @@ from psdif import pipeline
 from psdif.config import default_params
 from psdif.train import hashed_params
 from psdif.variants import VARIANTS, params_read_by, select_params
+from tests.project import copy_tracked
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,12 +141,7 @@ def committed_copy(tmp_path_factory):
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     dest = tmp_path_factory.mktemp("deps") / "psdif"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file() and not f.startswith(("data/", "metrics/", "models/", "dvclive/")) and f != "dvc.lock":
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, dest / f)
+    copy_tracked(dest)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     for stage in _expanded(params).values():
         for entry in stage["deps"] + [next(iter(o)) if isinstance(o, dict) else o

@@ -392,12 +392,7 @@ def test_download_stage_restores_a_corrupted_generated_frame_bit_identical(tmp_p
 
     import yaml
 
-    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "psdif/presets/embedded.yaml").read_text())
-    raw["synthetic"].update(image_width=96, image_height=64, train_drives=1, val_drives=1, test_drives=1,
-                            frames_per_drive=8, test_frames_per_drive=2, supersample=1, make3d_images=0)
-    raw["data"].update(height=64, width=64)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    monkeypatch.chdir(tmp_path)
+    raw = _tiny_project(tmp_path, monkeypatch)
     spec = importlib.util.spec_from_file_location("download_stage",
                                                   Path(__file__).resolve().parents[1] / "stages/download.py")
     stage = importlib.util.module_from_spec(spec)
@@ -429,6 +424,20 @@ def test_download_stage_restores_a_corrupted_generated_frame_bit_identical(tmp_p
 
 
 # ----------------------------------------------------------------------------------------------- pure function
+
+def _tiny_project(tmp_path: Path, monkeypatch, make3d_images: int = 0) -> dict:
+    """params.yaml of a tiny generated mini-KITTI (three 8-frame drives at 96 x 64) in ``tmp_path``, the working
+    folder from now on; returns the params as written."""
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "psdif/presets/embedded.yaml").read_text())
+    raw["synthetic"].update(image_width=96, image_height=64, train_drives=1, val_drives=1, test_drives=1,
+                            frames_per_drive=8, test_frames_per_drive=2, supersample=1, make3d_images=make3d_images)
+    raw["data"].update(height=64, width=64)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    return raw
+
 
 def _stage_download():
     import importlib.util
@@ -474,12 +483,7 @@ def test_download_stage_regenerates_on_a_code_change_and_its_manifest_is_stable(
 
     from psdif.data.synthetic import rig
 
-    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "psdif/presets/embedded.yaml").read_text())
-    raw["synthetic"].update(image_width=96, image_height=64, train_drives=1, val_drives=1, test_drives=1,
-                            frames_per_drive=8, test_frames_per_drive=2, supersample=1, make3d_images=1)
-    raw["data"].update(height=64, width=64)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    monkeypatch.chdir(tmp_path)
+    raw = _tiny_project(tmp_path, monkeypatch, make3d_images=1)
     stage = _stage_download()
     stage.main([])
     manifest = (tmp_path / "data/manifests/raw.json").read_bytes()
@@ -519,12 +523,7 @@ def test_an_edited_generated_split_list_is_refused_not_reverted(tmp_path, monkey
 
     import yaml
 
-    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "psdif/presets/embedded.yaml").read_text())
-    raw["synthetic"].update(image_width=96, image_height=64, train_drives=1, val_drives=1, test_drives=1,
-                            frames_per_drive=8, test_frames_per_drive=2, supersample=1, make3d_images=0)
-    raw["data"].update(height=64, width=64)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    monkeypatch.chdir(tmp_path)
+    raw = _tiny_project(tmp_path, monkeypatch)
     stage = _stage_download()
     stage.main([])
     lst = Path(raw["data"]["splits_dir"]) / raw["data"]["train_split"] / "train_files.txt"
