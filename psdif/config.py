@@ -48,8 +48,9 @@ class ParamsError(ValueError):
 PRETRAIN_TOKEN = "pretrain"  # model.encoder_weights / model.pose_weights: the pretrain stage's output
 
 
-def _rng(ge=None, gt=None, le=None, lt=None, hint: str = ""):
-    """Range of a number (or of every item of a list of numbers); ``hint`` is appended to the message."""
+def required(ge=None, gt=None, le=None, lt=None, hint: str = ""):
+    """A field params.yaml must give (it has no default), with the range of its number (or of every item of a list
+    of numbers) checked on load; ``hint`` is appended to the message of a value out of range."""
     return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "hint": hint})
 
 
@@ -64,7 +65,7 @@ SEED_MAX = 2**32 - 1  # numpy's legacy seeding takes 0 .. 2**32 - 1; torch and d
 
 def _seed():
     """A random seed: an integer in [0, 2**32 - 1] (numpy, torch and Python all take it as it is)."""
-    return _rng(ge=0, le=SEED_MAX, hint="(a seed: a non-negative integer, at most 4294967295)")
+    return required(ge=0, le=SEED_MAX, hint="(a seed: a non-negative integer, at most 4294967295)")
 
 
 def _check_depth_range(section: str, lo: float, hi: float) -> None:
@@ -80,9 +81,9 @@ class DataConfig:
     train_split: str                         # name of the training split (eigen_zhou on KITTI)
     test_split: str                          # name of the test split (eigen on KITTI)
     img_ext: Literal["png", "jpg"]
-    height: int = _rng(ge=64)               # network input height (multiple of 32)
-    width: int = _rng(ge=64)                # network input width (multiple of 32)
-    num_workers: int | Literal["auto"] = _rng(ge=0)  # loader processes per training process; auto: from the cores
+    height: int = required(ge=64)               # network input height (multiple of 32)
+    width: int = required(ge=64)                # network input width (multiple of 32)
+    num_workers: int | Literal["auto"] = required(ge=0)  # loader processes per training process; auto: from the cores
     intrinsics: Literal["calib", "kitti_normalised"]  # K from calib_cam_to_cam.txt P_rect, or Monodepth2's fixed K (design.md §4.2)
 
     def __post_init__(self):
@@ -97,30 +98,30 @@ class DownloadConfig:
     # is not on disk (KITTI drives and calibration, Make3D Test134 from eval.make3d_urls)
     url: str                   # KITTI raw archive base: <url>/<date>_calib.zip, <url>/<drive>/<drive>_sync.zip
     jpeg: bool                 # convert PNG to JPEG (quality below, 4:2:0) after extraction
-    jpeg_quality: int = _rng(ge=1, le=100)
-    retries: int = _rng(ge=0)
+    jpeg_quality: int = required(ge=1, le=100)
+    retries: int = required(ge=0)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SyntheticConfig:
     seed: int = _seed()
-    image_width: int = _rng(ge=64)          # S_rect of the generated rig (KITTI: 1242)
-    image_height: int = _rng(ge=32)         # (KITTI: 375)
-    train_drives: int = _rng(ge=1)
-    val_drives: int = _rng(ge=1)
-    test_drives: int = _rng(ge=1)
-    frames_per_drive: int = _rng(ge=8)
-    test_frames_per_drive: int = _rng(ge=1)  # frames of each test drive listed in the test split
-    supersample: int = _rng(ge=1, le=4)      # anti-aliasing: s x s samples per pixel
-    make3d_images: int = _rng(ge=0)          # cross-domain Make3D-format test images (campus style)
+    image_width: int = required(ge=64)          # S_rect of the generated rig (KITTI: 1242)
+    image_height: int = required(ge=32)         # (KITTI: 375)
+    train_drives: int = required(ge=1)
+    val_drives: int = required(ge=1)
+    test_drives: int = required(ge=1)
+    frames_per_drive: int = required(ge=8)
+    test_frames_per_drive: int = required(ge=1)  # frames of each test drive listed in the test split
+    supersample: int = required(ge=1, le=4)      # anti-aliasing: s x s samples per pixel
+    make3d_images: int = required(ge=0)          # cross-domain Make3D-format test images (campus style)
 
 
 @dataclass(frozen=True, kw_only=True)
 class FilterConfig:
-    min_speed: float = _rng(ge=0)           # m/s; frames slower than this (OXTS) are static
-    min_image_motion: float = _rng(ge=0)    # mean abs grey difference (0-255) when OXTS is missing
+    min_speed: float = required(ge=0)           # m/s; frames slower than this (OXTS) are static
+    min_image_motion: float = required(ge=0)    # mean abs grey difference (0-255) when OXTS is missing
     drop_static: bool                       # drop static frames from the train / val lists (false: report only)
-    val_fraction: float = _rng(ge=0, lt=1)  # share of kept train frames moved to val when the split has no val list
+    val_fraction: float = required(ge=0, lt=1)  # share of kept train frames moved to val when the split has no val list
 
 
 # pseudolabel keys that change how fast labels are made, not which: the labelling config (stages/pseudolabel.py)
@@ -134,16 +135,16 @@ class PseudolabelConfig:
     labeller: Literal["teacher", "oracle"]  # checkpoint null: train the in-pipeline teacher, or copy the
     # generator's exact semantic ground truth (oracle; synthetic data only: every class boundary is there
     # by construction, e.g. for tests that need non-empty B_t whatever the seed)
-    batch_size: int = _rng(ge=1)
+    batch_size: int = required(ge=1)
     precision: Literal["fp32", "bf16", "fp16"]  # inference autocast on CUDA (ignored on the CPU)
     teacher_encoder: str  # smp encoder name of the teacher (embedded default)
-    teacher_decoder_channels: int = _rng(ge=8)  # ASPP / decoder width of the teacher (DeepLabv3+: 256)
-    teacher_steps: int = _rng(ge=1)
-    teacher_batch_size: int = _rng(ge=1)
-    teacher_lr: float = _rng(gt=0, le=1)
-    teacher_height: int = _rng(ge=32)     # teacher training crop (multiples of 16)
-    teacher_width: int = _rng(ge=32)
-    teacher_weight_decay: float = _rng(ge=0)  # AdamW weight decay of the teacher
+    teacher_decoder_channels: int = required(ge=8)  # ASPP / decoder width of the teacher (DeepLabv3+: 256)
+    teacher_steps: int = required(ge=1)
+    teacher_batch_size: int = required(ge=1)
+    teacher_lr: float = required(gt=0, le=1)
+    teacher_height: int = required(ge=32)     # teacher training crop (multiples of 16)
+    teacher_width: int = required(ge=32)
+    teacher_weight_decay: float = required(ge=0)  # AdamW weight decay of the teacher
     teacher_scale: list[float]  # random rescale range [min, max] of teacher training crops
     teacher_seed: int = _seed()
     teacher_class_weighting: Literal["none", "sqrt_inverse", "median_frequency"]  # CE class weights from the
@@ -162,10 +163,10 @@ class PseudolabelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class BoundaryConfig:
-    z: int = _rng(ge=1)                     # neighbourhood side Z (odd)
-    t: int = _rng(ge=0)                     # threshold T on |count(P+) - count(P-)|
-    figure_t: list[int] = _rng(ge=0)  # T values drawn in the Figure-4 panel
-    figure_z: list[int] = _rng(ge=1)  # Z values drawn in the Figure-4 panel
+    z: int = required(ge=1)                     # neighbourhood side Z (odd)
+    t: int = required(ge=0)                     # threshold T on |count(P+) - count(P-)|
+    figure_t: list[int] = required(ge=0)  # T values drawn in the Figure-4 panel
+    figure_z: list[int] = required(ge=1)  # Z values drawn in the Figure-4 panel
 
     def __post_init__(self):
         if self.z % 2 == 0:
@@ -191,13 +192,13 @@ class PrepareConfig:
 class ModelConfig:
     msfan_size: Literal["w18", "w18_small", "tiny"]  # HRNet configuration of MSFAN (w18 = the paper)
     decoder_channels: list[int]              # decoder widths at output scales 0..4 (1/2^s): F_0, levels 0..3
-    baseline_width: float = _rng(gt=0, le=1)  # width multiplier of the ResNet-18 baseline (1.0 = paper)
-    pose_width: float = _rng(gt=0, le=1)      # width multiplier of the pose ResNet-18 (1.0 = paper)
+    baseline_width: float = required(gt=0, le=1)  # width multiplier of the ResNet-18 baseline (1.0 = paper)
+    pose_width: float = required(gt=0, le=1)      # width multiplier of the pose ResNet-18 (1.0 = paper)
     encoder_weights: Optional[str]    # null | imagenet | pretrain | HRNet file (timm, HRNet-Cls/-Seg, mmseg): models/weights.py
     pose_weights: Optional[str]       # null | imagenet | pretrain | torchvision ResNet-18 file (pose + baseline encoders)
-    num_classes: int = _rng(ge=2)
-    min_depth: float = _rng(gt=0)
-    max_depth: float = _rng(gt=0)
+    num_classes: int = required(ge=2)
+    min_depth: float = required(gt=0)
+    max_depth: float = required(gt=0)
 
     def __post_init__(self):
         if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
@@ -212,24 +213,24 @@ class ModelConfig:
 @dataclass(frozen=True, kw_only=True)
 class PretrainConfig:
     """The pretrain stage (psdif/pretrain.py): used where model.encoder_weights / pose_weights is ``pretrain``."""
-    steps: int = _rng(ge=1)                 # Adam steps (each encoder sees the same batches)
-    batch_size: int = _rng(ge=1)
-    lr: float = _rng(gt=0, le=1)
-    head_channels: int = _rng(ge=1)         # width of the discarded segmentation head
+    steps: int = required(ge=1)                 # Adam steps (each encoder sees the same batches)
+    batch_size: int = required(ge=1)
+    lr: float = required(gt=0, le=1)
+    head_channels: int = required(ge=1)         # width of the discarded segmentation head
     seed: int = _seed()
-    checkpoint_every: int = _rng(ge=1)      # steps between last.pt writes (resume)
+    checkpoint_every: int = required(ge=1)      # steps between last.pt writes (resume)
 
 
 @dataclass(frozen=True, kw_only=True)
 class LossConfig:
-    alpha: float = _rng(ge=0, le=1)         # SSIM weight of the photometric error
-    smoothness: float = _rng(ge=0)          # lambda, edge-aware smoothness
-    mu1: float = _rng(ge=0)                 # Eq. 20 weight of L_base
-    mu2: float = _rng(ge=0)                 # cross-entropy weight
-    mu3: float = _rng(ge=0)                 # metric (boundary) loss weight
-    gamma1: float = _rng(ge=0)              # weight of consistent boundary pixels B_gt (Eq. 13)
-    gamma2: float = _rng(ge=0)              # weight of inconsistent boundary pixels B_ct (Eq. 13)
-    margin: float = _rng(ge=0)              # triplet margin m
+    alpha: float = required(ge=0, le=1)         # SSIM weight of the photometric error
+    smoothness: float = required(ge=0)          # lambda, edge-aware smoothness
+    mu1: float = required(ge=0)                 # Eq. 20 weight of L_base
+    mu2: float = required(ge=0)                 # cross-entropy weight
+    mu3: float = required(ge=0)                 # metric (boundary) loss weight
+    gamma1: float = required(ge=0)              # weight of consistent boundary pixels B_gt (Eq. 13)
+    gamma2: float = required(ge=0)              # weight of inconsistent boundary pixels B_ct (Eq. 13)
+    margin: float = required(ge=0)              # triplet margin m
     metric_scales: list[int]  # depth-decoder scales of the metric loss
     metric_distance: Literal["l2", "squared"]
     automask: bool
@@ -251,14 +252,14 @@ class LossConfig:
 class TrainConfig:
     seeds: list[int] = _seed()       # one run per (variant, seed): stage train_<variant>@<seed>; from two seeds
                                      # on, Tables 1-3 show mean ± std and Table 3 paired tests
-    epochs: int = _rng(ge=1)
-    max_steps: Optional[int] = _rng(ge=1, hint="(or null = all epochs)")  # stop after this many steps
-    batch_size: int = _rng(ge=1)
-    lr: float = _rng(gt=0, le=1)
-    lr_step_epochs: int = _rng(ge=1)        # lr x lr_gamma after this many epochs
-    lr_gamma: float = _rng(gt=0, le=1)
-    checkpoint_every: int = _rng(ge=1)      # steps between checkpoints (plus one at each epoch end)
-    log_every: int = _rng(ge=1)
+    epochs: int = required(ge=1)
+    max_steps: Optional[int] = required(ge=1, hint="(or null = all epochs)")  # stop after this many steps
+    batch_size: int = required(ge=1)
+    lr: float = required(gt=0, le=1)
+    lr_step_epochs: int = required(ge=1)        # lr x lr_gamma after this many epochs
+    lr_gamma: float = required(gt=0, le=1)
+    checkpoint_every: int = required(ge=1)      # steps between checkpoints (plus one at each epoch end)
+    log_every: int = required(ge=1)
     amp: bool                        # bf16 autocast on CUDA (ignored on CPU); false = fp32, the paper's precision
     compile: bool                   # torch.compile the training step
 
@@ -271,15 +272,15 @@ class TrainConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-    min_depth: float = _rng(gt=0)
-    max_depth: float = _rng(gt=0)
+    min_depth: float = required(gt=0)
+    max_depth: float = required(gt=0)
     post_process: bool              # Monodepth v1 flip post-processing
-    batch_size: int = _rng(ge=1)
+    batch_size: int = required(ge=1)
     make3d_root: Optional[str]       # Test134 folder (img-*.jpg, depth_sph_corr-*.mat); null = none
-    make3d_max_depth: float = _rng(gt=0)
+    make3d_max_depth: float = required(gt=0)
     make3d_urls: list[str]     # Test134 archives fetched into make3d_root when it holds no pairs; [] = none
     make3d_sha256: list[str]   # pinned SHA-256 per URL, same order ("" = unpinned: the digest is printed)
-    figure_frames: list[int] = _rng(ge=0)  # test-split indices drawn in Figure 6
+    figure_frames: list[int] = required(ge=0)  # test-split indices drawn in Figure 6
 
     def __post_init__(self):
         _check_depth_range("eval", self.min_depth, self.max_depth)

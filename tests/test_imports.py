@@ -74,7 +74,6 @@ def test_graph_resolves_submodule_and_function_level_imports():
     graph = import_graph()
     assert "psdif.data.kitti" in graph["psdif.data.dataset"]          # from psdif.data.kitti import ...
     assert "psdif.models" in graph["psdif.train"]                     # imported inside a function
-    assert "psdif.data.kitti" in graph["psdif.kitti"]                 # the compatibility name
 
 
 def test_no_import_cycle_within_psdif():
