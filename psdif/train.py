@@ -76,21 +76,11 @@ class Networks(nn.Module):
         return self.depth(images_aug[:, 0]), self.predict_poses(images_aug)
 
     def predict_poses(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Monodepth2 convention: ``{s: T_{t->s} [B, 4, 4]}`` for the sources s = -1, +1 (target-to-source).
+        """``{s: T_{t->s}}`` for the sources s = -1, +1 of a batch's frames (``psdif.models.pose.predict_poses``)."""
+        from psdif.models.pose import FRAME_ORDER, predict_poses
 
-        Pairs go in temporal order ((t-1, t) and (t, t+1)); the pose of the earlier source is inverted.
-        Both pairs run as ONE pose-network call on a 2B batch (one launch sequence, graph-capture friendly).
-        """
-        from psdif.geometry import transformation_from_parameters
-
-        b = images.shape[0]
-        assert FRAME_IDS == (0, -1, 1), FRAME_IDS
-        target, prev, nxt = images[:, 0], images[:, 1], images[:, 2]
-        pairs = torch.cat([torch.cat([prev, target], 1), torch.cat([target, nxt], 1)], 0)  # [2B, 6, H, W]
-        axisangle, translation = self.pose(pairs)                                          # [2B, 1, 3] each
-        t_prev = transformation_from_parameters(axisangle[:b], translation[:b], invert=True)
-        t_next = transformation_from_parameters(axisangle[b:], translation[b:], invert=False)
-        return {-1: t_prev, 1: t_next}
+        assert FRAME_IDS == FRAME_ORDER, FRAME_IDS
+        return predict_poses(self.pose, images)
 
 
 def build_networks(variant: Variant, model_cfg) -> tuple[nn.Module, nn.Module]:

@@ -107,11 +107,14 @@ def inconsistency_rows(depth_net, pose_net, batch, min_depth: float, max_depth: 
     """Algorithm 1 on a :class:`psdif.batch.Batch` with a trained depth and pose net: B_c per item."""
     from psdif.losses import semantic_inconsistency
     from psdif.geometry import disp_to_depth
-    from psdif.train import Networks
+    from psdif.batch import FRAME_IDS
+    from psdif.models.pose import FRAME_ORDER, predict_poses
 
-    nets = Networks(depth_net, pose_net).eval()
+    assert FRAME_IDS == FRAME_ORDER, FRAME_IDS
+    depth_net.eval()
+    pose_net.eval()
     depth = disp_to_depth(depth_net.forward_depth(batch.images[:, 0]), min_depth, max_depth)[1]
-    poses = nets.predict_poses(batch.images)
+    poses = predict_poses(pose_net, batch.images)
     labels = batch.labels
     inc = semantic_inconsistency([labels[:, 1], labels[:, 2]], labels[:, 0], depth, [poses[-1], poses[1]],
                                  batch.K, batch.inv_K)

@@ -56,3 +56,24 @@ class PoseNet(nn.Module):
     def forward(self, pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.decoder(self.encoder(self.normalize(pair))[-1])
 
+
+
+FRAME_ORDER = (0, -1, 1)  # the frames of ``images`` in :func:`predict_poses`: target, previous, next
+
+
+def predict_poses(pose_net: nn.Module, images: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Monodepth2 convention: ``{s: T_{t->s} [B, 4, 4]}`` for the sources s = -1, +1 (target-to-source), from
+    ``images`` [B, 3, 3, H, W] holding the target, previous and next frames (:data:`FRAME_ORDER`).
+
+    Pairs go in temporal order ((t-1, t) and (t, t+1)); the pose of the earlier source is inverted.
+    Both pairs run as ONE pose-network call on a 2B batch (one launch sequence, graph-capture friendly).
+    """
+    from psdif.geometry import transformation_from_parameters
+
+    b = images.shape[0]
+    target, prev, nxt = images[:, 0], images[:, 1], images[:, 2]
+    pairs = torch.cat([torch.cat([prev, target], 1), torch.cat([target, nxt], 1)], 0)  # [2B, 6, H, W]
+    axisangle, translation = pose_net(pairs)                                           # [2B, 1, 3] each
+    t_prev = transformation_from_parameters(axisangle[:b], translation[:b], invert=True)
+    t_next = transformation_from_parameters(axisangle[b:], translation[b:], invert=False)
+    return {-1: t_prev, 1: t_next}
