@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from psdif.data import kitti
-from psdif.data.images import IMAGENET_MEAN, IMAGENET_STD, read_image, resize_image, resize_nearest
+from psdif.data.images import read_image, resize_image, resize_nearest
 from psdif.io import params_hash, save_torch
-from psdif.models.layers import ResNet18Encoder
+from psdif.models.layers import ImageNormalize, ResNet18Encoder
 from psdif.models.msfan import HRNET_CFGS, MSFAN
 from psdif.models.weights import ENCODER_KEY, POSE_KEY, PRETRAIN, PRETRAIN_FILES
 from psdif.semantics.cityscapes import VOID_LABEL
@@ -76,16 +76,6 @@ class SegmentationHead(nn.Module):
         return F.interpolate(self.classify(self.fuse(x)), size=size, mode="bilinear", align_corners=False)
 
 
-class _Normalise(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
 class MSFANSegmenter(nn.Module):
     """MSFAN's HRNet backbone (``msfan_size``) + head on its stage-4 branches. ``encoder_state()`` = the file.
 
@@ -94,7 +84,7 @@ class MSFANSegmenter(nn.Module):
 
     def __init__(self, msfan_size: str, head_channels: int):
         super().__init__()
-        self.normalise = _Normalise()
+        self.normalise = ImageNormalize()
         self.msfan = MSFAN(msfan_size)
         stage4 = HRNET_CFGS[msfan_size]["stage4"]
         expansion = 4 if stage4["block_type"] == "BOTTLENECK" else 1
@@ -113,7 +103,7 @@ class ResNetSegmenter(nn.Module):
 
     def __init__(self, width: float, head_channels: int):
         super().__init__()
-        self.normalise = _Normalise()
+        self.normalise = ImageNormalize()
         self.encoder = ResNet18Encoder(3, width)
         self.head = SegmentationHead(self.encoder.channels[1:], head_channels)
 

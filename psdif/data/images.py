@@ -17,10 +17,6 @@ from PIL import Image
 
 from psdif.io import atomic_write_bytes
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB mean / std of ImageNet, the input normalisation of every
-IMAGENET_STD = (0.229, 0.224, 0.225)   # encoder here (HRNet, ResNet-18, DeepLabv3+)
-
-
 class ImageError(ValueError):
     """An image file is unreadable or not what was expected; the message names it."""
 

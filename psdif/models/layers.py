@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psdif.data.images import IMAGENET_MEAN, IMAGENET_STD
+from psdif.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +101,8 @@ class CoordinateAttention(nn.Module):
 
 
 class ImageNormalize(nn.Module):
-    """[B, 3k, H, W] RGB in [0, 1] (k stacked frames) -> ImageNet-normalised ``(x - mean) / std`` per channel."""
+    """[B, 3k, H, W] RGB in [0, 1] (k stacked frames) -> ImageNet-normalised ``(x - mean) / std`` per channel
+    (:func:`psdif.imagenet.imagenet_normalize`, with the constants as buffers that move with the network)."""
 
     def __init__(self, frames: int = 1):
         super().__init__()

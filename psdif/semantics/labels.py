@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psdif.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageError, open_image, read_image, write_png
+from psdif.data.images import ImageError, open_image, read_image, write_png
+from psdif.imagenet import imagenet_normalize
 from psdif.io import join_under
 from psdif.semantics.cityscapes import CITYSCAPES_CLASSES
 
@@ -35,9 +36,7 @@ def normalize_images(images) -> torch.Tensor:
     if x.dim() != 4 or x.shape[-1] != 3:
         raise ValueError(f"images must be uint8 [B, H, W, 3], got {tuple(x.shape)}")
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return imagenet_normalize(x)
 
 
 # ================================================================================ inference, evaluation
