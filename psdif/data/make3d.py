@@ -32,8 +32,8 @@ import scipy.io
 from psdif.data.download import fetch
 from psdif.data.images import read_image
 from psdif.io import sha256_file
-from psdif.evaluation.metrics import MAKE3D_GRID_SHAPE
 
+GRID_SHAPE = (55, 305)  # rows x columns of a Make3D Position3DGrid (x 4 channels; depth is the last)
 IMAGE_PREFIX = "img-"
 DEPTH_PREFIX = "depth_sph_corr-"
 
@@ -78,9 +78,9 @@ def read_depth_grid(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: no Position3DGrid variable (has {keys}); is this a Make3D "
                          "depth_sph_corr-*.mat file?")
     grid = np.asarray(mat["Position3DGrid"])
-    if grid.ndim != 3 or grid.shape[:2] != MAKE3D_GRID_SHAPE or grid.shape[2] < 4:
+    if grid.ndim != 3 or grid.shape[:2] != GRID_SHAPE or grid.shape[2] < 4:
         raise ValueError(f"{path}: Position3DGrid has shape {grid.shape}, expected "
-                         f"{MAKE3D_GRID_SHAPE + (4,)}")
+                         f"{GRID_SHAPE + (4,)}")
     return grid[:, :, 3].astype(np.float64)
 
 

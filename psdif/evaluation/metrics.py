@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
+from psdif.data.make3d import GRID_SHAPE
 from psdif.geometry import sigmoid_to_disparity
 from psdif.io import atomic_path
 
@@ -38,7 +39,6 @@ MAKE3D_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log")
 EIGEN_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
 # Make3D: GT rows kept (of 55) and the size the prediction is resized to (cv2 dsize = (width, height)).
 MAKE3D_GT_ROWS = (17, 38)
-MAKE3D_GRID_SHAPE = (55, 305)
 MAKE3D_DSIZE = (305, 21)
 
 
@@ -201,8 +201,8 @@ def make3d_gt(depth_grid: np.ndarray) -> np.ndarray:
     grid = np.asarray(depth_grid)
     if grid.ndim == 3:
         grid = grid[:, :, 3]
-    if grid.shape != MAKE3D_GRID_SHAPE:
-        raise ValueError(f"Make3D depth grid must be {MAKE3D_GRID_SHAPE} (x4), got {np.shape(depth_grid)}")
+    if grid.shape != GRID_SHAPE:
+        raise ValueError(f"Make3D depth grid must be {GRID_SHAPE} (x4), got {np.shape(depth_grid)}")
     return grid[MAKE3D_GT_ROWS[0]:MAKE3D_GT_ROWS[1], :].astype(np.float64)
 
 
