@@ -459,16 +459,13 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
 
 def code_inputs(script: str = CODE_SCRIPT, root: Optional[Path] = None) -> dict[str, str]:
     """``{path: MD5}`` of ``script`` and every psdif module it imports, transitively: the code part of the train
-    stage's run key, from ``psdif.pipeline.code_deps`` (the list dvc.yaml's code deps come from). Another
+    stage's run key, from ``psdif.codedeps.code_deps`` (the list dvc.yaml's code deps come from). Another
     content of any of them is another run key, so a run never resumes a ``last.pt`` written by other code."""
-    import importlib
-
+    from psdif.codedeps import REPO, code_deps
     from psdif.io import md5_file
 
-    # imported by name: the pipeline description is not code that training runs (no code dep of the stage)
-    pipeline = importlib.import_module("psdif.pipeline")
-    root = pipeline.REPO if root is None else Path(root)
-    return {path: md5_file(root / path) for path in pipeline.code_deps(script, root)}
+    root = REPO if root is None else Path(root)
+    return {path: md5_file(root / path) for path in code_deps(script, root)}
 
 
 def finished_run(run_dir: str | Path) -> Optional[dict]:

@@ -22,8 +22,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
 from psdif.distributed import relaunch_under_torchrun
 from psdif.stage import stage_args
 from psdif.io import progress_enabled
@@ -37,17 +35,15 @@ def _args(parser):
                         help="training seed (default: the first of train.seeds); dvc.yaml passes each of them")
 
 
-def run_inputs(variant: str, dvc_yaml: str | Path = "dvc.yaml") -> dict[str, str]:
-    """``{path: MD5}`` of every data file the variant's train stage depends on in dvc.yaml (the train list, the
-    prepared manifests of the kinds it reads, keyed by the content of their frames: no raw manifest,
-    weight fingerprints, the pretrain stage's encoders): the data part of the run key; and of every code file
-    this script imports (``psdif.train.code_inputs``): the code part."""
+def run_inputs(variant) -> dict[str, str]:
+    """``{path: MD5}`` of every data file the variant's train stage depends on (``psdif.paths.train_inputs``, the
+    list the generated dvc.yaml takes its data dependencies from): the data part of the run key; and of every
+    code file this script imports (``psdif.train.code_inputs``): the code part."""
     from psdif.io import md5_file
+    from psdif.paths import train_inputs
     from psdif.train import code_inputs
 
-    stage = yaml.safe_load(Path(dvc_yaml).read_text())["stages"][f"train_{variant}"]
-    deps = stage.get("do", stage)["deps"]  # a foreach stage keeps its definition under "do"
-    return {**{d: md5_file(d) for d in deps if d.startswith("data/")}, **code_inputs()}
+    return {**{d: md5_file(d) for d in train_inputs(variant)}, **code_inputs()}
 
 
 def run_dir_for(p, variant, inputs: dict, seed: int) -> Path:
@@ -72,7 +68,7 @@ def main(argv=None) -> None:
     if seed < 0:
         raise SystemExit(f"error: --seed {seed} must be >= 0")
     # the run key: seed + params + the content of every data and code file this stage depends on
-    inputs = run_inputs(variant.name)
+    inputs = run_inputs(variant)
     run_dir = run_dir_for(p, variant, inputs, seed)
     live = Path(live_path(variant.name, seed))
     reused = finished_run(run_dir) is not None

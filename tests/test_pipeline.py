@@ -117,7 +117,7 @@ def test_code_deps_are_what_the_script_imports():
     deps = {n: set(s["deps"]) for n, s in _expanded().items()}
     assert {"psdif/data/kitti.py", "psdif/config.py", "psdif/io.py"} <= deps["evaluate_full"]
     assert {"psdif/semantics/boundary.py", "psdif/data/kitti.py"} <= deps["pseudolabel"] | deps["boundary"]
-    assert {"psdif/losses.py", "psdif/train.py", "psdif/models/psdifm.py"} <= deps["figures"]
+    assert {"psdif/losses.py", "psdif/models/pose.py", "psdif/models/psdifm.py"} <= deps["figures"]
     assert all("psdif/config.py" in d and "psdif/io.py" in d for d in deps.values())
 
 

@@ -517,7 +517,7 @@ def test_changed_boundary_t_changes_the_run_key_and_last_pt_is_not_resumed(tiny,
         Path("params.yaml").write_text(yaml.safe_dump(raw))
         boundary_stage.main([])
         prepare_stage.main([])
-        return train_stage.run_inputs("full", REPO / "dvc.yaml")
+        return train_stage.run_inputs(full)
 
     def run(out, inputs, loss):
         return train(params, full, out, labels_root=tiny / "labels", boundary_root="data/boundaries",
@@ -559,13 +559,13 @@ def _md5(path: Path) -> str:
 
 def test_code_change_starts_a_fresh_run_same_code_resumes_and_a_finished_run_is_reused(tiny, tmp_path, monkeypatch,
                                                                                      capsys):
-    """The run key covers the content of every code file stages/train.py imports (psdif.pipeline.code_deps):
+    """The run key covers the content of every code file stages/train.py imports (psdif.codedeps.code_deps):
     an interrupted run, then psdif/losses.py edited (in a copy of the code) -> another run folder, trained from
     step 0, saying which unfinished run was not resumed; the same code again -> resumes, saying so; run once
     more -> the finished run is reused without a training step."""
     import shutil
 
-    from psdif.pipeline import code_deps
+    from psdif.codedeps import code_deps
     from psdif.train import code_inputs, train_run
 
     train_stage = _stage_module("train")
@@ -648,7 +648,7 @@ def test_train_stage_reuses_a_finished_run_of_the_same_key_without_training(tiny
     import psdif.train as train_mod
     from psdif.config import to_dict
     from psdif.paths import TRAIN_LIST, live_path, model_path, train_metrics_path
-    from psdif.pipeline import code_deps
+    from psdif.codedeps import code_deps
 
     train_stage = _stage_module("train")
     work = tmp_path / "project"
@@ -664,7 +664,7 @@ def test_train_stage_reuses_a_finished_run_of_the_same_key_without_training(tiny
     params = tiny_params(tiny, max_steps=4, checkpoint_every=2)
     Path("params.yaml").write_text(yaml.safe_dump(to_dict(replace(params, data=replace(params.data, height=64,
                                                                                          width=128)))))
-    inputs = train_stage.run_inputs("baseline")
+    inputs = train_stage.run_inputs(get_variant("baseline"))
     assert set(code_deps("stages/train.py")) <= set(inputs)                  # the code is in the run key
     assert inputs["psdif/losses.py"] == _md5(REPO / "psdif/losses.py")
 
