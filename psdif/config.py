@@ -45,7 +45,8 @@ class ParamsError(ValueError):
         return ParamsError(problems[0], problems)
 
 
-PRETRAIN_TOKEN = "pretrain"  # model.encoder_weights / model.pose_weights: the pretrain stage's output
+PRETRAIN_TOKEN = "pretrain"  # model.encoder_weights / model.pose_weights: the pretrain stage's output, these files:
+PRETRAIN_FILES = {"model.encoder_weights": "data/pretrain/msfan.pt", "model.pose_weights": "data/pretrain/resnet18.pt"}
 
 
 def required(ge=None, gt=None, le=None, lt=None, hint: str = ""):

@@ -1,5 +1,7 @@
 """Where the pipeline keeps what it makes: the paths dvc.yaml (``psdif.pipeline``) and the stages share."""
 
+from psdif.config import PRETRAIN_FILES
+
 RAW_MANIFEST = "data/manifests/raw.json"   # the download's record (drives on disk, digests): no stage reads it
 RAW_TRAIN = "data/manifests/raw_train.json"  # content hashes of what the labelling / training side reads
 RAW_TEST = "data/manifests/raw_test.json"    # content hashes of what the evaluation side reads (test frames)
@@ -23,9 +25,8 @@ TEST_LIST = "${data.splits_dir}/${data.test_split}/test_files.txt"
 LISTS = "data/lists"                                                 # the filtered lists training reads
 TRAIN_LIST, VAL_LIST = f"{LISTS}/train_files.txt", f"{LISTS}/val_files.txt"
 GT_DEPTHS = "data/eval/gt_depths.npz"
-PRETRAIN_DIR = "data/pretrain"                                       # the pretrain stage's encoder files
-PRETRAIN_MSFAN = f"{PRETRAIN_DIR}/msfan.pt"                          # model.encoder_weights: pretrain
-PRETRAIN_RESNET = f"{PRETRAIN_DIR}/resnet18.pt"                      # model.pose_weights: pretrain
+PRETRAIN_MSFAN = PRETRAIN_FILES["model.encoder_weights"]             # the pretrain stage's encoder files, what the
+PRETRAIN_RESNET = PRETRAIN_FILES["model.pose_weights"]               # params' token `pretrain` names (psdif.config)
 DOWNLOADS = "data/downloads"                                        # archives being fetched (never in the KITTI copy)
 EXPORT_GT_REPORT = "metrics/export_gt.json"                         # test-list coverage of the GT export
 FILTER_REPORT = "metrics/filter.json"
@@ -51,3 +52,19 @@ def live_path(variant: str, seed) -> str:
 EVAL_DIR = "metrics/eval"                  # <variant>.json (mean over seeds), flat.json, untrained.json
 SUMMARY = "metrics/summary.json"           # the headline metrics `dvc exp show` / `dvc metrics diff` lead with
 PLOT_DATA = "metrics/plots"                # what dvc.yaml's top-level plots draw
+
+
+def train_inputs(variant) -> list[str]:
+    """The data files a train stage reads (its data dependencies in dvc.yaml, and the data part of its run key,
+    ``stages/train.py``): the train list and the prepared arrays of its frames (with ``prepare.enabled: false``
+    the prepared manifests carry the digest of the PNGs training then decodes), never the whole raw tree; the
+    fingerprints of the initial weights it loads and the pretrain stage's files; labels and boundary masks
+    for the variants that read them (a :class:`psdif.variants.Variant`)."""
+    data = [TRAIN_LIST, PREPARED_MANIFESTS["images"], INPUT_FINGERPRINTS["model.pose_weights"], PRETRAIN_RESNET]
+    if variant.msfan:
+        data += [INPUT_FINGERPRINTS["model.encoder_weights"], PRETRAIN_MSFAN]
+    if variant.seg or variant.metric_loss:
+        data += [PREPARED_MANIFESTS["labels"]]
+    if variant.metric_loss:
+        data += [PREPARED_MANIFESTS["boundaries"]]
+    return data

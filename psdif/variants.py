@@ -73,3 +73,14 @@ def select_params(raw: dict, keys: list[str]) -> dict:
             node = node[part]
         out[key] = node
     return out
+
+
+# the loss terms training logs (psdif.losses; each variant logs the terms it computes: ce with seg, metric with
+# metric_loss) and their axis titles, drawn per variant by the summary stage and declared as plots in dvc.yaml
+CURVE_TERMS = {
+    "total": "total loss (Eq. 20)",
+    "photometric": "photometric reprojection loss",
+    "smoothness": "edge-aware smoothness loss",
+    "ce": "semantic cross-entropy loss",
+    "metric": "boundary metric loss (Eq. 13)",
+}

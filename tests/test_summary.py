@@ -11,10 +11,10 @@ import pytest
 
 from psdif import pipeline
 from psdif.evaluation.seeds import aggregate
-from psdif.evaluation.summary import (CURVE_TERMS, HEADLINE_KITTI, SHORT, final_train_loss, headline, mean_curve,
+from psdif.evaluation.summary import (HEADLINE_KITTI, SHORT, final_train_loss, headline, mean_curve,
                                       write_bars, write_curves, write_headline)
 from psdif.paths import PLOT_DATA, SUMMARY
-from psdif.variants import VARIANTS
+from psdif.variants import CURVE_TERMS, VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,20 +25,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from psdif.io import atomic_path, write_json
-from psdif.variants import VARIANTS
+from psdif.variants import CURVE_TERMS, VARIANTS
 
 # Table-3 variant -> its headline key: what the row adds to the one above (base = the ResNet-18 baseline)
 SHORT = {"baseline": "base", "msfan": "msfan", "msfan_seg": "seg", "msfan_seg_psdifm": "psdifm", "full": "full"}
 HEADLINE_KITTI = ("abs_rel", "sq_rel", "rmse", "a1")
 HEADLINE_MAKE3D = {"m3d_abs_rel": "abs_rel"}
-# the loss terms drawn (psdif.losses; each variant logs the terms it computes) and their axis titles
-CURVE_TERMS = {
-    "total": "total loss (Eq. 20)",
-    "photometric": "photometric reprojection loss",
-    "smoothness": "edge-aware smoothness loss",
-    "ce": "semantic cross-entropy loss",
-    "metric": "boundary metric loss (Eq. 13)",
-}
 
 
 def _read_eval(path: Path) -> dict:

@@ -85,8 +85,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from psdif.config import PRETRAIN_TOKEN as PRETRAIN, ParamsError
-from psdif.paths import PRETRAIN_MSFAN, PRETRAIN_RESNET
+from psdif.config import PRETRAIN_FILES, PRETRAIN_TOKEN as PRETRAIN, ParamsError
 
 if TYPE_CHECKING:  # imported for annotations only: msfan/layers/pose import this module
     from psdif.models.layers import ResNet18Encoder
@@ -97,7 +96,6 @@ IMAGENET = "imagenet"
 ENCODER_KEY = "model.encoder_weights"
 POSE_KEY = "model.pose_weights"
 CHECKPOINTS_DIR = "data/checkpoints"
-PRETRAIN_FILES = {ENCODER_KEY: PRETRAIN_MSFAN, POSE_KEY: PRETRAIN_RESNET}  # what the pretrain token names
 
 # timm's ImageNet weights per MSFAN size (Hugging Face hub repo id; the file is model.safetensors).
 TIMM_IMAGENET = {"w18": "timm/hrnet_w18.ms_aug_in1k", "w18_small": "timm/hrnet_w18_small_v2.ms_in1k"}
