@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from psdif.config import Params, to_dict
-from psdif.io import load_torch, params_hash, save_torch
+from psdif.io import params_hash, save_torch
 from psdif.seeding import seed_everything
+from psdif.torchfile import load_torch
 from psdif.variants import Variant, params_read_by, select_params
 
 CHECKPOINT_NAME = "last.pt"

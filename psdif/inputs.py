@@ -32,7 +32,7 @@ from typing import Callable
 
 from psdif.config import Params, ParamsError, load_params, parse_sections, to_dict
 from psdif.io import atomic_write_bytes, read_json, sha256_file, write_json
-from psdif.models.weights import (ENCODER_KEY, POSE_KEY, PRETRAIN, PRETRAIN_FILES, cached_weights_file,
+from psdif.models.sources import (ENCODER_KEY, POSE_KEY, PRETRAIN, PRETRAIN_FILES, cached_weights_file,
                                   check_weights_source)
 from psdif.paths import INPUT_FINGERPRINTS, INPUTS, PARAMS_OK, VALIDATED_FILES as VALIDATED, VALIDATED_PARAMS
 

@@ -293,53 +293,6 @@ def save_torch(path: str | Path, obj: Any) -> None:
             os.fsync(f.fileno())
 
 
-class RefusedPickleError(ValueError):
-    """A torch file holds Python objects that ``weights_only`` loading refuses; the message names the file
-    and the objects (none of them was run)."""
-
-
-def refused_objects(message: str) -> list[str]:
-    """The Python objects a failed ``torch.load(weights_only=True)`` names in its message (``posix.system``)."""
-    import re
-
-    found = re.findall(r"(?:\bGLOBAL|Trying to call reduce for|Unsupported class) ([A-Za-z_][\w.]*)", message)
-    return sorted(set(found))
-
-
-def torch_load_problem(path: str | Path, exc: BaseException) -> str:
-    """Our own words for why ``torch.load(path, weights_only=True)`` failed, naming the file and, for a file
-    holding pickled objects, the refused objects. torch's advice (rerun with ``weights_only=False``, which
-    would run whatever the file holds) is never passed on."""
-    text = str(exc)
-    if "Weights only load failed" in text or "weights_only" in text:
-        what = ", ".join(refused_objects(text)) or "an object outside tensors and plain containers"
-        return (f"{path}: refused to load it: it holds Python objects besides tensors and plain values "
-                f"({what}); unpickling them could run code, so nothing in the file was run")
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return (f"{path}: not a readable torch file, probably truncated or of another format "
-            f"({type(exc).__name__}: {first[:200]})")
-
-
-def load_torch(path: str | Path, safe_globals=None) -> Any:
-    """``torch.load(path, map_location="cpu", weights_only=True)`` (plus the allow-listed ``safe_globals``);
-    a file that cannot be read that way raises :class:`RefusedPickleError` (pickled objects, never run) or
-    ``ValueError`` (truncated, not a torch file), both with :func:`torch_load_problem`'s message."""
-    import pickle
-
-    import torch
-
-    try:
-        if safe_globals:
-            with torch.serialization.safe_globals(list(safe_globals)):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - reworded with the file name
-        refused = isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc)
-        raise (RefusedPickleError if refused else ValueError)(torch_load_problem(path, exc)) from None
-
-
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

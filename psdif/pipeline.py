@@ -60,7 +60,7 @@ from pathlib import Path
 
 import yaml
 
-from psdif.codedeps import REPO, code_deps
+from psdif.codedeps import code_deps
 from psdif.config import LABELLING_INDEPENDENT, PseudolabelConfig
 from psdif.paths import (BOUNDARIES, BOUNDARY_MANIFEST, COVERAGE, EVAL_DIR, EXPORT_GT_REPORT, FILTER_REPORT, GT_DEPTHS,
                          INPUT_FINGERPRINTS, INPUT_LISTS, PARAMS_OK, VALIDATED_FILES,

@@ -347,7 +347,7 @@ def load_model(path: str | Path, device: str) -> tuple[nn.Module, dict]:
     except Exception as exc:  # missing, truncated, crafted, other architecture, other config schema
         msg = " ".join((str(exc) if str(path) in str(exc) else f"{path}: {exc}").split())
         if "weights_only" in msg or "torch.load" in msg:  # torch's advice would run the file's code: not ours
-            from psdif.io import torch_load_problem
+            from psdif.torchfile import torch_load_problem
             msg = torch_load_problem(path, exc)
         msg = msg if len(msg) <= 300 else msg[:300] + " ...)"
         raise PredictError(f"{msg}; pass a model.pt written by `dvc repro` "

@@ -43,7 +43,7 @@ from psdif.data.images import read_image, resize_image, resize_nearest
 from psdif.io import params_hash, save_torch
 from psdif.models.layers import ImageNormalize, ResNet18Encoder
 from psdif.models.msfan import HRNET_CFGS, MSFAN
-from psdif.models.weights import ENCODER_KEY, POSE_KEY, PRETRAIN, PRETRAIN_FILES
+from psdif.models.sources import ENCODER_KEY, POSE_KEY, PRETRAIN, PRETRAIN_FILES
 from psdif.semantics.cityscapes import VOID_LABEL
 from psdif.semantics.labels import confusion_matrix, miou_from_confusion, read_label_png
 

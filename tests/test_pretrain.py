@@ -19,7 +19,7 @@ import yaml
 from psdif import pretrain as pt
 from psdif.config import ParamsError, default_params, parse_params, preset_path, to_dict
 from psdif.models import build_depth_net, build_pose_net
-from psdif.models import weights as W
+from psdif.models import sources as S, weights as W
 from psdif.models.layers import ResNet18Encoder
 from psdif.variants import VARIANTS
 from tests.test_data import FOLDER, frame_labels, write_tiny_kitti
@@ -53,7 +53,7 @@ def samples(tiny):
     return pt.load_samples(tiny, pt.drive_frames(tiny, [FOLDER]), "png", H, W_)
 
 
-KEYS = [W.ENCODER_KEY, W.POSE_KEY]
+KEYS = [S.ENCODER_KEY, S.POSE_KEY]
 
 
 def test_samples_are_every_frame_of_both_cameras_with_its_ground_truth(tiny):
@@ -147,8 +147,8 @@ def test_stage_files_load_through_the_weights_loaders(tiny, tmp_path, monkeypatc
     _stage("pretrain").main([])
     p = parse_params(raw)
     assert (p.model.encoder_weights, p.model.pose_weights) == ("pretrain", "pretrain")
-    msfan_file = torch.load(W.PRETRAIN_FILES[W.ENCODER_KEY], weights_only=True)
-    resnet_file = torch.load(W.PRETRAIN_FILES[W.POSE_KEY], weights_only=True)
+    msfan_file = torch.load(S.PRETRAIN_FILES[S.ENCODER_KEY], weights_only=True)
+    resnet_file = torch.load(S.PRETRAIN_FILES[S.POSE_KEY], weights_only=True)
     assert msfan_file["meta"]["encoder"] == "msfan" and resnet_file["meta"]["pretrain"]["steps"] == 3
     assert not list(Path("data/runs").glob("pretrain-*/last.pt"))   # complete: nothing left to resume
     net = build_depth_net(VARIANTS["full"], p.model)
@@ -172,23 +172,23 @@ def test_paper_preset_writes_placeholders_that_the_loader_refuses(tiny, tmp_path
     monkeypatch.chdir(work)
     stage = _stage("pretrain")
     stage.main([])
-    first = {k: Path(f).read_bytes() for k, f in W.PRETRAIN_FILES.items()}
+    first = {k: Path(f).read_bytes() for k, f in S.PRETRAIN_FILES.items()}
     stage.main([])
-    assert {k: Path(f).read_bytes() for k, f in W.PRETRAIN_FILES.items()} == first  # same bytes: no rerun below
-    with pytest.raises(W.WeightsError, match=r"model.encoder_weights: pretrain names data/pretrain/msfan.pt, a "
+    assert {k: Path(f).read_bytes() for k, f in S.PRETRAIN_FILES.items()} == first  # same bytes: no rerun below
+    with pytest.raises(S.WeightsError, match=r"model.encoder_weights: pretrain names data/pretrain/msfan.pt, a "
                                              r"placeholder.*is 'data/checkpoints/fcn_hr18"):
-        W.resolve_weights("pretrain", W.ENCODER_KEY, "tiny")
-    Path(W.PRETRAIN_FILES[W.POSE_KEY]).unlink()
+        S.resolve_weights("pretrain", S.ENCODER_KEY, "tiny")
+    Path(S.PRETRAIN_FILES[S.POSE_KEY]).unlink()
     with pytest.raises(FileNotFoundError, match=r"model.pose_weights: pretrain names data/pretrain/resnet18.pt.*"
                                                 r"dvc repro"):
-        W.resolve_weights("pretrain", W.POSE_KEY)
+        S.resolve_weights("pretrain", S.POSE_KEY)
 
 
 def test_token_is_accepted_by_check_and_validated_with_the_other_params(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)   # a fresh clone: no data/pretrain yet
-    W.check_weights_source("pretrain", W.ENCODER_KEY, "tiny")
-    W.check_weights_source("pretrain", W.POSE_KEY)
-    assert W.cached_weights_file("pretrain", W.POSE_KEY) is None
+    S.check_weights_source("pretrain", S.ENCODER_KEY, "tiny")
+    S.check_weights_source("pretrain", S.POSE_KEY)
+    assert S.cached_weights_file("pretrain", S.POSE_KEY) is None
     raw = to_dict(default_params())
     raw["data"]["source"] = "kitti"
     with pytest.raises(ParamsError, match=r"model.encoder_weights and model.pose_weights: pretrain needs the "
@@ -220,7 +220,7 @@ def test_resnet_loader_takes_torchvision_names_at_a_width_multiplier(tmp_path):
     enc = ResNet18Encoder(3, 0.25)
     W.load_resnet18_weights(enc, path, verbose=False)
     assert all(torch.equal(v, sd[k]) for k, v in enc.state_dict().items())
-    with pytest.raises(W.WeightsError, match=r"width multiplier 0.25, the pose encoder has 0.5: set "
+    with pytest.raises(S.WeightsError, match=r"width multiplier 0.25, the pose encoder has 0.5: set "
                                              r"model.baseline_width / model.pose_width to 0.25"):
         W.load_pose_weights(build_pose_net(replace(default_params().model, pose_weights=None, pose_width=0.5)), path)
 
@@ -231,5 +231,5 @@ def test_tiny_hrnet_file_into_w18_names_the_size(tmp_path):
     path = tmp_path / "tiny.pt"
     torch.save({"meta": {}, "state_dict": MSFAN("tiny").backbone.state_dict()}, path)
     W.load_encoder_weights(MSFAN("tiny"), path, verbose=False)
-    with pytest.raises(W.WeightsError, match="set model.msfan_size tiny"):
+    with pytest.raises(S.WeightsError, match="set model.msfan_size tiny"):
         W.load_encoder_weights(MSFAN("w18_small"), path, verbose=False)

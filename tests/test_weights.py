@@ -21,7 +21,7 @@ from timm.models.hrnet import HighResolutionNet, cfg_cls
 
 from psdif.config import ParamsError, default_params
 from psdif.models import build_depth_net, build_pose_net
-from psdif.models import weights as W
+from psdif.models import sources as S, weights as W
 from psdif.models.msfan import MSFAN
 from psdif.models.pose import PoseNet
 from psdif.variants import VARIANTS
@@ -375,7 +375,7 @@ def test_unreadable_files_refused(encoders, tmp_path):
         W.load_encoder_weights(encoders["w18_small"], listing)
     objects = tmp_path / "objects.pth"
     torch.save({"meta": {"time": datetime.datetime(2020, 6, 2)}, "state_dict": {"a": torch.ones(1)}}, objects)
-    with pytest.raises(ValueError, match=r"objects.pth: holds Python objects besides tensors \(datetime"):
+    with pytest.raises(ValueError, match=r"objects.pth: holds Python objects besides tensors and plain values \(datetime"):
         W.load_encoder_weights(encoders["w18_small"], objects)
     with pytest.raises(FileNotFoundError, match="model.encoder_weights=.*nope.pth: no such file"):
         W.load_encoder_weights(encoders["w18_small"], tmp_path / "nope.pth")
@@ -395,7 +395,7 @@ def offline(monkeypatch, tmp_path):
     def no_network(*args, **kwargs):
         raise AssertionError("network probe attempted")
 
-    monkeypatch.setattr(W, "_reachable", no_network)
+    monkeypatch.setattr(S, "_reachable", no_network)
     return tmp_path
 
 
@@ -406,7 +406,7 @@ def test_imagenet_encoder_offline_fails_at_once(offline, encoders):
                 rf"data/checkpoints/{re.escape(repo)}.safetensors and set model.encoder_weights: "
                 rf"data/checkpoints/{re.escape(repo)}.safetensors")
         with pytest.raises(ParamsError, match=want):
-            W.check_weights_source("imagenet", "model.encoder_weights", size)
+            S.check_weights_source("imagenet", "model.encoder_weights", size)
     with pytest.raises(ParamsError, match="model.encoder_weights: imagenet weights .*offline"):
         W.load_encoder_weights(encoders["w18_small"], "imagenet")
 
@@ -416,7 +416,7 @@ def test_imagenet_pose_offline_fails_at_once(offline):
             r"download https://download.pytorch.org/models/resnet18-f37072fd.pth.*place it at "
             r"data/checkpoints/resnet18-f37072fd.pth and set model.pose_weights: data/checkpoints/resnet18")
     with pytest.raises(ParamsError, match=want):
-        W.check_weights_source("imagenet", "model.pose_weights")
+        S.check_weights_source("imagenet", "model.pose_weights")
     cfg = dataclasses.replace(default_params().model, pose_weights="imagenet", pose_width=1.0)
     with pytest.raises(ParamsError, match=want):
         build_pose_net(cfg)
@@ -428,7 +428,7 @@ def test_imagenet_from_hf_cache_loads_offline(offline, timm_models, fresh):
     (snap / "refs" / "main").write_text("0123abcd")
     (snap / "snapshots" / "0123abcd").mkdir(parents=True)
     save_file(dict(timm_models["w18_small"]), str(snap / "snapshots" / "0123abcd" / "model.safetensors"))
-    W.check_weights_source("imagenet", "model.encoder_weights", "w18_small")  # cached: passes offline
+    S.check_weights_source("imagenet", "model.encoder_weights", "w18_small")  # cached: passes offline
     enc, _ = fresh("w18_small")
     report = W.load_encoder_weights(enc, "imagenet")
     assert report.source.endswith("model.safetensors") and "safetensors" in report.layout
@@ -442,7 +442,7 @@ def test_imagenet_resnet18_from_torch_hub_cache(offline):
     _randomize(tv, 3)
     (offline / "torch" / "hub" / "checkpoints").mkdir(parents=True)
     torch.save(tv.state_dict(), offline / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
-    W.check_weights_source("imagenet", "model.pose_weights")
+    S.check_weights_source("imagenet", "model.pose_weights")
     pose = build_pose_net(dataclasses.replace(default_params().model, pose_weights="imagenet", pose_width=1.0))
     assert torch.equal(pose.encoder.layer4[1].bn2.running_var, tv.layer4[1].bn2.running_var)
 
@@ -455,32 +455,32 @@ def test_check_probes_the_hub_when_not_flagged(monkeypatch, tmp_path):
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     probed = []
-    monkeypatch.setattr(W, "_reachable", lambda url, timeout=5.0: probed.append(url) or False)
+    monkeypatch.setattr(S, "_reachable", lambda url, timeout=5.0: probed.append(url) or False)
     with pytest.raises(ParamsError, match=r"huggingface.co is not reachable within 5 s"):
-        W.check_weights_source("imagenet", "model.encoder_weights", "w18")
+        S.check_weights_source("imagenet", "model.encoder_weights", "w18")
     with pytest.raises(ParamsError, match=r"download.pytorch.org is not reachable within 5 s"):
-        W.check_weights_source("imagenet", "model.pose_weights")
+        S.check_weights_source("imagenet", "model.pose_weights")
     assert len(probed) == 2
-    monkeypatch.setattr(W, "_reachable", lambda url, timeout=5.0: True)
-    W.check_weights_source("imagenet", "model.encoder_weights", "w18")  # online: fetched when loading
+    monkeypatch.setattr(S, "_reachable", lambda url, timeout=5.0: True)
+    S.check_weights_source("imagenet", "model.encoder_weights", "w18")  # online: fetched when loading
 
 
 def test_check_weights_source_paths_and_values(tmp_path):
-    W.check_weights_source(None, "model.encoder_weights", "w18")
+    S.check_weights_source(None, "model.encoder_weights", "w18")
     with pytest.raises(ParamsError, match=r"model.encoder_weights=data/checkpoints/none.pth: no such file"):
-        W.check_weights_source("data/checkpoints/none.pth", "model.encoder_weights", "w18")
+        S.check_weights_source("data/checkpoints/none.pth", "model.encoder_weights", "w18")
     with pytest.raises(ParamsError, match=r"model.pose_weights=ImageNet: no such file \(did you mean imagenet"):
-        W.check_weights_source("ImageNet", "model.pose_weights")
+        S.check_weights_source("ImageNet", "model.pose_weights")
     with pytest.raises(ParamsError, match="imagenet weights exist for model.msfan_size w18 and w18_small, not 'tiny'"):
-        W.check_weights_source("imagenet", "model.encoder_weights", "tiny")
+        S.check_weights_source("imagenet", "model.encoder_weights", "tiny")
     real = tmp_path / "w.pth"
     real.write_bytes(b"x")
-    W.check_weights_source(str(real), "model.pose_weights")
+    S.check_weights_source(str(real), "model.pose_weights")
     with pytest.raises(ValueError, match="unknown weights param"):
-        W.check_weights_source(None, "model.weights")
+        S.check_weights_source(None, "model.weights")
     cfg = dataclasses.replace(default_params().model, encoder_weights=None, pose_weights=str(tmp_path / "no"))
     with pytest.raises(ParamsError, match="model.pose_weights=.*no: no such file"):
-        W.check_model_weights(cfg)
+        S.check_model_weights(cfg)
 
 
 # ----------------------------------------------------------------------------------- ResNet-18

@@ -116,7 +116,7 @@ def load_depth_model(path: str | Path, device: str | torch.device = "cpu") -> tu
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model (run `dvc repro` to train it)")
-    from psdif.io import load_torch
+    from psdif.torchfile import load_torch
 
     try:
         ckpt = load_torch(path)

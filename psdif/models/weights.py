@@ -64,44 +64,27 @@ Loading is strict: every backbone tensor must come from the file with its shape 
 every other file tensor must be a known head. Otherwise a ``ValueError`` names the file, how much matched,
 and the first unmatched keys both ways. Each load prints one line (loaded / total, skipped heads by prefix).
 
-:func:`check_weights_source` validates a params value at stage start without loading anything and fails at
-once when ``imagenet`` is neither cached nor downloadable (``HF_HUB_OFFLINE=1``, or the host unreachable
-within a few seconds), saying which file to download, where to put it and which param to set.
+Where the file behind a param comes from (``imagenet`` caches and downloads, ``pretrain``, a path):
+``psdif.models.sources``; reading a file without running what it holds: ``psdif.torchfile``.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import re
-import socket
-import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 import torch
 
-from psdif.config import PRETRAIN_FILES, PRETRAIN_TOKEN as PRETRAIN, ParamsError
+from psdif.models.sources import (ENCODER_KEY, POSE_KEY, WeightsError, resolve_weights)
+from psdif.torchfile import RefusedPickleError, load_torch, state_dict_mismatch
 
 if TYPE_CHECKING:  # imported for annotations only: msfan/layers/pose import this module
     from psdif.models.layers import ResNet18Encoder
     from psdif.models.msfan import MSFAN
     from psdif.models.pose import PoseNet
-
-IMAGENET = "imagenet"
-ENCODER_KEY = "model.encoder_weights"
-POSE_KEY = "model.pose_weights"
-CHECKPOINTS_DIR = "data/checkpoints"
-
-# timm's ImageNet weights per MSFAN size (Hugging Face hub repo id; the file is model.safetensors).
-TIMM_IMAGENET = {"w18": "timm/hrnet_w18.ms_aug_in1k", "w18_small": "timm/hrnet_w18_small_v2.ms_in1k"}
-HF_FILES = ("model.safetensors", "pytorch_model.bin")
-RESNET18_IMAGENET_FILE = "resnet18-f37072fd.pth"  # torchvision ResNet18_Weights.IMAGENET1K_V1
-RESNET18_IMAGENET_URL = f"https://download.pytorch.org/models/{RESNET18_IMAGENET_FILE}"
 
 # Wrappers around a whole model: DataParallel, HRNet-Semantic-Segmentation's FullModel, mmseg's EncoderDecoder.
 STRIP_PREFIXES = ("module.", "model.", "backbone.")
@@ -122,13 +105,6 @@ HRNET_FAMILY = {
     (16, 1, 1, 1, 1): ("HRNet-W18-Small-v1", None),
     (8, 1, 1, 1, 1): ("the CPU-size HRNet of msfan_size tiny", "tiny"),
 }
-PROBE_TIMEOUT_S = 5.0
-_NUMPY_SAFE = {"scalar", "dtype", "_reconstruct", "ndarray"}
-_TRUE = {"1", "on", "yes", "true"}
-
-
-class WeightsError(ValueError):
-    """A weights file that does not fit the encoder, or a source that cannot be read; the message says why."""
 
 
 @dataclass
@@ -156,48 +132,17 @@ class LoadReport:
 
 # ============================================================================== reading files
 
-def _numpy_globals(names: list[str]):
-    """(object, pickled name) pairs for numpy scalar / dtype / array reconstruction globals, else None."""
-    pairs = []
-    for name in names:
-        module, _, attr = name.rpartition(".")
-        ok = module.startswith("numpy") and (attr in _NUMPY_SAFE or module == "numpy.dtypes")
-        if not ok:
-            return None
-        try:
-            pairs.append((getattr(importlib.import_module(module), attr), name))
-        except (ImportError, AttributeError):
-            return None
-    try:  # numpy >= 1.25 rebuilds dtypes through these classes (not listed by the scan above)
-        dtypes = importlib.import_module("numpy.dtypes")
-        pairs += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
-    except ImportError:
-        pass
-    return pairs
-
-
 def _torch_load(path: Path):
-    """``torch.load(weights_only=True)``; numpy scalars in a container (e.g. training metadata) are allowed."""
+    """The file's object, read with ``psdif.torchfile.load_torch`` (numpy scalars allowed: training metadata)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - reported with the file name below
-        first = exc
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # noqa: BLE001 - legacy (non-zip) format or not a torch file at all
-        names = None
-    pairs = _numpy_globals(names) if names else None
-    if pairs:
-        with torch.serialization.safe_globals(pairs):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    if names:
+        return load_torch(path, allow_numpy=True)
+    except RefusedPickleError as exc:
         raise WeightsError(
-            f"{path}: holds Python objects besides tensors ({', '.join(names[:5])}); it is not loaded with "
-            "pickle's arbitrary code execution. If you trust it, save its state dict alone: python -c "
+            f"{exc}. If you trust it, save its state dict alone: python -c "
             f"\"import torch; c = torch.load('{path}', weights_only=False); "
-            f"torch.save(c.get('state_dict', c), '{path}.state_dict.pth')\" and point the param there")
-    raise WeightsError(f"{path}: not a readable torch or safetensors file, probably truncated "
-                       f"({type(first).__name__}: {str(first).splitlines()[0][:200]}); download it again")
+            f"torch.save(c.get('state_dict', c), '{path}.state_dict.pth')\" and point the param there") from None
+    except ValueError as exc:
+        raise WeightsError(f"{exc}; download it again") from None
 
 
 def _find_tensors(obj, path: Path, trail: str = "") -> dict[str, torch.Tensor]:
@@ -245,10 +190,6 @@ def strip_prefixes(key: str) -> str:
 
 # ============================================================================== matching
 
-def _is_counter(key: str) -> bool:
-    return key.endswith(".num_batches_tracked")
-
-
 def split_state(raw: Mapping[str, torch.Tensor], heads: Mapping[str, str]
                 ) -> tuple[dict[str, torch.Tensor], Counter]:
     """Strip wrapper prefixes and drop known heads: (backbone candidates, dropped tensors per head group)."""
@@ -295,25 +236,9 @@ def describe_hrnet(state: Mapping[str, torch.Tensor]) -> tuple[str, str | None]:
 
 
 def _mismatch_message(key: str, path, what: str, own: Mapping[str, torch.Tensor],
-                      state: Mapping[str, torch.Tensor], limit: int = 5) -> str | None:
-    missing = [k for k in own if k not in state and not _is_counter(k)]
-    unused = [k for k in state if k not in own]
-    shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if not (missing or unused or shapes):
-        return None
-    n_own = sum(1 for k in own if not _is_counter(k))
-    matched = sum(1 for k, v in own.items() if not _is_counter(k) and k in state
-                  and tuple(state[k].shape) == tuple(v.shape))
-    parts = [f"{key}={path}: matches {matched} of the {n_own} {what} tensors (all are needed)"]
-    if missing:
-        parts.append(f"{len(missing)} missing from the file (first: {missing[:limit]})")
-    if unused:
-        parts.append(f"{len(unused)} file tensors unused and not a known head (first: {unused[:limit]})")
-    if shapes:
-        parts.append(f"{len(shapes)} with another shape (first: " + ", ".join(
-            f"{k}: file {a} vs encoder {b}" for k, a, b in shapes[:limit]) + ")")
-    return "; ".join(parts)
+                      state: Mapping[str, torch.Tensor]) -> str | None:
+    problem = state_dict_mismatch(own, state, what, mine="encoder", unused="unused and not a known head")
+    return f"{key}={path}: {problem}" if problem else None
 
 
 def _copy_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> int:
@@ -326,215 +251,6 @@ def _copy_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> in
             taken += 1
     module.load_state_dict(full, strict=True)
     return taken
-
-
-# ============================================================================== sources (imagenet / path)
-
-def _offline_flag() -> bool:
-    try:
-        from huggingface_hub import constants
-
-        if constants.HF_HUB_OFFLINE:
-            return True
-    except ImportError:
-        pass
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
-
-
-def _reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the URL's host (or the HTTPS proxy) opens within ``timeout`` seconds
-    (name resolution included: the probe runs in a daemon thread)."""
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    parsed = urlparse(proxy if proxy else url)
-    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(result and result[0])
-
-
-def _hf_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-
-
-def _hf_cached(repo_id: str) -> str | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    for name in HF_FILES:
-        found = try_to_load_from_cache(repo_id, name)
-        if isinstance(found, str) and os.path.isfile(found):
-            return found
-    return None
-
-
-def _hf_cache_dir() -> str:
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
-def _torch_hub_file() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_IMAGENET_FILE
-
-
-def _imagenet_unavailable(key: str, msfan_size: str | None, why: str) -> ParamsError:
-    if key == POSE_KEY:
-        dest = f"{CHECKPOINTS_DIR}/{RESNET18_IMAGENET_FILE}"
-        return ParamsError(
-            f"{key}: imagenet weights (torchvision ResNet18_Weights.IMAGENET1K_V1) are not cached at "
-            f"{_torch_hub_file()} and {why}; download {RESNET18_IMAGENET_URL} on a machine with internet, "
-            f"place it at {dest} and set {key}: {dest} (or copy it to {_torch_hub_file()})")
-    repo = TIMM_IMAGENET[msfan_size]
-    name = repo.split("/", 1)[1]
-    dest = f"{CHECKPOINTS_DIR}/{name}.safetensors"
-    return ParamsError(
-        f"{key}: imagenet weights ({repo}, msfan_size {msfan_size}) are not in the Hugging Face cache "
-        f"({_hf_cache_dir()}) and {why}; download {_hf_endpoint()}/{repo}/resolve/main/model.safetensors "
-        f"on a machine with internet, place it at {dest} and set {key}: {dest} (the paper's Cityscapes "
-        "initialisation, §4.2, is a Cityscapes HRNet file instead: see psdif/models/weights.py)")
-
-
-def _why_offline(url: str, probe: bool) -> str | None:
-    """None when a download can be attempted, else why not."""
-    if _offline_flag():
-        return "this machine is offline (HF_HUB_OFFLINE is set)"
-    if probe and not _reachable(url):
-        host = urlparse(url).hostname
-        return f"this machine is offline ({host} is not reachable within {PROBE_TIMEOUT_S:g} s)"
-    return None
-
-
-def _check_imagenet_size(key: str, msfan_size: str | None) -> None:
-    if key == ENCODER_KEY and msfan_size not in TIMM_IMAGENET:
-        raise ParamsError(f"{key}: imagenet weights exist for model.msfan_size w18 and w18_small, not "
-                          f"{msfan_size!r}; use null (random init) for {msfan_size!r}")
-
-
-def _check_key(key: str) -> None:
-    if key not in (ENCODER_KEY, POSE_KEY):
-        raise ValueError(f"unknown weights param {key!r} (expected {ENCODER_KEY} or {POSE_KEY})")
-
-
-def check_weights_source(value: str | None, key: str, msfan_size: str | None = None) -> None:
-    """Validate a weights param at stage start (nothing is loaded); raises :class:`ParamsError`.
-
-    value: ``None`` (nothing to check), ``"imagenet"`` or a file path. key: ``model.encoder_weights`` (an
-    HRNet source for ``msfan_size``) or ``model.pose_weights`` (torchvision ResNet-18). ``imagenet`` passes
-    when the file is cached, or when the hub is reachable (probed for at most a few seconds; no probe when
-    ``HF_HUB_OFFLINE`` is set); otherwise the error says which file to download, where to place it and
-    which param to point at it. A path must be an existing file.
-    """
-    _check_key(key)
-    if value is None or value == PRETRAIN:  # pretrain: the pipeline makes the file (psdif/pretrain.py)
-        return
-    if value == IMAGENET:
-        _check_imagenet_size(key, msfan_size)
-        if key == POSE_KEY:
-            if _torch_hub_file().is_file():
-                return
-            why = _why_offline(RESNET18_IMAGENET_URL, probe=True)
-        else:
-            repo = TIMM_IMAGENET[msfan_size]
-            if _hf_cached(repo):
-                return
-            why = _why_offline(f"{_hf_endpoint()}/{repo}", probe=True)
-        if why:
-            raise _imagenet_unavailable(key, msfan_size, why)
-        return
-    if not Path(value).is_file():
-        raise ParamsError(_no_such_file(value, key))
-
-
-def _no_such_file(value: str, key: str) -> str:
-    near = value.strip().lower()
-    hint = f" (did you mean {near}?)" if near in (IMAGENET, PRETRAIN) else ""
-    return (f"{key}={value}: no such file{hint}; set it to null, imagenet, pretrain or the path of a downloaded "
-            "weights file (see psdif/models/weights.py for the supported files)")
-
-
-def _pretrain_file(key: str) -> Path:
-    """The pretrain stage's output named by the token; refused when missing or a placeholder."""
-    path, what = Path(PRETRAIN_FILES[key]), f"{key}: pretrain names {PRETRAIN_FILES[key]}"
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}, the pretrain stage's output, not made yet; run `dvc repro`")
-    if (meta := torch.load(path, map_location="cpu", weights_only=True).get("meta", {})).get("placeholder"):
-        raise WeightsError(f"{what}, a placeholder ({meta.get('reason')}); rerun the stage (`dvc repro`)")
-    return path
-
-
-def resolve_weights(value: str, key: str, msfan_size: str | None = None) -> Path:
-    """The local file behind a weights param: the path itself, or the cached / downloaded ImageNet file."""
-    _check_key(key)
-    if value == PRETRAIN:
-        return _pretrain_file(key)
-    if value != IMAGENET:
-        path = Path(value)
-        if not path.is_file():
-            raise FileNotFoundError(_no_such_file(value, key))
-        return path
-    _check_imagenet_size(key, msfan_size)
-    if key == POSE_KEY:
-        target = _torch_hub_file()
-        if target.is_file():
-            return target
-        why = _why_offline(RESNET18_IMAGENET_URL, probe=False)
-        if why:
-            raise _imagenet_unavailable(key, msfan_size, why)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(RESNET18_IMAGENET_URL, str(target),
-                                           hash_prefix=re.search(r"-([a-f0-9]+)\.", target.name).group(1))
-        except Exception as exc:  # noqa: BLE001 - no network, proxy, disk
-            raise _imagenet_unavailable(key, msfan_size, f"the download failed ({type(exc).__name__}: "
-                                                         f"{exc})") from None
-        return target
-    repo = TIMM_IMAGENET[msfan_size]
-    cached = _hf_cached(repo)
-    if cached:
-        return Path(cached)
-    why = _why_offline(f"{_hf_endpoint()}/{repo}", probe=False)
-    if why:
-        raise _imagenet_unavailable(key, msfan_size, why)
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return Path(hf_hub_download(repo, HF_FILES[0]))
-    except Exception as exc:  # noqa: BLE001
-        raise _imagenet_unavailable(key, msfan_size, f"the download failed ({type(exc).__name__}: "
-                                                     f"{exc})") from None
-
-
-def cached_weights_file(value: str | None, key: str, msfan_size: str | None = None) -> Path | None:
-    """The local file a weights param names, without downloading: the path itself, the cached ImageNet
-    file, or None (null, or ``imagenet`` not cached yet)."""
-    _check_key(key)
-    if value is None:
-        return None
-    if value == PRETRAIN:
-        return Path(PRETRAIN_FILES[key]) if Path(PRETRAIN_FILES[key]).is_file() else None
-    if value != IMAGENET:
-        return Path(value) if Path(value).is_file() else None
-    if key == POSE_KEY:
-        return _torch_hub_file() if _torch_hub_file().is_file() else None
-    if msfan_size not in TIMM_IMAGENET:
-        return None
-    cached = _hf_cached(TIMM_IMAGENET[msfan_size])
-    return Path(cached) if cached else None
-
-
-def check_model_weights(model_cfg) -> None:
-    """:func:`check_weights_source` for both weights params of a ``ModelConfig``."""
-    check_weights_source(model_cfg.encoder_weights, ENCODER_KEY, model_cfg.msfan_size)
-    check_weights_source(model_cfg.pose_weights, POSE_KEY)
 
 
 # ============================================================================== loaders

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from psdif.semantics.cityscapes import CITYSCAPES_CLASSES
+from psdif.torchfile import RefusedPickleError, load_torch, state_dict_mismatch
 
 
 class CheckpointError(ValueError):
@@ -127,75 +128,24 @@ def describe_model(model: nn.Module) -> dict:
     return {"params": sum(p.numel() for p in model.parameters()), "state_tensors": len(model.state_dict())}
 
 
-def _state_dict_mismatch(expected: dict, got: dict, limit: int = 5) -> str:
-    """Human-readable difference of two state dicts ('' when keys and shapes agree)."""
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [(k, tuple(got[k].shape), tuple(v.shape)) for k, v in expected.items()
-              if k in got and hasattr(got[k], "shape") and tuple(got[k].shape) != tuple(v.shape)]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys, first: {missing[:limit]}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:limit]}")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatches, first: " + ", ".join(
-            f"{k}: file {a} vs model {b}" for k, a, b in shapes[:limit]))
-    return "; ".join(parts)
-
-
-def _numpy_scalar_globals() -> list:
-    """Exactly what the public checkpoint's ``best_score`` (a numpy float64) needs to unpickle.
-
-    numpy pickles a scalar as ``numpy.core.multiarray.scalar(dtype, bytes)`` (``numpy._core`` from numpy 2
-    on); the dtype as ``numpy.dtype('f8', ...)`` (rebuilt through ``numpy.dtypes.Float64DType`` by recent
-    numpy). Both module spellings map to the one reconstructor of the installed numpy.
-    """
-    import numpy as np
-
-    try:
-        from numpy._core.multiarray import scalar  # numpy >= 2
-    except ImportError:  # numpy 1.x
-        from numpy.core.multiarray import scalar
-    allowed = [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype]
-    float64_dtype = getattr(getattr(np, "dtypes", None), "Float64DType", None)
-    if float64_dtype is not None:
-        allowed.append(float64_dtype)
-    return allowed
-
-
 def read_checkpoint(path: str | Path) -> dict:
     """The public checkpoint's dict (``model_state``, ``optimizer_state``, ``scheduler_state``, ``cur_itrs``,
     ``best_score``), unpickled with ``weights_only=True``: tensors, plain containers and numbers, and only the
-    numpy types of :func:`_numpy_scalar_globals`. Anything else (a class, a function call such as
+    numpy types (``psdif.torchfile.numpy_globals``). Anything else (a class, a function call such as
     ``os.system``) is refused before it runs, with a :class:`CheckpointError` naming the file and the object.
     """
-    import pickle
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: checkpoint not found; set pseudolabel.checkpoint to the downloaded "
             "best_deeplabv3plus_resnet101_cityscapes_os16.pth, or to null to train the in-pipeline teacher")
     try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "Weights only load failed" in text:  # a global outside the allow-list: never executed
-            from psdif.io import refused_objects  # torch's advice (weights_only=False) is never passed on
-
-            what = ", ".join(refused_objects(text)) or "an object outside tensors and plain values"
-            raise CheckpointError(
-                f"{path}: refused to load: the file holds Python objects other than tensors and the public "
-                f"checkpoint's plain values ({what}); unpickling them could run code. Use the public "
-                "best_deeplabv3plus_resnet101_cityscapes_os16.pth from a source you trust") from None
-        raise CheckpointError(f"{path}: not a readable torch checkpoint, probably truncated or another "
-                              f"format (UnpicklingError: {text.splitlines()[0][:200]}); download the file "
-                              "again") from None
-    except Exception as exc:  # truncated zip, random bytes
-        raise CheckpointError(f"{path}: not a readable torch checkpoint, probably truncated or another "
-                              f"format ({type(exc).__name__}: {exc}); download the file again") from None
+        return load_torch(path, allow_numpy=True, what="torch checkpoint")
+    except RefusedPickleError as exc:
+        raise CheckpointError(f"{exc}. Use the public best_deeplabv3plus_resnet101_cityscapes_os16.pth from a "
+                              "source you trust") from None
+    except ValueError as exc:  # truncated zip, random bytes
+        raise CheckpointError(f"{exc}; download the file again") from None
 
 
 def load_cityscapes_deeplab(path: str | Path) -> nn.Module:
@@ -217,8 +167,9 @@ def load_cityscapes_deeplab(path: str | Path) -> nn.Module:
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
     model = CityscapesDeepLabV3Plus(len(CITYSCAPES_CLASSES))
-    problem = _state_dict_mismatch(model.state_dict(), state)
+    problem = state_dict_mismatch(model.state_dict(), state, "DeepLabv3+ / ResNet-101 OS16", counters_optional=False,
+                                  mine="model")
     if problem:
-        raise CheckpointError(f"{path}: 'model_state' does not match DeepLabv3+ / ResNet-101 OS16: {problem}")
+        raise CheckpointError(f"{path}: 'model_state' {problem}")
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psdif.io import load_torch, save_torch
+from psdif.io import save_torch
+from psdif.torchfile import load_torch
 from psdif.seeding import deterministic_kernels, seed_everything
 from psdif.semantics.cityscapes import VOID_LABEL
 from psdif.semantics.deeplab import CheckpointError
