@@ -123,7 +123,7 @@ def test_gt_depth_edges_leave_a_ground_plane_alone():
     rows = np.arange(h, dtype=np.float64)[:, None] - h / 2
     depth = np.where(rows > 0, fy * 1.65 / np.maximum(rows, 1e-9), 0.0) * np.ones((1, w))
     edges = gt_depth_edges(depth, max_depth=80.0)
-    assert (depth[h // 2 + 6] < 80.0) and not edges.any()
+    assert (depth[h // 2 + 6] < 80.0).all() and not edges.any()
     depth[100:110, 200:230] = 3.0      # a kerb-high box on it: edges again
     assert gt_depth_edges(depth, max_depth=80.0).any()
 
