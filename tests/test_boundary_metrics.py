@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from psdif.semantics.cityscapes import CITYSCAPES_CLASSES
+
 from psdif.evaluation.metrics import (band_errors, canny_depth_edges, depth_boundary_error, evaluate_boundaries,
                                       gt_depth_edges, semantic_band, summarise_boundaries)
 
@@ -151,11 +153,12 @@ def test_band_errors_by_hand():
     pred = np.full((5, 20), 20.0)
     pred[:, 2:8] = 25.0
     gt[4], pred[4] = 0.0, 1000.0
-    out = band_errors(gt, pred, labels, width=2)
+    out = band_errors(gt, pred, labels, width=2, names=("road", "side walk"))
     assert out["band_abs_rel"] == pytest.approx(0.25) and out["band_a1"] == 0.0
     assert out["off_band_abs_rel"] == pytest.approx(0.0) and out["off_band_a1"] == 1.0
     assert out["per_class"] == {"road": pytest.approx({"abs_rel": 0.25 * 3 / 5, "a1": 2 / 5}),
-                                "sidewalk": pytest.approx({"abs_rel": 0.25 * 3 / 15, "a1": 12 / 15})}
+                                "side_walk": pytest.approx({"abs_rel": 0.25 * 3 / 15, "a1": 12 / 15})}
+    assert set(band_errors(gt, pred, labels, width=2)["per_class"]) == {"class_0", "class_1"}
 
 
 def test_band_errors_no_valid_gt_names_the_problem():
@@ -193,7 +196,7 @@ def test_evaluate_boundaries_of_the_true_depth():
     labels[:4] = 10                                   # sky
     labels[12:24, 10:25] = 13                         # car
     sigmoid = sigmoid_for_depth(np.where(gt > 0, gt, 100.0)).astype(np.float32)
-    out = evaluate_boundaries(sigmoid, gt, labels)
+    out = evaluate_boundaries(sigmoid, gt, labels, names=CITYSCAPES_CLASSES)
     assert out["band_abs_rel"] < 1e-5 and out["off_band_abs_rel"] < 1e-5 and out["band_a1"] == 1.0
     assert set(out["per_class"]) == {"building", "car"}
     assert out["dbe_acc"] == pytest.approx(0.0, abs=0.1) and out["dbe_comp"] < 0.5

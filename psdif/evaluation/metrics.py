@@ -337,15 +337,14 @@ def _abs_rel_a1(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
             float(np.mean(np.maximum(gt / pred, pred / gt) < 1.25)))
 
 
-def class_key(label: int) -> str:
-    """Name of a Cityscapes train id in result keys: ``traffic_light``; ``class_<id>`` beyond the 19."""
-    from psdif.semantics.cityscapes import CITYSCAPES_CLASSES
-
-    return CITYSCAPES_CLASSES[label].replace(" ", "_") if 0 <= label < len(CITYSCAPES_CLASSES) else f"class_{label}"
+def class_key(label: int, names: Sequence[str] = ()) -> str:
+    """Result key of a semantic id: ``names[label]`` with spaces as underscores (``traffic_light``), or
+    ``class_<id>`` when ``names`` does not cover it."""
+    return names[label].replace(" ", "_") if 0 <= label < len(names) else f"class_{label}"
 
 
 def band_errors(gt_depth: np.ndarray, pred_depth: np.ndarray, labels: np.ndarray, width: int = BAND_PX,
-                min_depth: float = 1e-3, max_depth: float = 80.0) -> dict:
+                min_depth: float = 1e-3, max_depth: float = 80.0, names: Sequence[str] = ()) -> dict:
     """abs_rel and a1 near semantic boundaries, away from them and per class, on dense GT (one image).
 
     gt_depth, pred_depth: [H, W] m (gt 0 = no surface); labels: [H, W] int semantic ids. Valid pixels:
@@ -353,7 +352,7 @@ def band_errors(gt_depth: np.ndarray, pred_depth: np.ndarray, labels: np.ndarray
     median(gt) / median(pred), as the Eigen protocol) and clamped to [min_depth, max_depth]. Returns
     ``band_abs_rel``, ``band_a1`` (valid pixels of :func:`semantic_band`), ``off_band_abs_rel``,
     ``off_band_a1`` (the other valid pixels; nan when a set is empty) and ``per_class``:
-    ``{class_key: {"abs_rel", "a1"}}`` for every label with valid pixels.
+    ``{class_key(label, names): {"abs_rel", "a1"}}`` for every label with valid pixels.
     """
     gt = _as_2d("gt_depth", gt_depth).astype(np.float64)
     pred = _as_2d("pred_depth", pred_depth).astype(np.float64)
@@ -373,17 +372,17 @@ def band_errors(gt_depth: np.ndarray, pred_depth: np.ndarray, labels: np.ndarray
     for label in np.unique(labels[valid]):
         mask = valid & (labels == label)
         abs_rel, a1 = _abs_rel_a1(gt[mask], pred[mask])
-        out["per_class"][class_key(int(label))] = {"abs_rel": abs_rel, "a1": a1}
+        out["per_class"][class_key(int(label), names)] = {"abs_rel": abs_rel, "a1": a1}
     return out
 
 
 def evaluate_boundaries(pred_disp: np.ndarray, gt_depth: np.ndarray, labels: np.ndarray,
                         min_depth: float = 1e-3, max_depth: float = 80.0,
-                        disp_range: tuple[float, float] = (0.1, 100.0)) -> dict:
+                        disp_range: tuple[float, float] = (0.1, 100.0), names: Sequence[str] = ()) -> dict:
     """Boundary metrics of one image on dense GT (design.md §4.6).
 
     pred_disp: [h, w] sigmoid at network size; gt_depth: dense [H, W] m (0 = no surface); labels: [H, W]
-    semantic ids of the same frame. The disparity is resized to (W, H) and inverted exactly as in
+    semantic ids of the same frame (``names``: their class names). The disparity is resized to (W, H) and inverted exactly as in
     :func:`evaluate_depth`; returns :func:`band_errors` plus ``dbe_acc``, ``dbe_comp``
     (:func:`depth_boundary_error` of the median-scaled prediction clamped to [min_depth, max_depth] against
     :func:`gt_depth_edges`).
@@ -393,7 +392,7 @@ def evaluate_boundaries(pred_disp: np.ndarray, gt_depth: np.ndarray, labels: np.
     disp = cv2.resize(sigmoid_to_disp(sigmoid, *disp_range), (gt.shape[1], gt.shape[0]),
                       interpolation=cv2.INTER_LINEAR)
     pred = 1.0 / disp.astype(np.float64)
-    out = band_errors(gt, pred, labels, BAND_PX, min_depth, max_depth)
+    out = band_errors(gt, pred, labels, BAND_PX, min_depth, max_depth, names)
     valid = (gt > min_depth) & (gt < max_depth)
     scaled = np.clip(pred * np.median(gt[valid]) / np.median(pred[valid]), min_depth, max_depth)
     out["dbe_acc"], out["dbe_comp"] = depth_boundary_error(gt_depth_edges(gt, max_depth), scaled)
