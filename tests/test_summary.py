@@ -11,8 +11,8 @@ import pytest
 
 from psdif import pipeline
 from psdif.evaluation.seeds import aggregate
-from psdif.evaluation.summary import (CURVE_TERMS, HEADLINE_KITTI, SHORT, _round, final_train_loss, headline, mean_curve,
-                                      write_bars, write_curves, write_headline)
+from psdif.evaluation.summary import (CURVE_TERMS, HEADLINE_KITTI, SHORT, _round, final_train_loss, headline,
+                                      mean_curve, write_bars, write_curves, write_headline)
 from psdif.paths import PLOT_DATA, SUMMARY
 from psdif.variants import VARIANTS
 

@@ -1,4 +1,4 @@
-"""Evaluation protocols: KITTI Eigen (design.md §4.3) and Make3D Test134 (design.md §4.4).
+"""Evaluation protocols: KITTI Eigen (design.md §4.3), Make3D Test134 (design.md §4.4), boundaries (§4.6).
 
 Everything here is numpy on one image at a time, float64 arithmetic, so the numbers can be compared with
 the reference evaluation code of the field (Monodepth2's ``evaluate_depth.py``) frame by frame.
@@ -15,6 +15,10 @@ Make3D protocol (``evaluate_make3d``)::
     σ --disp_scaled--> disparity --1/disp--> depth, cv2.resize nearest to (305 wide, 21 high)
       GT = Position3DGrid[:, :, 3][17:38, :]  (21 x 305 m);  mask 0 < gt < 70;  median scaling;
       pred capped at 70;  abs_rel, sq_rel, rmse, rmse_log on log10 (plus ``log10`` = mean |Δlog10|)
+
+Boundary metrics on dense GT (design.md §4.6; generated data only): the iBims-1 depth boundary error
+(``depth_boundary_error``) against GT depth edges of the dense depth (``gt_depth_edges``), and abs_rel / a1
+within ``BAND_PX`` px of semantic boundaries, outside them and per class (``band_errors``).
 
 Ragged ground truth (Eigen GT maps of different sizes) is stored by ``save_gt_depths`` as an .npz of
 flat values plus shapes, loadable without ``allow_pickle``.
@@ -382,8 +386,8 @@ def evaluate_boundaries(pred_disp: np.ndarray, gt_depth: np.ndarray, labels: np.
     """Boundary metrics of one image on dense GT (design.md §4.6).
 
     pred_disp: [h, w] sigmoid at network size; gt_depth: dense [H, W] m (0 = no surface); labels: [H, W]
-    semantic ids of the same frame (``names``: their class names). The disparity is resized to (W, H) and inverted exactly as in
-    :func:`evaluate_depth`; returns :func:`band_errors` plus ``dbe_acc``, ``dbe_comp``
+    semantic ids of the same frame (``names``: their class names). The disparity is resized to (W, H) and
+    inverted exactly as in :func:`evaluate_depth`; returns :func:`band_errors` plus ``dbe_acc``, ``dbe_comp``
     (:func:`depth_boundary_error` of the median-scaled prediction clamped to [min_depth, max_depth] against
     :func:`gt_depth_edges`).
     """
