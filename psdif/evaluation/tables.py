@@ -227,12 +227,12 @@ def read_boundary(eval_dir: Path, variant: str) -> Optional[dict]:
     return _metrics(path, {**group, "n_seeds": raw.get("n_seeds")}, keys, "boundary")
 
 
-def _boundary_cells(eval_dir: Path, variant: str, evaluated: bool) -> list:
-    if not evaluated:
-        return [NOT_RUN] * len(BOUNDARY_HEADERS)
+def _boundary_cells(eval_dir: Path, variant: str, label: Optional[str]) -> list:
+    """Table 3's boundary cells of an evaluated row (``label``: the data it records): the figures, or why
+    there are none (sparse GT, or a file of generated data written before the boundary metrics existed)."""
     group = read_boundary(eval_dir, variant)
     if group is None:
-        return [SPARSE_GT] * len(BOUNDARY_HEADERS)
+        return [SPARSE_GT if label != SYNTHETIC_KITTI else "not recorded"] * len(BOUNDARY_HEADERS)
     return [group.get(k, "nan") for k in BOUNDARY_HEADERS]
 
 
@@ -453,13 +453,15 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
                 "prediction capped at 70 m; RMSE_log on log10.", *spread_note])
 
     t3_rows = [_run_row(TABLE3_METHODS[v], None, source(v), runs[v][0], METRIC_KEYS, tail)
-               + _boundary_cells(eval_dir, v, runs[v][0] is not None) for v in TABLE3_RUN]
+               + (_boundary_cells(eval_dir, v, runs[v][2]) if runs[v][0] else [NOT_RUN] * len(BOUNDARY_HEADERS))
+               for v in TABLE3_RUN]
     t3_rows += [_paper_row(r, False, len(tail) + len(BOUNDARY_HEADERS)) for r in PAPER_TABLE3]
     boundary_note = ("Boundary columns (this run, dense GT of the generated data only; design.md §4.6): DBE "
                      "acc / comp = iBims-1 depth boundary error (px) of the predicted depth's Canny edges against "
                      "the GT depth edges; band AbsRel = abs_rel within 3 px of the generator's semantic "
                      f"boundaries (metrics/eval/<variant>.json, 'boundary', also per class). '{SPARSE_GT}': "
-                     "real KITTI has no dense GT; the paper reports none.")
+                     "real KITTI has no dense GT; 'not recorded': evaluated before these metrics existed (re-run "
+                     "`dvc repro`); the paper reports none.")
     tests = seed_tests(eval_dir)
     test_cols, test_notes = [], []
     if tests:
