@@ -8,7 +8,10 @@ export covered (data/eval/gt_depths.npz holds their lines); each result says wha
 source, the test split, how many of its listed frames were evaluated and a digest of their lines, so rows
 of different test sets are never mistaken for one another (psdif.evaluation.tables). Make3D results go
 under a ``make3d`` key: the real Test134 from eval.make3d_root when it is on disk, or the generated
-cross-domain set (embedded default); otherwise the key says why it did not run. Nothing is downloaded here.
+cross-domain set (embedded default); otherwise the key says why it did not run. On generated data a
+``boundary`` group holds the boundary metrics against the generator's dense depth and labels (depth boundary
+error, semantic-band and per-class errors; docs/design.md §4.6); real KITTI (sparse GT) has none. Nothing is
+downloaded here.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from pathlib import Path
 import torch
 
 from psdif.data import kitti
-from psdif.evaluation.evaluate import (CONSTANT_SPREAD, ConstantDisparity, disparity_spread, evaluate_eigen,
-                                      evaluate_make3d_set, untrained_net)
+from psdif.evaluation.evaluate import (CONSTANT_SPREAD, ConstantDisparity, disparity_spread, evaluate_boundary_set,
+                                      evaluate_eigen, evaluate_make3d_set, load_dense_gt, untrained_net)
 from psdif.evaluation.metrics import load_gt_depths, load_gt_frames
 from psdif.evaluation.datasets import REAL_MAKE3D, SYNTHETIC_MAKE3D, kitti_label
 from psdif.evaluation.seeds import aggregate
@@ -62,11 +65,13 @@ def test_set(p, frames: list[str], listed: int) -> dict:
             "test_set": params_hash(frames)[:8]}
 
 
-def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d, device, measured: dict) -> dict:
+def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d, device, measured: dict, dense=None) -> dict:
     summary, _, sigmoids = evaluate_eigen(net, Path(p.data.raw_root), frames, gts, p.data.height, p.data.width,
                                           p.data.img_ext, p.eval, disp_range, device, progress_enabled())
     summary.update(measured)
     summary["disp_spread"] = disparity_spread(sigmoids)
+    if dense is not None:
+        summary["boundary"] = evaluate_boundary_set(sigmoids, dense, p.eval, disp_range)
     if name != "flat" and summary["disp_spread"] < CONSTANT_SPREAD:
         print(f"warning: {name} predicts one constant depth (disparity spread {summary['disp_spread']:.1e}): its "
               "training collapsed (saturated sigmoid; docs/design.md, 'A collapsed run'); the tables say so")
@@ -100,6 +105,10 @@ def main(argv=None) -> None:
     frames = [kitti.parse_split_line(line, f"{GT} frame {i}") for i, line in enumerate(lines)]
     gts = load_gt_depths(GT)
     measured = test_set(p, lines, listed)
+    try:  # the generated data's exact dense depth and labels: boundary metrics (real KITTI has sparse GT only)
+        dense = load_dense_gt(Path(p.data.raw_root), frames) if p.data.source == "synthetic" else None
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     root, label = make3d_source(p)
     if root is None:
         print(f"Make3D: not run ({label})")
@@ -107,9 +116,9 @@ def main(argv=None) -> None:
     if args.reference:
         disp_range = (p.model.min_depth, p.model.max_depth)
         write_row("flat", evaluate_one(p, ConstantDisparity(), "flat", disp_range, frames, gts, make3d, device,
-                                       measured))
+                                       measured, dense))
         write_row("untrained", evaluate_one(p, untrained_net(p.model, p.train.seeds[0]).to(device), "untrained",
-                                            disp_range, frames, gts, make3d, device, measured))
+                                            disp_range, frames, gts, make3d, device, measured, dense))
         return
     per_seed = {}
     for seed in p.train.seeds:
@@ -123,7 +132,7 @@ def main(argv=None) -> None:
                              f"but data is {p.data.height}x{p.data.width}; re-run `dvc repro`")
         cfg = info["model_cfg"]
         per_seed[seed] = evaluate_one(p, net, f"{args.variant} seed {seed}", (cfg["min_depth"], cfg["max_depth"]),
-                                      frames, gts, make3d, device, measured)
+                                      frames, gts, make3d, device, measured, dense)
     try:
         write_row(args.variant, aggregate(per_seed, f"{EVAL_DIR}/{args.variant}.json"))
     except ValueError as exc:

@@ -119,13 +119,16 @@ def test_repro_writes_the_headline_metrics_and_plot_data(project):
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert list(summary) == [SHORT[v] for v in VARIANTS] == ["base", "msfan", "seg", "psdifm", "full"]
     for name, row in summary.items():
-        assert set(row) == {*HEADLINE_KITTI, "m3d_abs_rel", "train_loss"}, (name, row)  # one seed: no spread
+        assert set(row) == {*HEADLINE_KITTI, "m3d_abs_rel", "dbe_acc", "train_loss"}, (name, row)  # one seed
     for variant in VARIANTS:  # the final training loss: the last row of the run's DVCLive log (one seed)
         last = (project / "dvclive" / variant / "seed0/plots/metrics/train/total.tsv").read_text().splitlines()[-1]
         assert summary[SHORT[variant]]["train_loss"] == pytest.approx(float(last.split("\t")[1]), rel=1e-4)
     full = json.loads((project / "metrics/eval/full.json").read_text())
     assert summary["full"]["abs_rel"] == pytest.approx(full["abs_rel"], rel=1e-4)
     assert summary["full"]["m3d_abs_rel"] == pytest.approx(full["make3d"]["abs_rel"], rel=1e-4)
+    # generated data: boundary metrics against the dense GT, one of them in the headline
+    assert summary["full"]["dbe_acc"] == pytest.approx(full["boundary"]["dbe_acc"], rel=1e-4)
+    assert 0 <= full["boundary"]["dbe_acc"] <= 10 and "road" in full["boundary"]["per_class"]
     header = (project / "metrics/plots/train_total.csv").read_text().splitlines()[0]
     assert header == "step," + ",".join(VARIANTS)
     # dvc exp show lists the headline first (the summary stage is first in dvc.yaml)
@@ -266,13 +269,13 @@ def test_three_seeds_add_runs_and_tables_show_spread_and_tests(project):
         assert metrics["abs_rel"] == pytest.approx(mean) and metrics["std"]["abs_rel"] >= 0
         assert (project / "models" / name / "seed2" / "model.pt").is_file()
     summary = json.loads((project / "metrics/summary.json").read_text())
-    assert set(summary["full"]["std"]) == {*HEADLINE_KITTI, "m3d_abs_rel"}
+    assert set(summary["full"]["std"]) == {*HEADLINE_KITTI, "m3d_abs_rel", "dbe_acc"}
     table3 = (project / "metrics/tables/table3.md").read_text()
     assert "±" in table3 and "paired t-test over training seeds" in table3 and "n=3" in table3
     for name in ("flat", "untrained"):
         assert "n_images" in json.loads((project / "metrics/eval" / f"{name}.json").read_text())
     # the README's seeds view: the abs_rel mean of every row and the param, readable at 200 columns
-    drop = r".*/|Created|.*\.std\.|.*\.(sq_rel|rmse|a1|m3d_abs_rel|train_loss)$"
+    drop = r".*/|Created|.*\.std\.|.*\.(sq_rel|rmse|a1|m3d_abs_rel|dbe_acc|train_loss)$"
     assert f"dvc exp show --only-changed --drop '{drop}'" in (REPO / "README.md").read_text()
     table = subprocess.run([str(BIN / "dvc"), "exp", "show", "--only-changed", "--drop", drop, "--no-pager"],
                            cwd=project, capture_output=True, text=True, env={**_env(), "COLUMNS": "200"},

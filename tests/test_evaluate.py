@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+import pytest
 from torch import nn
 
 from psdif.evaluation.evaluate import ConstantDisparity, predict_sigmoids
@@ -58,3 +61,33 @@ def test_disparity_spread_separates_a_constant_prediction():
     two_level = np.concatenate([np.full((4, 16), 0.2), np.full((4, 16), 0.6)]).astype(np.float32)  # mean .4, std .2
     maps = [two_level, two_level * 0 + 0.5, two_level]   # spreads 0.5, 0, 0.5 -> median 0.5
     assert abs(disparity_spread(maps) - 0.5) < 1e-6
+
+
+def test_dense_gt_is_read_from_the_generators_layout_and_a_missing_file_is_named(tmp_path):
+    """<raw_root>/synthetic_gt/<drive>/{depth,semantic}_0<cam>/<frame>.png: depth uint16 m x 256, labels
+    uint8; a right-camera frame reads the _03 folders; a missing label file is an error naming it."""
+    import cv2
+
+    from psdif.data import kitti
+    from psdif.evaluation.evaluate import evaluate_boundary_set, load_dense_gt
+
+    folder = tmp_path / "synthetic_gt" / "2030_01_01_drive_0006_sync"
+    depth = np.full((6, 8), 10.0)
+    depth[:, 4:] = 40.0
+    labels = np.zeros((6, 8), np.uint8)
+    labels[:, 4:] = 2
+    for sub, image in (("depth_03", np.round(depth * 256).astype(np.uint16)), ("semantic_03", labels)):
+        (folder / sub).mkdir(parents=True)
+        cv2.imwrite(str(folder / sub / "0000000007.png"), image)
+    ref = kitti.FrameRef("2030_01_01/2030_01_01_drive_0006_sync", 7, "r")
+    [(got_depth, got_labels)] = load_dense_gt(tmp_path, [ref])
+    assert np.array_equal(got_depth, depth) and np.array_equal(got_labels, labels)
+    cfg = SimpleNamespace(min_depth=1e-3, max_depth=80.0)
+    sigmoid = np.full((6, 8), 0.5, np.float32)          # flat prediction: no edge, every error known
+    out = evaluate_boundary_set([sigmoid], [(got_depth, got_labels)], cfg, (0.1, 100.0))
+    # median scaling of a flat map gives the median GT (the median of 10 and 40: 25 m) everywhere
+    assert out["dbe_acc"] == 10.0 and out["per_class"]["road"]["abs_rel"] == pytest.approx(1.5)
+    assert out["per_class"]["building"]["abs_rel"] == pytest.approx(15 / 40)
+    (folder / "semantic_03" / "0000000007.png").unlink()
+    with pytest.raises(ValueError, match="semantic_03/0000000007.png: missing"):
+        load_dense_gt(tmp_path, [ref])

@@ -69,6 +69,14 @@ def test_split_sends_test_scans_to_the_test_side_only():
     assert set(test) == {f"{d}/image_02/data/0000000005.png", f"{d}/velodyne_points/data/0000000005.bin",
                          "2011_09_26/calib_cam_to_cam.txt"}
     assert "synthetic_gt/x/semantic_02/0000000005.png" in train and f"{d}/oxts/data/0000000005.txt" in train
+    # generated data: the test frame's dense depth goes to the test side, its labels to both (the evaluate
+    # stage's boundary metrics read them); other frames' labels stay on the train side only
+    gt = "synthetic_gt/2011_09_26_drive_0001_sync"
+    dense = {f"{gt}/depth_02/0000000005.png": "i", f"{gt}/semantic_02/0000000005.png": "j",
+             f"{gt}/semantic_02/0000000006.png": "k", f"{gt}/semantic_03/0000000005.png": "l"}
+    train, test = split_raw({**files, **dense}, [kitti.FrameRef(d, 5, "l")], "png")
+    assert set(test) - set(files) == {f"{gt}/depth_02/0000000005.png", f"{gt}/semantic_02/0000000005.png"}
+    assert {k for k in dense if "semantic" in k} <= set(train) and f"{gt}/depth_02/0000000005.png" not in train
 
 
 # ------------------------------------------------------------------------------------------ download (KITTI sample)

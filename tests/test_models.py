@@ -184,8 +184,10 @@ def _capture(modules, store, key):
 
 @pytest.mark.parametrize("variant", ["full", "msfan_seg"])
 def test_psdifm_equations(cfg, variant):
-    """Eqs. 3-7 recomputed from the captured Feat_l / Seg_l: FF_l = Feat_l + SAM(Seg_l) (exchange) or
-    Feat_l; the input of F at level l is concat(U(FF_{l+1}), f_l); disparity 0 from F(U(FF_0))."""
+    """Eqs. 3-7 recomputed from the captured Feat_l / Seg_l: FF_l = Feat_l + SAM(Seg_l) (Eq. 5) and
+    FS_l = Seg_l + SAM(Feat_l) (Eq. 6) with the exchange, else Feat_l / Seg_l; the input of F at level l is
+    concat(U(FF_{l+1}), f_l) (depth) and concat(U(FS_{l+1}), f_l) (semantics); disparity 0 from F(U(FF_0)),
+    the semantic logits from F(U(FS_0))."""
     torch.manual_seed(1)
     net = build_depth_net(VARIANTS[variant], cfg).eval()
     dec = net.decoder
@@ -213,6 +215,18 @@ def test_psdifm_equations(cfg, variant):
         torch.testing.assert_close(out.disparities[0], disp0)
         disp1 = dec.disp_heads[1](out.features[1])  # Eq. 7: F_1 = FF_0
         torch.testing.assert_close(out.disparities[1], disp1)
+        fs = {}
+        for l in range(4):  # Eq. 6: FS_l = Seg_l + SAM(Feat_l) (exchange) or Seg_l
+            feat, seg = store[("feat", l)][1], store[("seg", l)][1]
+            fs[l] = seg + dec.sam_depth[l](feat) if variant == "full" else seg
+            if variant == "full":  # the gate is not trivial: Seg_l * SAM(Feat_l) would fail the checks below
+                assert not torch.allclose(fs[l], seg * dec.sam_depth[l](feat), atol=1e-3)
+                assert dec.sam_depth[l](feat).abs().max() > 1e-3
+        for l in range(3):  # Eq. 4 input at level l uses FS_{l+1}
+            up = upsample2x(fs[l + 1])
+            torch.testing.assert_close(store[("seg", l)][0][:, : up.shape[1]], up)
+        logits = dec.seg_head(dec.seg_up(upsample2x(fs[0])))  # semantics from FS_0 at full size
+        torch.testing.assert_close(out.seg_logits, logits)
 
 
 def test_msfan_levels_concatenate_every_stage(cfg):

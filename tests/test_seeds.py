@@ -50,6 +50,22 @@ def test_three_seeds_give_mean_sample_std_and_per_seed_values():
     assert per_seed_values(out) == pytest.approx({"seed0": 0.1, "seed1": 0.2, "seed2": 0.3})
 
 
+def test_boundary_group_and_its_classes_are_folded_like_make3d():
+    """boundary.{dbe_acc, ...} and boundary.per_class.<class>.{abs_rel, a1}: mean and sample std by hand; a
+    class one seed lacks is left out; the count of images with GT edges is checked, not averaged."""
+    runs = {}
+    for seed, (dbe, road) in enumerate(((2.0, 0.1), (4.0, 0.3))):
+        classes = {"road": {"abs_rel": road, "a1": 1 - road}, **({"car": {"abs_rel": 0.5, "a1": 0.5}} if seed else {})}
+        runs[seed] = {**_eval(0.1 + seed), "boundary": {"dbe_acc": dbe, "band_abs_rel": 2 * road, "dbe_images": 7,
+                                                        "per_class": classes}}
+    out = aggregate(runs)["boundary"]
+    assert out["dbe_acc"] == pytest.approx(3.0) and out["std"]["dbe_acc"] == pytest.approx(math.sqrt(2))
+    assert out["band_abs_rel"] == pytest.approx(0.4) and out["dbe_images"] == 7
+    assert set(out["per_class"]) == {"road"}
+    assert out["per_class"]["road"]["abs_rel"] == pytest.approx(0.2)
+    assert out["per_class"]["road"]["std"]["a1"] == pytest.approx(0.2 / math.sqrt(2))  # 0.9, 0.7
+
+
 def test_seeds_evaluated_on_different_test_sets_are_refused():
     with pytest.raises(ValueError, match=r"metrics/eval/full.json: n_images differs between seeds"):
         aggregate({0: _eval(0.1, n_images=80), 1: _eval(0.2, n_images=79)}, "metrics/eval/full.json")

@@ -11,7 +11,7 @@ import pytest
 
 from psdif import pipeline
 from psdif.evaluation.seeds import aggregate
-from psdif.evaluation.summary import (HEADLINE_KITTI, SHORT, final_train_loss, headline, mean_curve,
+from psdif.evaluation.summary import (HEADLINE_KITTI, SHORT, _round, final_train_loss, headline, mean_curve,
                                       write_bars, write_curves, write_headline)
 from psdif.paths import PLOT_DATA, SUMMARY
 from psdif.variants import CURVE_TERMS, VARIANTS
@@ -170,3 +170,19 @@ def test_headline_without_make3d_has_no_m3d_key(tmp_path):
         e["make3d"] = {"not_run": "eval.make3d_root is null"}
         (tmp_path / f"{name}.json").write_text(json.dumps(aggregate({0: e})))
     assert all(set(row) == set(HEADLINE_KITTI) for row in headline(tmp_path).values())
+
+
+def test_headline_takes_one_boundary_figure_from_dense_gt_results(tmp_path):
+    """dbe_acc (mean over seeds, std beside it) is the only boundary figure in the headline; a file without a
+    ``boundary`` group (sparse GT, real KITTI) adds no key."""
+    def run(dbe):
+        return {**_eval(0.25), "boundary": {"dbe_acc": dbe, "dbe_comp": 9.0, "band_abs_rel": 0.4,
+                                             "per_class": {"road": {"abs_rel": 0.1, "a1": 0.9}}}}
+
+    for name in VARIANTS:
+        (tmp_path / f"{name}.json").write_text(json.dumps(aggregate({0: run(2.0), 1: run(3.0)})))
+    (tmp_path / "baseline.json").write_text(json.dumps(aggregate({0: _eval(0.3)})))
+    out = headline(tmp_path)
+    assert set(out["full"]) == {*HEADLINE_KITTI, "m3d_abs_rel", "dbe_acc", "std"}
+    assert out["full"]["dbe_acc"] == 2.5 and out["full"]["std"]["dbe_acc"] == _round(0.5 ** 0.5)
+    assert "dbe_acc" not in out["base"]

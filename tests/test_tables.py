@@ -194,3 +194,26 @@ def test_a_collapsed_seed_is_named_under_tables_1_and_3(tmp_path):
     assert "COLLAPSED" not in tables["table1"]  # Table 1 shows full and baseline only
     (d / "full.json").write_text(json.dumps(dict(RUN, disp_spread=2e-4)))
     assert "COLLAPSED: full (disparity spread 2.0e-04)" in build_tables(d)[0].markdown()
+
+
+def test_table3_boundary_columns_from_dense_gt_and_sparse_gt_says_so(tmp_path):
+    """full has a ``boundary`` group (dense GT): its three figures; a file without one says why, never zeros:
+    'n/a (sparse GT)' on real KITTI, 'not recorded' on generated data (an older evaluate); a row not run stays
+    'not run'; the paper's rows are blank."""
+    from psdif.evaluation.tables import BOUNDARY_HEADERS, SPARSE_GT
+
+    d = _eval_dir(tmp_path)
+    boundary = {"dbe_acc": 2.25, "dbe_comp": 4.5, "band_abs_rel": 0.375, "off_band_abs_rel": 0.125,
+                "per_class": {"road": {"abs_rel": 0.1, "a1": 0.9}}}
+    (d / "full.json").write_text(json.dumps(dict(RUN, make3d=M3D, boundary=boundary)))
+    t3 = next(t for t in build_tables(d) if t.name == "table3")
+    assert t3.header[-3:] == list(BOUNDARY_HEADERS.values())
+    rows = _md_rows(t3.markdown())
+    assert rows[4][-3:] == ["2.250", "4.500", "0.375"]                           # full
+    assert rows[0][-3:] == ["not recorded"] * 3                                   # baseline: generated, older file
+    assert rows[1][-3:] == [NOT_RUN] * 3                                          # msfan: no file
+    assert all(r[-3:] == [""] * 3 for r in rows[5:])                              # published rows
+    assert "iBims-1" in t3.markdown()
+    (d / "baseline.json").write_text(json.dumps(dict(RUN, abs_rel=0.3, dataset=REAL_KITTI)))   # sparse GT
+    rows = _md_rows(next(t for t in build_tables(d) if t.name == "table3").markdown())
+    assert rows[0][-3:] == [SPARSE_GT] * 3

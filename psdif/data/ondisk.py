@@ -217,8 +217,8 @@ def content_files(root: str | Path, base: str | Path, state: ContentState, patte
 #                    labels them all), the OXTS of the drives, the calibration of their dates and the
 #                    generator's semantic ground truth (teacher / oracle): filter, pseudolabel, boundary,
 #                    prepare, pretrain. No velodyne scan, no depth ground truth.
-#   raw_test.json  - the test frames only: their image, velodyne scan and calibration (KITTI) or depth ground
-#                    truth (generated data), and Make3D: export_gt, evaluate, figures.
+#   raw_test.json  - the test frames only: their image, velodyne scan and calibration (KITTI) or depth and
+#                    semantic ground truth (generated data), and Make3D: export_gt, evaluate, figures.
 # So a test-frame scan reaches only export_gt / evaluate / figures / tables / summary, and a frame of a
 # train drive reaches training only through the prepared arrays of its own group.
 
@@ -234,8 +234,9 @@ def split_raw(files: dict, test_refs: Sequence[FrameRef], img_ext: str) -> tuple
     """``files`` (path relative to the raw root -> fingerprint) split into the train side and the test side.
 
     Train side: ``<drive>/{image_02,image_03,oxts}/...``, calibration, ``synthetic_gt/*/semantic_*``. Test side:
-    the image, the velodyne scan and the generated depth of each test frame (camera of its side), and the
-    calibration of the test drives' dates.
+    the image, the velodyne scan and the generated depth and labels of each test frame (camera of its side; the
+    labels are on both sides: the evaluate stage's boundary metrics read them), and the calibration of the test
+    drives' dates.
     """
     train = {k: v for k, v in files.items()
              if _is_calib(k) or (len(k.split("/")) > 3 and k.split("/")[2] in TRAIN_SIDE)
@@ -247,6 +248,7 @@ def split_raw(files: dict, test_refs: Sequence[FrameRef], img_ext: str) -> tuple
         wanted |= {f"{ref.folder}/image_0{cam}/data/{ref.frame:010d}.{img_ext}",
                    f"{ref.folder}/velodyne_points/data/{ref.frame:010d}.bin",
                    f"synthetic_gt/{drive}/depth_0{cam}/{ref.frame:010d}.png",
+                   f"synthetic_gt/{drive}/semantic_0{cam}/{ref.frame:010d}.png",
                    *(f"{ref.folder.split('/')[0]}/{n}" for n in CALIB_FILES)}
     test = {k: v for k, v in files.items() if k in wanted}
     return train, test

@@ -2,7 +2,8 @@
 
 The per-image protocols live in :mod:`psdif.evaluation.metrics`; this module feeds them: images resized to the
 network size exactly as in training (``psdif.data.images.resize_image``), the scale-0 sigmoid disparity
-predicted in batches (optionally with flip post-processing), then evaluated against the GT.
+predicted in batches (optionally with flip post-processing), then evaluated against the GT; on generated data
+also against its dense depth and semantic labels (boundary metrics, design.md §4.6).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -19,7 +21,9 @@ from psdif.data.images import read_image
 from psdif.evaluation.metrics import CONSTANT_SPREAD, disparity_spread  # noqa: F401  (re-exported)
 from psdif.data import kitti
 from psdif.data.images import resize_image
-from psdif.evaluation.metrics import MAKE3D_KEYS, evaluate_depth, evaluate_make3d, flip_post_process, summarise
+from psdif.evaluation.metrics import (MAKE3D_KEYS, evaluate_boundaries, evaluate_depth, evaluate_make3d,
+                                      flip_post_process, summarise, summarise_boundaries)
+from psdif.semantics.cityscapes import CITYSCAPES_CLASSES
 
 
 class ConstantDisparity(nn.Module):
@@ -86,6 +90,48 @@ def evaluate_make3d_set(net: nn.Module, samples, height: int, width: int, eval_c
     per_image = [evaluate_make3d(sig, s.depth_grid, True, eval_cfg.make3d_max_depth, disp_range)
                  for sig, s in zip(sigmoids, samples)]
     return summarise(per_image, MAKE3D_KEYS)
+
+
+def dense_gt_paths(raw_root: Path, frame: kitti.FrameRef) -> tuple[Path, Path]:
+    """(depth PNG, semantic PNG) of a generated frame: ``<raw_root>/synthetic_gt/<drive>/{depth,semantic}_0<cam>/``
+    (the generator's exact GT: depth uint16 m x 256, 0 = sky; Cityscapes train ids)."""
+    folder = Path(raw_root) / "synthetic_gt" / frame.folder.split("/")[-1]
+    name = f"{frame.frame:010d}.png"
+    return folder / f"depth_0{frame.cam}" / name, folder / f"semantic_0{frame.cam}" / name
+
+
+def _read_labels(path: Path) -> np.ndarray:
+    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    if labels is None or labels.dtype != np.uint8 or labels.ndim != 2:
+        raise ValueError(f"{path}: missing or not an 8-bit label PNG; the download stage regenerates the "
+                         "mini-KITTI's ground truth (dvc repro)")
+    return labels
+
+
+def load_dense_gt(raw_root: Path, frames: Sequence[kitti.FrameRef]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(dense depth float32 [H, W] m, labels uint8 [H, W]) of each generated test frame; a missing or
+    unreadable file, or maps of different sizes, is an error naming the file."""
+    out = []
+    for frame in frames:
+        depth_path, label_path = dense_gt_paths(raw_root, frame)
+        if not depth_path.is_file():
+            raise ValueError(f"{depth_path}: dense GT of test frame {frame.line()} is missing; the download stage "
+                             "regenerates the mini-KITTI's ground truth (dvc repro)")
+        depth, labels = kitti.read_depth_png(depth_path), _read_labels(label_path)
+        if depth.shape != labels.shape:
+            raise ValueError(f"{label_path}: {labels.shape} labels for a {depth.shape} depth map ({depth_path})")
+        out.append((depth, labels))
+    return out
+
+
+def evaluate_boundary_set(sigmoids: Sequence[np.ndarray], dense: Sequence[tuple[np.ndarray, np.ndarray]],
+                          eval_cfg, disp_range: tuple[float, float]) -> dict:
+    """Boundary metrics (design.md §4.6) of the test predictions against the dense GT, mean over images."""
+    if len(sigmoids) != len(dense):
+        raise ValueError(f"{len(sigmoids)} predictions but {len(dense)} dense GT frames")
+    return summarise_boundaries([evaluate_boundaries(s, depth, labels, eval_cfg.min_depth, eval_cfg.max_depth,
+                                                     disp_range, CITYSCAPES_CLASSES)
+                                 for s, (depth, labels) in zip(sigmoids, dense)])
 
 
 def untrained_net(model_cfg, seed: int) -> nn.Module:

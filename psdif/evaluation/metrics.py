@@ -1,4 +1,4 @@
-"""Evaluation protocols: KITTI Eigen (design.md §4.3) and Make3D Test134 (design.md §4.4).
+"""Evaluation protocols: KITTI Eigen (design.md §4.3), Make3D Test134 (design.md §4.4), boundaries (§4.6).
 
 Everything here is numpy on one image at a time, float64 arithmetic, so the numbers can be compared with
 the reference evaluation code of the field (Monodepth2's ``evaluate_depth.py``) frame by frame.
@@ -15,6 +15,10 @@ Make3D protocol (``evaluate_make3d``)::
     σ --disp_scaled--> disparity --1/disp--> depth, cv2.resize nearest to (305 wide, 21 high)
       GT = Position3DGrid[:, :, 3][17:38, :]  (21 x 305 m);  mask 0 < gt < 70;  median scaling;
       pred capped at 70;  abs_rel, sq_rel, rmse, rmse_log on log10 (plus ``log10`` = mean |Δlog10|)
+
+Boundary metrics on dense GT (design.md §4.6; generated data only): the iBims-1 depth boundary error
+(``depth_boundary_error``) against GT depth edges of the dense depth (``gt_depth_edges``), and abs_rel / a1
+within ``BAND_PX`` px of semantic boundaries, outside them and per class (``band_errors``).
 
 Ragged ground truth (Eigen GT maps of different sizes) is stored by ``save_gt_depths`` as an .npz of
 flat values plus shapes, loadable without ``allow_pickle``.
@@ -228,6 +232,203 @@ def evaluate_make3d(pred_disp: np.ndarray, depth_grid: np.ndarray, median_scalin
     errors = make3d_errors(gt_valid, pred_valid)
     errors["ratio"] = ratio
     return errors
+
+
+# ------------------------------------------------------------------------------------------ boundaries (§4.6)
+
+DBE_MAX_DIST = 10.0           # px: iBims-1 truncation of the chamfer distances
+DBE_CANNY = (0.15, 0.3)       # iBims-1 Canny hysteresis thresholds on the min-max normalised depth
+DBE_SIGMA = float(np.sqrt(2))
+EDGE_JUMP = 0.25              # GT depth edge: 4-neighbours whose depths differ by more than a factor 1.25
+BAND_PX = 3                   # semantic band: pixels within 3 px (Euclidean) of a semantic boundary pixel
+
+
+def canny_depth_edges(depth: np.ndarray) -> np.ndarray:
+    """iBims-1 edges of a depth map [H, W] (m; 0 = invalid): bool [H, W].
+
+    The depth is min-max normalised to [0, 1] over its valid pixels (zeros become NaN, so no edge is found
+    next to them), then ``skimage.feature.canny`` with sigma sqrt(2) and hysteresis thresholds 0.15 / 0.3.
+    A constant map has no edge.
+    """
+    from skimage.feature import canny
+
+    depth = _as_2d("depth", depth).astype(np.float64)
+    norm = np.where(depth == 0, np.nan, depth)
+    if np.all(np.isnan(norm)):
+        return np.zeros(depth.shape, dtype=bool)
+    norm = norm - np.nanmin(norm)
+    top = np.nanmax(norm)
+    norm = norm / top if top > 0 else norm
+    return canny(norm, sigma=DBE_SIGMA, low_threshold=DBE_CANNY[0], high_threshold=DBE_CANNY[1])
+
+
+def depth_boundary_error(edges_gt: np.ndarray, pred_depth: np.ndarray) -> tuple[float, float]:
+    """Depth boundary error (accuracy, completeness) in pixels, the iBims-1 definition (Koch et al. 2018).
+
+    edges_gt: bool [H, W] GT depth edges; pred_depth: [H, W] (m; 0 = invalid), edges by
+    :func:`canny_depth_edges`. With D_gt, D_pred the Euclidean distance to the nearest GT / predicted edge:
+    accuracy = mean D_gt over the predicted edges with D_gt < 10 px; completeness = (Σ_pred min(D_gt, 10) +
+    Σ_gt min(D_pred, 10)) / (n_pred + n_gt). No predicted edge within 10 px of a GT edge: (10, 10). No GT
+    edge: (nan, nan).
+    """
+    from scipy import ndimage
+
+    edges_gt = _as_2d("edges_gt", edges_gt).astype(bool)
+    if not edges_gt.any():
+        return float("nan"), float("nan")
+    edges_pred = canny_depth_edges(pred_depth)
+    if edges_pred.shape != edges_gt.shape:
+        raise ValueError(f"pred_depth {edges_pred.shape} and edges_gt {edges_gt.shape} must have the same shape")
+    dist_gt = ndimage.distance_transform_edt(~edges_gt)
+    near = edges_pred & (dist_gt < DBE_MAX_DIST)
+    if not near.any():
+        return DBE_MAX_DIST, DBE_MAX_DIST
+    accuracy = float(dist_gt[near].mean())
+    dist_pred = ndimage.distance_transform_edt(~edges_pred)
+    total = (np.minimum(dist_gt[edges_pred], DBE_MAX_DIST).sum()
+             + np.minimum(dist_pred[edges_gt], DBE_MAX_DIST).sum())
+    return accuracy, float(total / (edges_pred.sum() + edges_gt.sum()))
+
+
+def gt_depth_edges(gt_depth: np.ndarray, max_depth: float = 80.0, jump: float = EDGE_JUMP) -> np.ndarray:
+    """GT depth edges of a dense depth map [H, W] (m; 0 = no surface, e.g. sky): bool [H, W].
+
+    Both pixels of every 4-neighbour pair whose depths differ by more than a factor ``1 + jump`` (0 counts as
+    infinitely far) while the nearer of the two is closer than ``max_depth``: occlusion contours, two pixels
+    wide like the Canny edges they are compared with. A plane's depth changes smoothly, so the road gives
+    no edge as long as the factor between neighbouring rows stays below 1.25 (true up to 80 m on the
+    generated 448x136 rig; docs/design.md §4.6).
+    """
+    depth = _as_2d("gt_depth", gt_depth).astype(np.float64)
+    far = np.where(depth > 0, depth, np.inf)
+    edges = np.zeros(depth.shape, dtype=bool)
+    for a, b in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+                 ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
+        near, other = np.minimum(far[a], far[b]), np.maximum(far[a], far[b])
+        step = (near < max_depth) & (other > (1.0 + jump) * near)
+        edges[a] |= step
+        edges[b] |= step
+    return edges
+
+
+def semantic_band(labels: np.ndarray, width: int = BAND_PX) -> np.ndarray:
+    """Pixels within ``width`` px (Euclidean) of a semantic boundary: bool [H, W] of a label map [H, W].
+
+    A boundary pixel has a 4-neighbour of another label (both sides are boundary pixels); no boundary: all
+    False.
+    """
+    from scipy import ndimage
+
+    labels = _as_2d("labels", labels)
+    boundary = np.zeros(labels.shape, dtype=bool)
+    for axis in (0, 1):
+        differ = np.diff(labels, axis=axis) != 0
+        lead = [slice(None)] * 2
+        lead[axis] = slice(None, -1)
+        trail = [slice(None)] * 2
+        trail[axis] = slice(1, None)
+        boundary[tuple(lead)] |= differ
+        boundary[tuple(trail)] |= differ
+    if not boundary.any():
+        return boundary
+    return ndimage.distance_transform_edt(~boundary) <= width
+
+
+def _abs_rel_a1(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    if gt.size == 0:
+        return float("nan"), float("nan")
+    return (float(np.mean(np.abs(gt - pred) / gt)),
+            float(np.mean(np.maximum(gt / pred, pred / gt) < 1.25)))
+
+
+def class_key(label: int, names: Sequence[str] = ()) -> str:
+    """Result key of a semantic id: ``names[label]`` with spaces as underscores (``traffic_light``), or
+    ``class_<id>`` when ``names`` does not cover it."""
+    return names[label].replace(" ", "_") if 0 <= label < len(names) else f"class_{label}"
+
+
+def band_errors(gt_depth: np.ndarray, pred_depth: np.ndarray, labels: np.ndarray, width: int = BAND_PX,
+                min_depth: float = 1e-3, max_depth: float = 80.0, names: Sequence[str] = ()) -> dict:
+    """abs_rel and a1 near semantic boundaries, away from them and per class, on dense GT (one image).
+
+    gt_depth, pred_depth: [H, W] m (gt 0 = no surface); labels: [H, W] int semantic ids. Valid pixels:
+    min_depth < gt < max_depth. The prediction is median-scaled over all valid pixels (ratio =
+    median(gt) / median(pred), as the Eigen protocol) and clamped to [min_depth, max_depth]. Returns
+    ``band_abs_rel``, ``band_a1`` (valid pixels of :func:`semantic_band`), ``off_band_abs_rel``,
+    ``off_band_a1`` (the other valid pixels; nan when a set is empty) and ``per_class``:
+    ``{class_key(label, names): {"abs_rel", "a1"}}`` for every label with valid pixels.
+    """
+    gt = _as_2d("gt_depth", gt_depth).astype(np.float64)
+    pred = _as_2d("pred_depth", pred_depth).astype(np.float64)
+    labels = _as_2d("labels", labels)
+    if not gt.shape == pred.shape == labels.shape:
+        raise ValueError(f"gt_depth {gt.shape}, pred_depth {pred.shape} and labels {labels.shape} differ in shape")
+    valid = (gt > min_depth) & (gt < max_depth)
+    if not valid.any():
+        raise ValueError(f"gt_depth [{gt.shape[0]}, {gt.shape[1]}] has no pixel in ({min_depth}, {max_depth}) m")
+    ratio = float(np.median(gt[valid]) / np.median(pred[valid]))
+    pred = np.clip(pred * ratio, min_depth, max_depth)
+    band = semantic_band(labels, width)
+    out = {}
+    for name, mask in (("band", valid & band), ("off_band", valid & ~band)):
+        out[f"{name}_abs_rel"], out[f"{name}_a1"] = _abs_rel_a1(gt[mask], pred[mask])
+    out["per_class"] = {}
+    for label in np.unique(labels[valid]):
+        mask = valid & (labels == label)
+        abs_rel, a1 = _abs_rel_a1(gt[mask], pred[mask])
+        out["per_class"][class_key(int(label), names)] = {"abs_rel": abs_rel, "a1": a1}
+    return out
+
+
+def evaluate_boundaries(pred_disp: np.ndarray, gt_depth: np.ndarray, labels: np.ndarray,
+                        min_depth: float = 1e-3, max_depth: float = 80.0,
+                        disp_range: tuple[float, float] = (0.1, 100.0), names: Sequence[str] = ()) -> dict:
+    """Boundary metrics of one image on dense GT (design.md §4.6).
+
+    pred_disp: [h, w] sigmoid at network size; gt_depth: dense [H, W] m (0 = no surface); labels: [H, W]
+    semantic ids of the same frame (``names``: their class names). The disparity is resized to (W, H) and
+    inverted exactly as in :func:`evaluate_depth`; returns :func:`band_errors` plus ``dbe_acc``, ``dbe_comp``
+    (:func:`depth_boundary_error` of the median-scaled prediction clamped to [min_depth, max_depth] against
+    :func:`gt_depth_edges`).
+    """
+    sigmoid = _as_2d("pred_disp", pred_disp).astype(np.float32)
+    gt = _as_2d("gt_depth", gt_depth).astype(np.float64)
+    disp = cv2.resize(sigmoid_to_disp(sigmoid, *disp_range), (gt.shape[1], gt.shape[0]),
+                      interpolation=cv2.INTER_LINEAR)
+    pred = 1.0 / disp.astype(np.float64)
+    out = band_errors(gt, pred, labels, BAND_PX, min_depth, max_depth, names)
+    valid = (gt > min_depth) & (gt < max_depth)
+    scaled = np.clip(pred * np.median(gt[valid]) / np.median(pred[valid]), min_depth, max_depth)
+    out["dbe_acc"], out["dbe_comp"] = depth_boundary_error(gt_depth_edges(gt, max_depth), scaled)
+    return out
+
+
+BOUNDARY_KEYS = ("dbe_acc", "dbe_comp", "band_abs_rel", "band_a1", "off_band_abs_rel", "off_band_a1")
+
+
+def summarise_boundaries(per_image: Sequence[dict]) -> dict:
+    """Mean over images of each :data:`BOUNDARY_KEYS` figure and of each class's abs_rel / a1, skipping the
+    images where it is undefined (nan: no GT edge, no pixel in the band or of the class); a figure no image
+    defines is left out (so every value is a number). ``dbe_images``: images with a GT edge."""
+    if not per_image:
+        raise ValueError("no per-image boundary results to summarise (empty test set?)")
+
+    def mean(values) -> float | None:
+        values = np.array([v for v in values if v is not None], dtype=np.float64)
+        values = values[~np.isnan(values)]
+        return float(values.mean()) if values.size else None
+
+    out = {k: mean(r[k] for r in per_image) for k in BOUNDARY_KEYS}
+    out = {k: v for k, v in out.items() if v is not None}
+    out["dbe_images"] = int(sum(not np.isnan(r["dbe_acc"]) for r in per_image))
+    classes = sorted({c for r in per_image for c in r["per_class"]})
+    per_class = {}
+    for c in classes:
+        row = {k: mean(r["per_class"].get(c, {}).get(k) for r in per_image) for k in ("abs_rel", "a1")}
+        if all(v is not None for v in row.values()):
+            per_class[c] = row
+    out["per_class"] = per_class
+    return out
 
 
 # ------------------------------------------------------------------------------------------ ragged GT I/O

@@ -7,7 +7,8 @@ t-tests as future work (paper, Section 5); Monodepth2's own reruns spread over a
 - :func:`aggregate` folds the per-seed evaluations of one variant into ``metrics/eval/<variant>.json``: the
   top-level keys keep their meaning and place (now the mean over seeds, so every reader of the single-seed
   file keeps working), plus ``n_seeds``, ``std`` (sample standard deviation over seeds, ddof = 1) and
-  ``per_seed`` (``seed<k>``: that seed's evaluation, in the single-seed layout). ``make3d`` gets the same.
+  ``per_seed`` (``seed<k>``: that seed's evaluation, in the single-seed layout). ``make3d`` and ``boundary``
+  (with each class of its ``per_class``) get the same.
 - :func:`paired_test` compares two variants over the seeds they share: a two-sided paired t-test on the
   test-set abs_rel, one pair per seed (both variants trained with that seed: same data order and
   augmentation draws). n is the number of seeds, so it measures the training-to-training spread that a
@@ -24,7 +25,9 @@ from typing import Mapping, Optional
 import numpy as np
 
 SEED_PREFIX = "seed"
-COUNTS = ("n_images", "test_listed")   # integers that describe the test set, not a result: equal across seeds
+COUNTS = ("n_images", "test_listed", "dbe_images")  # integers that describe the test set: equal across seeds
+# groups of results folded the same way, each with its own ``std``; under ``per_class`` every class is one
+NESTED = ("make3d", "boundary", "per_class")
 
 
 def seed_key(seed: int) -> str:
@@ -35,14 +38,18 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _fold(per_seed: Mapping[int, dict], where: str) -> dict:
+def _fold(per_seed: Mapping[int, dict], where: str, nested: Optional[tuple] = NESTED) -> dict:
     """Mean (and, from two seeds on, std) of every result number all seeds report; what describes the test
-    set (labels, split, frame digest, image counts) is checked to be the same for every seed and kept."""
+    set (labels, split, frame digest, image counts) is checked to be the same for every seed and kept. The
+    groups of ``nested`` (None: every dict) that all seeds have are folded in turn; other dicts are left out."""
     entries = list(per_seed.values())
     first = entries[0]
     out, spread = {}, {}
     for key, value in first.items():
         if isinstance(value, dict):
+            if (nested is None or key in nested) and all(isinstance(e.get(key), dict) for e in entries):
+                inner = None if key == "per_class" else NESTED
+                out[key] = _fold({s: e[key] for s, e in per_seed.items()}, f"{where} ({key})", inner)
             continue
         if _is_number(value) and key not in COUNTS:
             if all(_is_number(e.get(key)) for e in entries):
@@ -72,9 +79,6 @@ def aggregate(per_seed: Mapping[int, dict], where: str = "evaluation") -> dict:
         (only,) = per_seed.values()
         return {**only, "n_seeds": 1}
     out = _fold(per_seed, where)
-    make3d = [e.get("make3d") for e in per_seed.values()]
-    if all(isinstance(m, dict) for m in make3d):
-        out["make3d"] = _fold(dict(zip(per_seed, make3d)), f"{where} (make3d)")
     out["n_seeds"] = len(per_seed)
     out["per_seed"] = {seed_key(s): e for s, e in sorted(per_seed.items())}
     return out

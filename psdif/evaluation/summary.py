@@ -4,7 +4,8 @@
   comes first in dvc.yaml) and ``dvc metrics diff --targets metrics/summary.json`` shows: per Table-3
   row the figures a reader compares, under short keys that fit a 200-column terminal: the row is named by
   what it adds (:data:`SHORT`: ``base``, ``msfan``, ``seg``, ``psdifm``, ``full``), the figures are KITTI
-  Eigen ``abs_rel``, ``sq_rel``, ``rmse``, ``a1`` (Tables 1 and 3) and Make3D ``m3d_abs_rel`` (Table 2);
+  Eigen ``abs_rel``, ``sq_rel``, ``rmse``, ``a1`` (Tables 1 and 3), Make3D ``m3d_abs_rel`` (Table 2) and, on
+  dense GT (the generated data), the depth boundary error accuracy ``dbe_acc`` (Table 3, design.md §4.6);
   with two or more seeds they are means over the seeds and ``<row>.std.<figure>`` holds their sample
   standard deviation; ``<row>.train_loss`` is the final training loss (the last logged total loss of each
   seed's DVCLive log, mean over seeds). The detailed per-variant files
@@ -31,6 +32,7 @@ from psdif.variants import CURVE_TERMS, VARIANTS
 SHORT = {"baseline": "base", "msfan": "msfan", "msfan_seg": "seg", "msfan_seg_psdifm": "psdifm", "full": "full"}
 HEADLINE_KITTI = ("abs_rel", "sq_rel", "rmse", "a1")
 HEADLINE_MAKE3D = {"m3d_abs_rel": "abs_rel"}
+HEADLINE_BOUNDARY = {"dbe_acc": "dbe_acc"}   # the one boundary figure (dense GT only, design.md §4.6)
 
 
 def _read_eval(path: Path) -> dict:
@@ -50,7 +52,7 @@ def _round(x: float) -> float:
 
 
 def headline(eval_dir: Path, variants: Sequence[str] = tuple(VARIANTS)) -> dict:
-    """``{short name: {abs_rel, sq_rel, rmse, a1[, m3d_abs_rel][, std: {...}]}}`` from
+    """``{short name: {abs_rel, sq_rel, rmse, a1[, m3d_abs_rel][, dbe_acc][, std: {...}]}}`` from
     ``eval_dir/<variant>.json`` (short names: :data:`SHORT`)."""
     out = {}
     for variant in variants:
@@ -58,13 +60,14 @@ def headline(eval_dir: Path, variants: Sequence[str] = tuple(VARIANTS)) -> dict:
         data = _read_eval(path)
         row = {k: data[k] for k in HEADLINE_KITTI}
         spread = {k: data["std"][k] for k in HEADLINE_KITTI if k in data.get("std", {})}
-        make3d = data.get("make3d")
-        if isinstance(make3d, dict):
-            for short, key in HEADLINE_MAKE3D.items():
-                if isinstance(make3d.get(key), (int, float)):
-                    row[short] = make3d[key]
-                    if key in make3d.get("std", {}):
-                        spread[short] = make3d["std"][key]
+        for group, keys in (("make3d", HEADLINE_MAKE3D), ("boundary", HEADLINE_BOUNDARY)):
+            found = data.get(group)
+            if isinstance(found, dict):
+                for short, key in keys.items():
+                    if isinstance(found.get(key), (int, float)):
+                        row[short] = found[key]
+                        if key in found.get("std", {}):
+                            spread[short] = found["std"][key]
         row = {k: _round(v) for k, v in row.items()}
         if spread:
             row["std"] = {k: _round(v) for k, v in spread.items()}

@@ -131,6 +131,9 @@ TABLE2_RUN = ("full", "baseline", "untrained", "flat")
 TABLE3_RUN = ("baseline", "msfan", "msfan_seg", "msfan_seg_psdifm", "full")
 
 NOT_RECORDED = "data not recorded (an older evaluate; re-run `dvc repro`)"
+# Table 3's boundary columns (dense GT only, design.md §4.6): key of the ``boundary`` group -> header
+BOUNDARY_HEADERS = {"dbe_acc": "DBE acc ↓", "dbe_comp": "DBE comp ↓", "band_abs_rel": "band AbsRel ↓"}
+SPARSE_GT = "n/a (sparse GT)"
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -208,6 +211,29 @@ def read_run(eval_dir: Path, variant: str) -> tuple[Optional[dict], Optional[dic
     if make3d is not None and isinstance(m3d_raw.get("dataset"), str):
         make3d["dataset"] = m3d_raw["dataset"]
     return kitti, make3d, label
+
+
+def read_boundary(eval_dir: Path, variant: str) -> Optional[dict]:
+    """The ``boundary`` group of one variant's file (numbers, or mean ± std over seeds); None where the file
+    has none (sparse GT) or is missing."""
+    path = Path(eval_dir) / f"{variant}.json"
+    if not path.exists():
+        return None
+    raw = _read(path)
+    group = raw.get("boundary")
+    if not isinstance(group, dict):
+        return None
+    keys = [k for k in BOUNDARY_HEADERS if k in group]
+    return _metrics(path, {**group, "n_seeds": raw.get("n_seeds")}, keys, "boundary")
+
+
+def _boundary_cells(eval_dir: Path, variant: str, label: Optional[str]) -> list:
+    """Table 3's boundary cells of an evaluated row (``label``: the data it records): the figures, or why
+    there are none (sparse GT, or a file of generated data written before the boundary metrics existed)."""
+    group = read_boundary(eval_dir, variant)
+    if group is None:
+        return [SPARSE_GT if label != SYNTHETIC_KITTI else "not recorded"] * len(BOUNDARY_HEADERS)
+    return [group.get(k, "nan") for k in BOUNDARY_HEADERS]
 
 
 # ------------------------------------------------------------------------------------------ formatting
@@ -426,8 +452,16 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
                 "Protocol: 2:1 centre crop, GT rows 17:38 of the 55×305 grid, 0 < gt < 70 m, median scaling, "
                 "prediction capped at 70 m; RMSE_log on log10.", *spread_note])
 
-    t3_rows = [_run_row(TABLE3_METHODS[v], None, source(v), runs[v][0], METRIC_KEYS, tail) for v in TABLE3_RUN]
-    t3_rows += [_paper_row(r, False, len(tail)) for r in PAPER_TABLE3]
+    t3_rows = [_run_row(TABLE3_METHODS[v], None, source(v), runs[v][0], METRIC_KEYS, tail)
+               + (_boundary_cells(eval_dir, v, runs[v][2]) if runs[v][0] else [NOT_RUN] * len(BOUNDARY_HEADERS))
+               for v in TABLE3_RUN]
+    t3_rows += [_paper_row(r, False, len(tail) + len(BOUNDARY_HEADERS)) for r in PAPER_TABLE3]
+    boundary_note = ("Boundary columns (this run, dense GT of the generated data only; design.md §4.6): DBE "
+                     "acc / comp = iBims-1 depth boundary error (px) of the predicted depth's Canny edges against "
+                     "the GT depth edges; band AbsRel = abs_rel within 3 px of the generator's semantic "
+                     f"boundaries (metrics/eval/<variant>.json, 'boundary', also per class). '{SPARSE_GT}': "
+                     "real KITTI has no dense GT; 'not recorded': evaluated before these metrics existed (re-run "
+                     "`dvc repro`); the paper reports none.")
     tests = seed_tests(eval_dir)
     test_cols, test_notes = [], []
     if tests:
@@ -447,10 +481,11 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
                          for v in TABLE3_RUN)
     sets3 = _test_sets(runs, TABLE3_RUN)
     t3 = Table("table3", titled("Table 3 — ablation on KITTI (this run's five variants, then the paper's)", sets3),
-               ["Method", "Data"] + kitti_cols + ratio_cols + test_cols, t3_rows, 2,
+               ["Method", "Data"] + kitti_cols + ratio_cols + list(BOUNDARY_HEADERS.values()) + test_cols, t3_rows, 2,
                _mixed_note(sets3) + collapsed_note(eval_dir, TABLE3_RUN) + [f"Variants in row order: {switches}.",
                                      "The paper's rows are in the same order (method names as printed, 'MAFAN' "
-                                     "typo included); the paper reports one run per row.", *spread_note,
+                                     "typo included); the paper reports one run per row.", boundary_note,
+                                     *spread_note,
                                      *test_notes] + coverage_note(coverage))
     return [t1, t2, t3]
 
