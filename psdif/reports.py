@@ -2,7 +2,7 @@
 
 ``dvc metrics show`` / ``dvc exp show`` turn every leaf of a metrics file into a column; a string (a data
 label, a list path), a list or a flag among them is noise in those views and breaks ``dvc metrics diff``.
-So a stage report is written as two files (docs/design.md, "What DVC shows"):
+So a stage report is written as two files (psdif/pipeline.py, "What DVC shows"; README, "Stages"):
 
 - ``<name>.json``: the numbers of the report (int or float, nested in objects), the declared metric;
 - ``<name>.about.json``: everything else at the same place in the tree (labels, split names, paths, lists,
