@@ -20,7 +20,10 @@ file is what it generates. Every file a stage reads is one of its dependencies, 
   per-run training logs (``metrics/train/``, ``dvclive/<variant>/seed<k>/``) are metrics and plots (so the
   train stages enter DVC's run-cache; their columns carry their path), and the top-level ``plots:``
   draw every variant's training curves on shared axes and the per-variant abs_rel bars
-  (``psdif.evaluation.summary``), so ``dvc plots diff <exp>`` compares ablations at a glance.
+  (``psdif.evaluation.summary``), so ``dvc plots diff <exp>`` compares ablations at a glance. Metrics files
+  hold numbers only: a stage report's labels, lists and flags go to ``<name>.about.json`` beside it
+  (``psdif.reports``; a cached output, so the stage keeps DVC's run-cache), which the tables read back;
+  ``metrics/filter.json``, written whole by the filter stage, is a plain output.
 - Split lists: the input lists (``${data.splits_dir}/${data.train_split}/``, the test list) and the filtered
   training lists the filter stage writes (``data/lists/``).
 - Files named in params (``pseudolabel.checkpoint``, ``model.encoder_weights``, ``model.pose_weights``): the

@@ -334,7 +334,8 @@ def test_three_missing_files_are_one_message_with_their_sources(project, capsys)
              "github.com/VainF/DeepLabV3Plus-Pytorch"),
             ("model.encoder_weights", "fcn_hr18_512x1024_160k_cityscapes_20200602_190822-221e4a4f.pth",
              "https://download.openmmlab.com/mmsegmentation/v0.5/hrnet/"),
-            ("model.pose_weights", "resnet18-f37072fd.pth", "https://download.pytorch.org/models/resnet18-f37072fd.pth")):
+            ("model.pose_weights", "resnet18-f37072fd.pth",
+             "https://download.pytorch.org/models/resnet18-f37072fd.pth")):
         [line] = [ln for ln in message.splitlines() if ln.startswith(f"  - {key}: ")]
         assert name in line and source in line, line
     assert "SHA-256 starts with 221e4a4f" in message and "SHA-256 starts with f37072fd" in message

@@ -268,7 +268,8 @@ class Table:
         parts = [_csv_suffixes(col) if i >= self.numeric_from else ("",) for i, col in enumerate(columns)]
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow([h.replace(" ↓", "").replace(" ↑", "") + s for h, ss in zip(self.header, parts) for s in ss])
+        names = [h.replace(" ↓", "").replace(" ↑", "") for h in self.header]
+        writer.writerow([name + s for name, ss in zip(names, parts) for s in ss])
         for row in self.rows:
             writer.writerow([field for i, (c, ss) in enumerate(zip(row, parts))
                              for field in (_csv_fields(c, len(ss)) if i >= self.numeric_from else [c])])

@@ -29,7 +29,8 @@ from psdif.variants import Variant
 
 
 __all__ = ["DepthOutput", "build_depth_net", "build_pose_net", "DepthPredictor", "load_depth_model",
-           "export_onnx", "export_torchscript", "MSFAN", "PSDIFNet", "BaselineDepthNet", "PoseNet", "load_encoder_weights"]
+           "export_onnx", "export_torchscript", "MSFAN", "PSDIFNet", "BaselineDepthNet", "PoseNet",
+           "load_encoder_weights"]
 
 
 def build_depth_net(variant: Variant, cfg: ModelConfig) -> nn.Module:
