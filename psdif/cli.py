@@ -96,9 +96,10 @@ def main(argv=None) -> int:
     p = sub.add_parser("dvc-yaml", help="regenerate dvc.yaml from psdif/pipeline.py")
     p.add_argument("-o", "--output", default="dvc.yaml")
     p.set_defaults(func=cmd_dvc_yaml)
-    from psdif import predict
+    from psdif import export, predict
 
     predict.add_parser(sub)
+    export.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

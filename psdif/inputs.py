@@ -32,13 +32,29 @@ from typing import Callable
 
 from psdif.config import Params, ParamsError, load_params, parse_sections, to_dict
 from psdif.io import atomic_write_bytes, read_json, sha256_file, write_json
-from psdif.models.sources import (ENCODER_KEY, POSE_KEY, PRETRAIN, PRETRAIN_FILES, cached_weights_file,
-                                  check_weights_source)
+from psdif.models.sources import (ENCODER_KEY, POSE_KEY, PRETRAIN, PRETRAIN_FILES, RESNET18_IMAGENET_URL,
+                                  cached_weights_file, check_weights_source)
 from psdif.paths import INPUT_FINGERPRINTS, INPUTS, PARAMS_OK, VALIDATED_FILES as VALIDATED, VALIDATED_PARAMS
 
 CHECKPOINT_KEY = "pseudolabel.checkpoint"
 EXP_ENV = ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV")  # set by `dvc exp run` for every stage it runs
 REJECTED_SUFFIX = ".rejected"
+
+# Where the files of the paper's setting come from (docs/paper_setting.md, "Where the files come from"):
+# params key -> (file name, source, checksum). mmsegmentation and torchvision end a file name with the first
+# 8 hex digits of its SHA-256; the DeepLabv3+ release publishes none (the check verifies its layout instead).
+SOURCES = {
+    CHECKPOINT_KEY: ("best_deeplabv3plus_resnet101_cityscapes_os16.pth",
+                     "the DeepLabV3Plus-ResNet101 Cityscapes model (output stride 16) of "
+                     "https://github.com/VainF/DeepLabV3Plus-Pytorch (its README's pretrained-model links)",
+                     "no published checksum"),
+    ENCODER_KEY: ("fcn_hr18_512x1024_160k_cityscapes_20200602_190822-221e4a4f.pth",
+                  "https://download.openmmlab.com/mmsegmentation/v0.5/hrnet/fcn_hr18_512x1024_160k_cityscapes/"
+                  "fcn_hr18_512x1024_160k_cityscapes_20200602_190822-221e4a4f.pth",
+                  "SHA-256 starts with 221e4a4f"),
+    POSE_KEY: ("resnet18-f37072fd.pth", f"{RESNET18_IMAGENET_URL} (`imagenet` fetches it into the torch hub cache)",
+               "SHA-256 starts with f37072fd"),
+}
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -107,6 +123,28 @@ def source_problems(p: Params) -> list[str]:
                         "best_deeplabv3plus_resnet101_cityscapes_os16.pth (README, 'Real KITTI') and point "
                         f"{CHECKPOINT_KEY} at it, or set it to null to train the in-pipeline teacher")
     return problems
+
+
+def file_key(problem: str) -> str | None:
+    """The params key naming the file a problem line is about (None: not about a file of :data:`SOURCES`)."""
+    for key in SOURCES:
+        imagenet_hrnet = key == ENCODER_KEY and problem.startswith(f"{key}=imagenet")  # timm's file, not this one
+        if problem.startswith((f"{key}=", f"{key}:", f"{key} ")) and not imagenet_hrnet:
+            return key
+    return None
+
+
+def where_to_get(problems: list[str]) -> list[str]:
+    """One message for every file problem of a run: each file, its source and checksum (empty if none)."""
+    keys = list(dict.fromkeys(k for k in map(file_key, problems) if k))
+    if not keys:
+        return []
+    lines = [f"{len(keys)} file(s) named in params are missing or do not load; get them all, then `dvc repro` "
+             "(docs/paper_setting.md, 'Where the files come from'):"]
+    for key in keys:
+        name, source, checksum = SOURCES[key]
+        lines.append(f"  - {key}: {name} from {source}; {checksum}")
+    return lines
 
 
 def load_problem(key: str, path: Path, p: Params, loader: Callable[[Path, Params], None],
@@ -213,14 +251,17 @@ def check(params_path: str | Path = "params.yaml", env=None, write: bool = True)
         validated = read_json(VALIDATED) if Path(VALIDATED).is_file() else {}
     except ValueError:  # malformed: everything is loaded again
         validated = {}
-    records, digests = {}, {}
+    records, digests, file_lines = {}, {}, []
     if files is not None:
-        problems += [f"{params_path}: {m}" for m in source_problems(files)]
+        missing = source_problems(files)
         found, records, digests = check_files(files, validated if isinstance(validated, dict) else {})
-        problems += [f"{params_path}: {m}" for m in found]
+        problems += [f"{params_path}: {m}" for m in missing + found]
+        file_lines = where_to_get(missing + found)
     if problems:
         for m in problems:
             print(f"error: {m}", file=sys.stderr)
+        for line in file_lines:
+            print(line, file=sys.stderr)
         if any("train.seeds=" in m and "must be a list" in m for m in problems):
             print("error: train.seeds is a list even for one seed: `dvc exp run -S 'train.seeds=[0]'` (with a "
                   "single number DVC itself stops: failed to resolve 'stages.train_baseline.foreach')", file=sys.stderr)

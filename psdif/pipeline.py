@@ -20,7 +20,10 @@ file is what it generates. Every file a stage reads is one of its dependencies, 
   per-run training logs (``metrics/train/``, ``dvclive/<variant>/seed<k>/``) are metrics and plots (so the
   train stages enter DVC's run-cache; their columns carry their path), and the top-level ``plots:``
   draw every variant's training curves on shared axes and the per-variant abs_rel bars
-  (``psdif.evaluation.summary``), so ``dvc plots diff <exp>`` compares ablations at a glance.
+  (``psdif.evaluation.summary``), so ``dvc plots diff <exp>`` compares ablations at a glance. Metrics files
+  hold numbers only: a stage report's labels, lists and flags go to ``<name>.about.json`` beside it
+  (``psdif.reports``; a cached output, so the stage keeps DVC's run-cache), which the tables read back;
+  ``metrics/filter.json``, written whole by the filter stage, is a plain output.
 - Split lists: the input lists (``${data.splits_dir}/${data.train_split}/``, the test list) and the filtered
   training lists the filter stage writes (``data/lists/``).
 - Files named in params (``pseudolabel.checkpoint``, ``model.encoder_weights``, ``model.pose_weights``): the
@@ -68,6 +71,7 @@ from psdif.paths import (BOUNDARIES, BOUNDARY_MANIFEST, COVERAGE, EVAL_DIR, EXPO
                          PRETRAIN_MSFAN, PRETRAIN_RESNET, RAW_MANIFEST, RAW_TEST, RAW_TRAIN,
                          SUMMARY, TEST_LIST, TRAIN_LIST, VAL_LIST, VALIDATED_PARAMS, live_path, model_path,
                          train_inputs, train_metrics_path)
+from psdif.reports import about_path
 from psdif.variants import CURVE_TERMS, VARIANTS, params_read_by
 
 HEADER = """\
@@ -94,6 +98,7 @@ EVAL_PARAMS = [*EVAL_KEYS, "data.raw_root", "data.height", "data.width", "data.i
 # the pseudolabel keys that decide the labels (stages/pseudolabel.py labelling_config): not batch_size, which
 # changes only how many frames share a forward pass. precision stays: on CUDA it changes the labels (on a
 # CPU, which always runs fp32, a rerun keeps every label: the labelling config ignores it there)
+PSEUDOLABEL_REPORT, PRETRAIN_REPORT = "metrics/pseudolabel.json", "metrics/pretrain.json"
 PSEUDOLABEL_PARAMS = [f"pseudolabel.{f.name}" for f in fields(PseudolabelConfig)
                       if f.name not in LABELLING_INDEPENDENT]
 
@@ -128,6 +133,16 @@ def _train_stage(name: str) -> dict:
         metrics=[{train_metrics_path(name, SEED): {"cache": False}}, {f"{live}/metrics.json": {"cache": False}}],
         plots=[{f"{live}/plots": {"cache": False, "template": "simple", "x": "step", "x_label": "training step",
                                   "y_label": "logged value (loss term or learning rate)"}}])}
+
+
+def _about(report: str) -> str:
+    """The non-metric half of a stage report (``psdif.reports``: labels, paths, lists beside the numbers): a
+    cached output (git-ignored), so a stage whose other outputs are cached or metrics keeps DVC's run-cache."""
+    return str(about_path(report))
+
+
+def _report_files(report: str) -> list[str]:
+    return [report, str(about_path(report))]
 
 
 def _evaluate_data(model: list[str]) -> list[str]:
@@ -168,12 +183,15 @@ def build() -> dict:
                            outs=[{path: {"cache": False}} for path in (RAW_MANIFEST, RAW_TRAIN, RAW_TEST)]),
         "filter": _stage("stages/filter.py", [RAW_TRAIN, INPUT_LISTS, TEST_LIST],
                          # train.batch_size: it checks that the kept frames fill one batch (before any training)
-                         params=data_params + ["filter", "train.batch_size"], outs=[{LISTS: {"cache": False}}],
-                         metrics=[{FILTER_REPORT: {"cache": False}}]),
+                         params=data_params + ["filter", "train.batch_size"],
+                         # its report holds labels and lists too: an output, not a metric (its numbers reach
+                         # `dvc metrics show` through metrics/coverage.json, tables stage)
+                         outs=[{LISTS: {"cache": False}}, {FILTER_REPORT: {"cache": False}}]),
         "pseudolabel": _stage("stages/pseudolabel.py",
                               [RAW_TRAIN, TRAIN_LIST, VAL_LIST, TEST_LIST, INPUT_FINGERPRINTS["pseudolabel.checkpoint"]],
-                              params=data_params + PSEUDOLABEL_PARAMS, outs=_kept_tree(LABELS, LABELS_MANIFEST),
-                              metrics=[{"metrics/pseudolabel.json": {"cache": False}}]),
+                              params=data_params + PSEUDOLABEL_PARAMS,
+                              outs=_kept_tree(LABELS, LABELS_MANIFEST) + [_about(PSEUDOLABEL_REPORT)],
+                              metrics=[{PSEUDOLABEL_REPORT: {"cache": False}}]),
         "boundary": _stage("stages/boundary.py", [LABELS_MANIFEST, RAW_TRAIN],
                            params=["boundary", "data.raw_root", "data.img_ext"],
                            outs=_kept_tree(BOUNDARIES, BOUNDARY_MANIFEST),
@@ -185,22 +203,25 @@ def build() -> dict:
                            params=data_params[:2] + ["data.img_ext", "data.height", "data.width", "pretrain",
                                                      "model.msfan_size", "model.baseline_width", "model.pose_width",
                                                      "model.encoder_weights", "model.pose_weights"],
-                           outs=[PRETRAIN_MSFAN, PRETRAIN_RESNET], metrics=[{"metrics/pretrain.json": {"cache": False}}]),
+                           outs=[PRETRAIN_MSFAN, PRETRAIN_RESNET, _about(PRETRAIN_REPORT)],
+                           metrics=[{PRETRAIN_REPORT: {"cache": False}}]),
     }
     for name in VARIANTS:
         stages[f"train_{name}"] = _train_stage(name)
     stages["export_gt"] = _stage("stages/export_gt.py", [RAW_TEST, TEST_LIST],
                                  params=["data.raw_root", "data.splits_dir", "data.test_split", "data.img_ext"],
-                                 outs=[GT_DEPTHS], metrics=[{EXPORT_GT_REPORT: {"cache": False}}])
+                                 outs=[GT_DEPTHS, _about(EXPORT_GT_REPORT)],
+                                 metrics=[{EXPORT_GT_REPORT: {"cache": False}}])
     for name in VARIANTS:  # every seed's model of the variant: the folder models/<variant>
         stages[f"evaluate_{name}"] = _stage(
             "stages/evaluate.py", _evaluate_data([f"{MODELS}/{name}"]), args=f"--variant {name}",
-            params=EVAL_PARAMS + ["train.seeds"],
+            params=EVAL_PARAMS + ["train.seeds"], outs=[_about(f"{EVAL_DIR}/{name}.json")],
             metrics=[{f"{EVAL_DIR}/{name}.json": {"cache": False}}])
     stages["evaluate_reference"] = _stage(
         "stages/evaluate.py", _evaluate_data([INPUT_FINGERPRINTS["model.encoder_weights"],
                                               INPUT_FINGERPRINTS["model.pose_weights"]]), args="--reference",
         params=EVAL_PARAMS + ["model", "train.seeds"],
+        outs=[_about(f"{EVAL_DIR}/{name}.json") for name in REFERENCE_ROWS],
         metrics=[{f"{EVAL_DIR}/{name}.json": {"cache": False}} for name in REFERENCE_ROWS])
     stages["figures"] = _stage(
         "stages/figures.py", [f"{MODELS}/baseline", f"{MODELS}/full", LABELS_MANIFEST, BOUNDARY_MANIFEST,
@@ -208,9 +229,10 @@ def build() -> dict:
         params=["eval.figure_frames", "eval.batch_size", "data", "model.min_depth", "model.max_depth", "train.seeds"],
         plots=[{f"metrics/figures/{n}.png": {"cache": False}} for n in ("fig6_qualitative", "fig5_inconsistency")])
     stages["tables"] = _stage(
-        "stages/tables.py", [f"{EVAL_DIR}/{n}.json" for n in (*VARIANTS, *REFERENCE_ROWS)] + [FILTER_REPORT,
-                                                                                             EXPORT_GT_REPORT],
-        outs=[{"metrics/tables": {"cache": False}}], metrics=[{COVERAGE: {"cache": False}}])
+        "stages/tables.py",
+        [p for n in (*VARIANTS, *REFERENCE_ROWS) for p in _report_files(f"{EVAL_DIR}/{n}.json")]
+        + [FILTER_REPORT, *_report_files(EXPORT_GT_REPORT)],
+        outs=[{"metrics/tables": {"cache": False}}, _about(COVERAGE)], metrics=[{COVERAGE: {"cache": False}}])
     return {"stages": stages, "plots": _plots()}
 
 

@@ -9,6 +9,7 @@ input's own size (bilinear, on disparity, as the Eigen protocol does) and turned
 
     OUTDIR/<name>_depth.png   colour map of the disparity (near = bright)
     OUTDIR/<name>_depth.npy   float32 [H, W]: relative depth × --scale (1.0 = relative, no unit)
+    OUTDIR/<stem>_depth.mp4   per video input: RGB | colourised disparity side by side, same frame rate
 
 ``<name>`` is the file stem (``<stem>_%06d`` per video frame, counted from 0). Images and videos write
 different files (``good.png`` -> ``good_depth.*``, ``good.mp4`` -> ``good_000000_depth.*``), so they never
@@ -226,8 +227,8 @@ def check_images(sources: list[Source], max_pixels: int | None) -> list[str]:
 
 
 def iter_frames(sources: list[Source], problems: list[str], report: Callable[[str], None],
-                max_pixels: int | None = int(MAX_MEGAPIXELS * 1e6)) -> Iterator[tuple[str, np.ndarray]]:
-    """(output name, RGB uint8 [H, W, 3]) for every image and video frame, in input order.
+                max_pixels: int | None = int(MAX_MEGAPIXELS * 1e6)) -> Iterator[tuple[str, np.ndarray, Source]]:
+    """(output name, RGB uint8 [H, W, 3], its source) for every image and video frame, in input order.
 
     An image that does not decode (or is larger than ``max_pixels``) is appended to ``problems`` (and
     reported) instead of stopping the run; a video that ends before the frame count its container reports
@@ -238,7 +239,7 @@ def iter_frames(sources: list[Source], problems: list[str], report: Callable[[st
     for src in sources:
         if src.kind == "image":
             try:
-                yield src.name, read_rgb(src.path, max_pixels)
+                yield src.name, read_rgb(src.path, max_pixels), src
             except ValueError as exc:
                 problems.append(str(exc))
                 report(f"error: {exc}")
@@ -250,7 +251,7 @@ def iter_frames(sources: list[Source], problems: list[str], report: Callable[[st
                 ok, frame = cap.read()
                 if not ok or frame is None:
                     break
-                yield f"{src.name}_{index:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                yield f"{src.name}_{index:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), src
                 index += 1
         finally:
             cap.release()
@@ -303,6 +304,51 @@ def write_outputs(out_dir: Path, name: str, sigmoid: np.ndarray, depth: np.ndarr
     return written
 
 
+class DepthVideo:
+    """``<name>_depth.mp4`` of one video input: each frame the RGB frame and its colourised disparity side by
+    side (2x the width), at the input's frame rate (cv2.VideoWriter, mp4v). Written to a hidden partial file
+    and renamed by :meth:`close`, so an interrupted run leaves no half video under the final name."""
+
+    FALLBACK_FPS = 25.0  # a container that reports no frame rate
+
+    def __init__(self, out_dir: Path, src: Source):
+        import cv2
+
+        self.path = join_under(out_dir, f"{src.name}_depth.mp4", what="depth video")
+        self.partial = self.path.with_name(f".{self.path.stem}.partial.mp4")
+        cap = cv2.VideoCapture(str(src.path))
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        cap.release()
+        self.fps = fps if math.isfinite(fps) and fps > 0 else self.FALLBACK_FPS
+        self.writer = None
+
+    def add(self, rgb: np.ndarray, sigmoid: np.ndarray) -> None:
+        """rgb uint8 [H, W, 3], sigmoid [H, W] (input size) -> one frame [H, 2W, 3]."""
+        import cv2
+
+        from psdif.evaluation.evaluate import colourise
+
+        frame = np.concatenate([rgb, colourise(sigmoid)], axis=1)
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+                                          (frame.shape[1], frame.shape[0]))
+            if not self.writer.isOpened():
+                raise RuntimeError(f"{self.path}: OpenCV cannot write an mp4v video here")
+        self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+    def close(self, keep: bool = True) -> Path | None:
+        if self.writer is None:
+            return None
+        self.writer.release()
+        self.writer = None
+        if keep:
+            self.partial.replace(self.path)
+            return self.path
+        self.partial.unlink(missing_ok=True)
+        return None
+
+
 def predict_sources(net: nn.Module, info: dict, sources: list[Source], out_dir: str | Path, *,
                     scale: float = 1.0, batch_size: int = 8, post_process: bool = False,
                     device: str | torch.device = "cpu", png: bool = True, npy: bool = True,
@@ -311,6 +357,7 @@ def predict_sources(net: nn.Module, info: dict, sources: list[Source], out_dir: 
     """Predict every source in batches of ``batch_size`` and write its outputs into ``out_dir``.
 
     ``info``: from :func:`psdif.models.load_depth_model` (height, width, model_cfg min/max_depth).
+    A video input also gets ``<name>_depth.mp4`` (:class:`DepthVideo`).
     Returns (number of images / frames written, problems found while decoding).
     """
     from tqdm import tqdm
@@ -325,15 +372,27 @@ def predict_sources(net: nn.Module, info: dict, sources: list[Source], out_dir: 
     total = sum(counts) if all(counts) else None
     done = 0
     frames = iter_frames(sources, problems, report, max_pixels)
-    with tqdm(total=total, desc="predict", unit="img", disable=not progress) as bar:
-        while chunk := [item for _, item in zip(range(batch_size), frames)]:
-            names, images = zip(*chunk)
-            sigmoids = predict_sigmoids(net, images, height, width, batch_size, post_process, device)
-            for name, image, sig in zip(names, images, sigmoids):
-                full, depth = depth_from_sigmoid(sig, *image.shape[:2], min_depth, max_depth, scale)
-                write_outputs(out_dir, name, full, depth, png, npy)
-            done += len(chunk)
-            bar.update(len(chunk))
+    videos: dict[Path, DepthVideo] = {}
+    try:
+        with tqdm(total=total, desc="predict", unit="img", disable=not progress) as bar:
+            while chunk := [item for _, item in zip(range(batch_size), frames)]:
+                names, images, srcs = zip(*chunk)
+                sigmoids = predict_sigmoids(net, images, height, width, batch_size, post_process, device)
+                for name, image, src, sig in zip(names, images, srcs, sigmoids):
+                    full, depth = depth_from_sigmoid(sig, *image.shape[:2], min_depth, max_depth, scale)
+                    write_outputs(out_dir, name, full, depth, png, npy)
+                    if src.kind == "video":
+                        if src.path not in videos:
+                            videos[src.path] = DepthVideo(out_dir, src)
+                        videos[src.path].add(image, full)
+                done += len(chunk)
+                bar.update(len(chunk))
+    except BaseException:
+        for video in videos.values():
+            video.close(keep=False)
+        raise
+    for video in videos.values():
+        video.close()
     return done, problems
 
 

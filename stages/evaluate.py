@@ -26,7 +26,8 @@ from psdif.evaluation.evaluate import (CONSTANT_SPREAD, ConstantDisparity, dispa
 from psdif.evaluation.metrics import load_gt_depths, load_gt_frames
 from psdif.evaluation.datasets import REAL_MAKE3D, SYNTHETIC_MAKE3D, kitti_label
 from psdif.evaluation.seeds import aggregate
-from psdif.io import params_hash, progress_enabled, write_json
+from psdif.io import params_hash, progress_enabled
+from psdif.reports import write_report
 from psdif.paths import EVAL_DIR, GT_DEPTHS, model_path
 from psdif.stage import stage_args
 from psdif.variants import VARIANTS
@@ -88,7 +89,7 @@ def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d, device, mea
 
 def write_row(name: str, summary: dict) -> None:
     out = Path(EVAL_DIR) / f"{name}.json"
-    write_json(out, summary)
+    write_report(out, summary)  # numbers; labels beside them in <name>.about.json
     print(f"-> {out}")
 
 

@@ -16,8 +16,9 @@ from tqdm import tqdm
 from psdif.data import kitti
 from psdif.data.ondisk import evaluable_test_frames, list_paths
 from psdif.evaluation.metrics import save_gt_depths
-from psdif.io import progress_enabled, write_json
+from psdif.io import progress_enabled
 from psdif.paths import EXPORT_GT_REPORT, GT_DEPTHS
+from psdif.reports import write_report
 from psdif.stage import stage_args
 
 
@@ -31,7 +32,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: {exc} (data.splits_dir / data.test_split)") from None
     listed, used, missing = frames.listed, frames.used, frames.missing
     report = {"test_split": p.data.test_split, **frames.report()}
-    write_json(EXPORT_GT_REPORT, report)
+    write_report(EXPORT_GT_REPORT, report)
     if not used:
         raise SystemExit(f"error: {frames.problem(fetch_hint=p.data.source == 'kitti')}")
     if missing:

@@ -15,8 +15,9 @@ from pathlib import Path
 from psdif import pretrain as pt
 from psdif.config import to_dict
 from psdif.data import kitti
-from psdif.io import params_hash, progress_enabled, read_json, write_json
+from psdif.io import params_hash, progress_enabled, read_json
 from psdif.paths import RAW_TRAIN, TRAIN_LIST, VAL_LIST
+from psdif.reports import write_report
 from psdif.stage import stage_args
 
 METRICS = Path("metrics/pretrain.json")
@@ -31,7 +32,7 @@ def main(argv=None) -> None:
         if not used:
             pt.write_placeholder(pt.output_path(key), key, values[key])
     if not keys:
-        write_json(METRICS, {"pretrained": []})
+        write_report(METRICS, {"pretrained": []})
         print("pretrain: no weights param names `pretrain`: placeholders written")
         return
 
@@ -56,7 +57,7 @@ def main(argv=None) -> None:
         report[pt.ENCODERS[k]] = {"final_loss": result.losses[k][-1], "loss": result.losses[k], "val": scores}
         print(f"pretrain {pt.ENCODERS[k]}: {result.steps} steps, loss {result.losses[k][-1]:.3f}, "
               f"validation mIoU {scores.get('miou', float('nan')):.3f} -> {pt.output_path(k)}")
-    write_json(METRICS, report)
+    write_report(METRICS, report)
     shutil.rmtree(run_dir, ignore_errors=True)  # complete: nothing to resume
 
 

@@ -37,6 +37,7 @@ from psdif.paths import INPUT_FINGERPRINTS, RAW_TRAIN, TRAIN_LIST, VAL_LIST
 from psdif.io import PathEscapeError, ReadOnlyTreeError, progress_enabled
 from psdif.io import (check_tree, params_hash, prepare_output_tree, previous_record, read_json, sha256_file,
                       tree_manifest, write_json)
+from psdif.reports import write_report
 from psdif.distributed import init_distributed, loader_workers, relaunch_under_torchrun
 
 OUT = Path("data/pseudolabels")
@@ -244,7 +245,7 @@ def main(argv=None) -> None:
     if p.data.source == "synthetic" and not q.checkpoint:
         report[f"{labeller}_heldout"] = held_out_miou(root, frames, roles)
         print(f"{labeller} mIoU on held-out drives: {report[f'{labeller}_heldout']['miou']:.3f}")
-    write_json(METRICS, report)
+    write_report(METRICS, report)
     write_json(MANIFEST, {"config": config, "files": tree_manifest(OUT, "**/*.png"), "sources": sources})
     print(f"wrote {MANIFEST} ({len(frames)} frames)")
 

@@ -4,12 +4,11 @@ and the GT export's reports), which the tables quote."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from psdif.evaluation.tables import write_tables
-from psdif.io import write_json
 from psdif.paths import COVERAGE, EXPORT_GT_REPORT, FILTER_REPORT
+from psdif.reports import read_report, write_report
 from psdif.stage import stage_args
 
 
@@ -22,9 +21,9 @@ def gather_coverage(filter_report: Path, export_report: Path) -> dict | None:
     """``{"train": ..., "val": ..., "test": ...}`` coverage entries from the two reports (None: neither exists)."""
     cover = {}
     if filter_report.is_file():
-        cover.update(json.loads(filter_report.read_text()).get("coverage", {}))
+        cover.update(read_report(filter_report).get("coverage", {}))
     if export_report.is_file():
-        report = json.loads(export_report.read_text())
+        report = read_report(export_report)
         cover["test"] = {k: report[k] for k in ("list", "listed", "used", "missing", "missing_by_reason",
                                                  "first_missing") if k in report}
     return cover or None
@@ -34,7 +33,7 @@ def main(argv=None) -> None:
     _, args = stage_args("tables", argv, extra=_extra)
     cover = gather_coverage(Path(FILTER_REPORT), Path(EXPORT_GT_REPORT))
     if cover is not None:
-        write_json(COVERAGE, cover)
+        write_report(COVERAGE, cover)
         print(f"wrote {COVERAGE}")
     for path in write_tables(Path(args.eval_dir), Path(args.out_dir), coverage=cover):
         print(f"wrote {path}")

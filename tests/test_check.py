@@ -316,3 +316,26 @@ def test_dvc_exp_run_with_a_refused_param_leaves_params_yaml_as_it_was(tmp_path)
     assert "Running stage 'download'" not in out
     assert (dest / "params.yaml").read_bytes() == before
     assert b"mu33: 1" in (dest / "params.yaml.rejected").read_bytes()
+
+
+def test_three_missing_files_are_one_message_with_their_sources(project, capsys):
+    """Params naming three missing files: one run names all three (an error line each) and one message lists
+    every file with where to get it (the paper's files: docs/paper_setting.md)."""
+    root, write = project
+    write(pseudolabel__checkpoint=str(root / "no" / "deeplab.pth"), model__encoder_weights=str(root / "no" / "hr.pth"),
+          model__pose_weights=str(root / "no" / "r18.pth"))
+    status, err = _run(capsys)
+    assert status == 2 and len(_errors(err)) == 3
+    lines = err.splitlines()
+    start = next(i for i, line in enumerate(lines) if "3 file(s) named in params are missing" in line)
+    message = "\n".join(lines[start:start + 4])
+    for key, name, source in (
+            ("pseudolabel.checkpoint", "best_deeplabv3plus_resnet101_cityscapes_os16.pth",
+             "github.com/VainF/DeepLabV3Plus-Pytorch"),
+            ("model.encoder_weights", "fcn_hr18_512x1024_160k_cityscapes_20200602_190822-221e4a4f.pth",
+             "https://download.openmmlab.com/mmsegmentation/v0.5/hrnet/"),
+            ("model.pose_weights", "resnet18-f37072fd.pth",
+             "https://download.pytorch.org/models/resnet18-f37072fd.pth")):
+        [line] = [ln for ln in message.splitlines() if ln.startswith(f"  - {key}: ")]
+        assert name in line and source in line, line
+    assert "SHA-256 starts with 221e4a4f" in message and "SHA-256 starts with f37072fd" in message

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from psdif.reports import read_report
 from psdif.evaluation.summary import HEADLINE_KITTI, SHORT
 from psdif.variants import VARIANTS
 from tests.project import copy_tracked
@@ -102,12 +103,28 @@ def test_repro_writes_every_metric_table_and_figure(project):
     assert all(changes == ["always changed"] for changes in status.values()), status
 
 
+def test_every_metrics_file_dvc_shows_holds_numbers_only(project):
+    """`dvc metrics show`: every declared metrics file of the tiny run, leaf by leaf, is a number (labels, lists
+    and flags are in the <name>.about.json beside it); the eval files keep the keys outside checks read."""
+    from tests.test_reports import non_numbers
+
+    shown = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], project).stdout)
+    files = {path: entry["data"] for rev in shown.values() for path, entry in rev["data"].items()}
+    assert "metrics/eval/full.json" in files and "metrics/coverage.json" in files
+    for path, data in files.items():
+        assert non_numbers(data) == [], path
+    full = json.loads((project / "metrics/eval/full.json").read_text())
+    assert {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "ratio_median", "ratio_std",
+            "n_images"} <= set(full)
+    assert read_report(project / "metrics/eval/full.json")["test_split"] == "synth_eigen"
+
+
 def test_every_loss_term_of_the_full_model_is_non_zero(project):
     """What `-S loss.mu3=...` acts on must exist: boundary pixels, a metric loss, CE, photometric error."""
     train = json.loads((project / "metrics/train/full/seed0.json").read_text())
     for term in ("loss_photometric", "loss_smoothness", "loss_ce", "loss_metric", "loss_n_boundary_gt"):
         assert train[term] > 0, (term, train)
-    labels = json.loads((project / "metrics/pseudolabel.json").read_text())
+    labels = read_report(project / "metrics/pseudolabel.json")          # numbers and labels together
     assert labels["labeller"] == "oracle" and labels["oracle_heldout"]["miou"] == 1.0
 
 

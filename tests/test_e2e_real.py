@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 
+from psdif.reports import read_report
 from psdif.variants import VARIANTS
 from tests.kitti_copy import DRIVE, REPO, env, make_writable, paper_params, read_only_copy, snapshot, write_lists
 from tests.project import copy_tracked
@@ -142,7 +143,7 @@ def test_every_stage_ran_offline_and_nothing_was_written_into_the_copy(run):
 def test_results_say_what_they_measured(run):
     dest = run["dest"]
     for name in (*VARIANTS, "flat", "untrained"):
-        m = json.loads((dest / "metrics/eval" / f"{name}.json").read_text())
+        m = read_report(dest / "metrics/eval" / f"{name}.json")   # the numbers, and the labels beside them
         assert (m["dataset"], m["test_split"], m["n_images"], m["test_listed"]) == ("KITTI raw", "mine", 2, 2), name
         assert 0 < m["abs_rel"] < 10
         assert "no Make3D Test134 images" in m["make3d"]["not_run"]

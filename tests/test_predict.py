@@ -419,3 +419,103 @@ def test_a_crafted_model_is_refused_in_our_words_and_never_run(model, tmp_path, 
     assert "weights_only=False" not in err and "Re-running" not in err and "weights_only" not in err, err
     assert "posix.system" in err or "os.system" in err, err          # names the refused object
     assert not marker.exists() and not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ Python API, depth video, export (issue 23)
+
+def _api_reference(net, cfg, rgb01: np.ndarray) -> np.ndarray:
+    """By hand with OpenCV: bilinear resize to the net size, forward, bilinear resize of the sigmoid back,
+    depth = 1 / (1/max + (1/min − 1/max)·σ)."""
+    h, w = rgb01.shape[:2]
+    small = cv2.resize(rgb01, (NET_W, NET_H), interpolation=cv2.INTER_LINEAR)
+    with torch.no_grad():
+        sig = net.forward_depth(torch.from_numpy(small).permute(2, 0, 1)[None])[0, 0].numpy()
+    sig = cv2.resize(sig, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+    return 1.0 / (1.0 / cfg.max_depth + (1.0 / cfg.min_depth - 1.0 / cfg.max_depth) * sig)
+
+
+@pytest.mark.parametrize("h, w", [(375, 1242), (100, 333)])
+def test_python_api_gives_depth_of_any_input_size(model, h, w):
+    """The README's three lines: a KITTI-sized (375 x 1242) or odd-sized tensor gives depth of its own size,
+    equal to the hand reference (resize to the training size and back); without a size, the net runs at
+    H, W rounded up to multiples of 32 and the output is still H x W."""
+    from psdif.models import DepthPredictor
+
+    path, net, cfg = model
+    predictor = DepthPredictor.from_checkpoint(path)
+    rgb = _random_image(h, w, 3).astype(np.float32) / 255
+    with torch.no_grad():
+        depth = predictor(torch.from_numpy(rgb).permute(2, 0, 1)[None])
+    assert depth.shape == (1, 1, h, w)
+    np.testing.assert_allclose(depth[0, 0].numpy(), _api_reference(net, cfg, rgb), rtol=1e-3)
+    free = DepthPredictor(net, cfg.min_depth, cfg.max_depth).eval()      # no size: multiples of 32
+    with torch.no_grad():
+        assert free(torch.from_numpy(rgb).permute(2, 0, 1)[None]).shape == (1, 1, h, w)
+
+
+def test_video_input_also_gets_a_side_by_side_depth_video(model, tmp_path, capsys):
+    path, _, _ = model
+    video, fps = tmp_path / "drive.mp4", 7.0
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (96, 48))
+    assert writer.isOpened()
+    frames = [_random_image(48, 96, 40 + i) for i in range(10)]
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "out"
+    assert _run([video, "--model", path, "--out", out, "--batch-size", "4", "--device", "cpu"], capsys)[0] == 0
+    assert len(list(out.glob("drive_*_depth.npy"))) == 10
+    cap = cv2.VideoCapture(str(out / "drive_depth.mp4"))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(fps)
+    got = []
+    while (read := cap.read())[0]:
+        got.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+    cap.release()
+    assert len(got) == 10 and got[0].shape == (48, 2 * 96, 3)
+    cap = cv2.VideoCapture(str(video))
+    first = cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB)
+    cap.release()
+    assert np.abs(got[0][:, :96].astype(int) - first).mean() < 12            # left half: the frame (lossy)
+    png = cv2.cvtColor(cv2.imread(str(out / "drive_000000_depth.png")), cv2.COLOR_BGR2RGB)
+    assert np.abs(got[0][:, 96:].astype(int) - png).mean() < 12              # right half: its depth map
+    assert not list(out.glob(".*"))                                          # no partial file left
+
+
+def _export(args, capsys):
+    code = cli.main(["export", *map(str, args)])
+    return code, capsys.readouterr().err
+
+
+def test_export_onnx_and_torchscript_match_torch(model, tmp_path, capsys):
+    """`psdif export`: the ONNX file (onnxruntime) and the TorchScript file give the torch predictor's depth,
+    at the training size and at an odd size."""
+    from psdif.models import DepthPredictor
+
+    ort = pytest.importorskip("onnxruntime")
+    path, _, _ = model
+    predictor = DepthPredictor.from_checkpoint(path)
+    for h, w in ((NET_H, NET_W), (50, 70)):
+        images = torch.from_numpy(np.stack([_random_image(h, w, s) for s in (1, 2)])).permute(0, 3, 1, 2) / 255
+        with torch.no_grad():
+            want = predictor(images).numpy()
+        onnx_path, ts_path = tmp_path / f"m{h}.onnx", tmp_path / f"m{h}.pt"
+        size = ["--height", h, "--width", w]
+        assert _export(["--onnx", path, "--out", onnx_path, *size], capsys)[0] == 0
+        got = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(
+            ["depth"], {"image": images.numpy()})[0]
+        assert got.shape == (2, 1, h, w)
+        np.testing.assert_allclose(got, want, rtol=1e-4)
+        assert _export(["--torchscript", path, "--out", ts_path, *size], capsys)[0] == 0
+        with torch.no_grad():
+            np.testing.assert_allclose(torch.jit.load(str(ts_path))(images).numpy(), want, rtol=1e-5)
+
+
+def test_export_without_onnx_names_the_extra(model, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    code, err = _export(["--onnx", model[0], "--out", tmp_path / "m.onnx"], capsys)
+    assert code == 2 and "pip install psdif[export]" in err and not (tmp_path / "m.onnx").exists()
+    code, err = _export(["--torchscript", tmp_path / "nope.pt", "--out", tmp_path / "m.pt"], capsys)
+    assert code == 2 and "nope.pt" in err

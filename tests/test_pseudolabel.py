@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from psdif.config import default_params, preset_path
+from psdif.reports import read_report
 from psdif.data import kitti
 from psdif.data.images import read_image
 from psdif.semantics.labels import label_path, predict_labels, read_label_png
@@ -123,7 +124,7 @@ def test_oracle_labeller_writes_the_generators_ground_truth(generated, tmp_path,
         np.testing.assert_array_equal(stored, gt)
         assert len(np.unique(gt)) >= 3  # several classes in every frame: B_t is never empty
     assert not (folder / "data/teacher/teacher.pt").exists()  # no teacher trained
-    report = yaml.safe_load((folder / "metrics/pseudolabel.json").read_text())
+    report = read_report(folder / "metrics/pseudolabel.json")
     assert report["labeller"] == "oracle" and report["oracle_heldout"]["miou"] == 1.0
 
 

@@ -3,6 +3,7 @@ matches Student's t in closed form, and Tables 1-3 show mean ± std and Table 3 
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -141,8 +142,15 @@ def test_table3_shows_mean_std_and_paired_tests_with_three_seeds(tmp_path):
     assert "paired t-test over training seeds" in md and "over 3 training seeds" in md
     t1 = (tmp_path / "tables" / "table1.md").read_text()
     assert "0.250 ± 0.010" in t1 and "± " in (tmp_path / "tables" / "table2.md").read_text()
-    csv = (tmp_path / "tables" / "table3.csv").read_text().splitlines()
-    assert csv[0].endswith("abs_rel vs baseline,abs_rel vs row above")
+    with open(tmp_path / "tables" / "table3.csv", newline="") as f:      # numbers: mean, std, test in columns
+        table = list(csv.DictReader(f))
+    row = next(r for r in table if r["Method"] == "+MSFAN+Seg+PSDIFM+Metric Loss (full)")
+    assert float(row["AbsRel"]) == pytest.approx(0.25) and float(row["AbsRel std"]) == pytest.approx(0.01)
+    assert float(row["abs_rel vs baseline"]) == pytest.approx(-0.06)
+    assert float(row["abs_rel vs baseline p"]) == pytest.approx(1 - 6 / math.sqrt(38), abs=1e-6)
+    assert int(row["abs_rel vs baseline n"]) == 3 and float(row["abs_rel vs row above p"]) == 0.0
+    base = next(r for r in table if r["Method"].endswith("(baseline)"))
+    assert base["abs_rel vs baseline"] == base["abs_rel vs baseline p"] == ""      # "—" has no number
 
 
 def test_one_seed_tables_have_no_spread_and_no_test(tmp_path):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,9 @@ from typing import Optional, Sequence
 
 from psdif.evaluation.datasets import REAL_KITTI, REAL_MAKE3D, SYNTHETIC_KITTI, SYNTHETIC_MAKE3D  # noqa: F401
 from psdif.evaluation.metrics import CONSTANT_SPREAD, MAKE3D_KEYS, METRIC_KEYS
-from psdif.evaluation.seeds import paired_test, per_seed_values
+from psdif.evaluation.seeds import PairedTest, paired_test, per_seed_values
 from psdif.io import atomic_path
+from psdif.reports import read_report
 from psdif.variants import VARIANTS
 
 NOT_RUN = "not run"
@@ -179,15 +179,16 @@ class MeanStd:
     def __str__(self) -> str:
         return f"{self.mean:.3f} ± {self.std:.3f}"
 
-    def csv(self) -> str:
-        return f"{self.mean!r} ± {self.std!r}"
+    def csv_fields(self) -> list[float]:
+        return [self.mean, self.std]
 
 
 def _read(path: Path):
+    """The evaluate stage's report, numbers and labels (``<name>.about.json``) together."""
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: malformed JSON ({exc}); delete it and re-run the evaluate stage") from None
+        return read_report(path)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; delete it and re-run the evaluate stage") from None
 
 
 def read_run(eval_dir: Path, variant: str) -> tuple[Optional[dict], Optional[dict], Optional[str]]:
@@ -239,6 +240,8 @@ def _boundary_cells(eval_dir: Path, variant: str, label: Optional[str]) -> list:
 # ------------------------------------------------------------------------------------------ formatting
 
 def _fmt(value) -> str:
+    if isinstance(value, PairedTest):
+        return value.cell()
     if isinstance(value, (str, MeanStd)):
         return str(value)
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -248,9 +251,15 @@ def _fmt(value) -> str:
     return f"{value:.3f}"
 
 
+def escape_cell(text: str) -> str:
+    """Markdown cell text: a backslash or ``|`` escaped (a bare ``|`` would split the cell), line breaks as spaces."""
+    return " ".join(text.replace("\\", "\\\\").replace("|", "\\|").splitlines())
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence], numeric_from: int) -> str:
     """A GitHub Markdown table with every pipe aligned; columns from ``numeric_from`` on right-aligned."""
-    cells = [[_fmt(c) for c in row] for row in rows]
+    header = [escape_cell(h) for h in header]
+    cells = [[escape_cell(_fmt(c)) for c in row] for row in rows]
     widths = [max(3, len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
 
     def line(items):
@@ -278,13 +287,43 @@ class Table:
         return "\n".join(parts) + "\n"
 
     def csv(self) -> str:
+        """Numbers only in the numeric columns (a text cell such as "not run" or "—" is left empty there): a
+        "mean ± std" column is two columns (``<name>``, ``<name> std``), a paired test three (``<name>``
+        = mean difference, ``<name> p``, ``<name> n``)."""
+        columns = list(zip(*self.rows)) if self.rows else [()] * len(self.header)
+        parts = [_csv_suffixes(col) if i >= self.numeric_from else ("",) for i, col in enumerate(columns)]
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow([h.replace(" ↓", "").replace(" ↑", "") for h in self.header])
+        names = [h.replace(" ↓", "").replace(" ↑", "") for h in self.header]
+        writer.writerow([name + s for name, ss in zip(names, parts) for s in ss])
         for row in self.rows:
-            writer.writerow(["" if c is None else (repr(c) if isinstance(c, float) else
-                                                   c.csv() if isinstance(c, MeanStd) else c) for c in row])
+            writer.writerow([field for i, (c, ss) in enumerate(zip(row, parts))
+                             for field in (_csv_fields(c, len(ss)) if i >= self.numeric_from else [c])])
         return buf.getvalue()
+
+
+def _csv_suffixes(column: Sequence) -> tuple[str, ...]:
+    if any(isinstance(c, PairedTest) for c in column):
+        return "", " p", " n"
+    if any(isinstance(c, MeanStd) for c in column):
+        return "", " std"
+    return ("",)
+
+
+def _csv_fields(cell, width: int) -> list:
+    """A numeric column's cell as ``width`` CSV fields: full-precision numbers, or empty fields for text."""
+    if isinstance(cell, MeanStd):
+        values = cell.csv_fields()
+    elif isinstance(cell, PairedTest):
+        values = [cell.mean_diff, cell.p, cell.n]
+    elif isinstance(cell, float):
+        values = [cell]
+    elif isinstance(cell, int) and not isinstance(cell, bool):
+        values = [cell]
+    else:                                         # "not run", "—", "n < 2", "": no number
+        values = []
+    fields = [repr(v) if isinstance(v, float) else str(v) for v in values]
+    return fields + [""] * (width - len(fields))
 
 
 def _run_row(method: str, sup: Optional[str], source: str, metrics: Optional[dict], keys, tail_keys):
@@ -317,10 +356,11 @@ def seed_tests(eval_dir: Path) -> dict[str, tuple]:
     return out
 
 
-def _test_cell(test, applies: bool) -> str:
+def _test_cell(test, applies: bool):
+    """The paired test itself (the Markdown shows ``PairedTest.cell()``, the CSV its numbers), or why none."""
     if not applies:
         return "—"
-    return test.cell() if test else "n < 2"
+    return test if test else "n < 2"
 
 
 def measured_on(label: Optional[str], metrics: Optional[dict]) -> str:
@@ -346,6 +386,17 @@ def _test_sets(runs: dict, variants) -> dict[tuple, list[str]]:
                    kitti.get("n_images", "?"))
             sets.setdefault(key, []).append(v)
     return sets
+
+
+def measured_title(sets: dict[tuple, list[str]]) -> str:
+    """What this run's rows of an Eigen-protocol table were measured on, for its title (from the files,
+    never from the table's name: a run on the generated data or another split says so)."""
+    if not sets:
+        return "this run not evaluated"
+    if len(sets) > 1:
+        return "WARNING: rows of this run on different test sets"
+    (label, split, _, n), = sets
+    return f"this run on {label}, test split {split}, {n} images"
 
 
 def _mixed_note(sets: dict[tuple, list[str]]) -> list[str]:
@@ -411,8 +462,8 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
     def source(variant):
         return measured_on(runs[variant][2] or kitti_label, runs[variant][0])
 
-    def titled(title: str, sets: dict) -> str:
-        return title + (" — WARNING: rows of this run on different test sets" if len(sets) > 1 else "")
+    def titled(title: str, sets: dict, published: str) -> str:
+        return f"{title} — {measured_title(sets)}; then the paper's rows ({published})"
 
     ratio_cols = ["ratio med", "ratio std", "images"]
     kitti_cols = [HEADERS[k] for k in METRIC_KEYS]
@@ -422,7 +473,7 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
     t1_rows = [_run_row(*RUN_METHODS[v], source(v), runs[v][0], METRIC_KEYS, tail) for v in TABLE1_RUN]
     t1_rows += [_paper_row(r, True, len(tail)) for r in PAPER_TABLE1]
     sets1 = _test_sets(runs, TABLE1_RUN)
-    t1 = Table("table1", titled("Table 1 — KITTI Eigen split, depth capped at 80 m", sets1),
+    t1 = Table("table1", titled("Table 1", sets1, "KITTI Eigen split, 697 images, depth capped at 80 m"),
                ["Method", "Sup", "Data"] + kitti_cols + ratio_cols, t1_rows, 3,
                _mixed_note(sets1) + collapsed_note(eval_dir, [v for v in TABLE1_RUN if v in VARIANTS]) +
                [legend, "Per-image median scaling; ratio med / std = median of the scale ratios and the std of "
@@ -445,7 +496,12 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
                for v in TABLE2_RUN]
     t2_rows += [_paper_row(r, True, 1) for r in PAPER_TABLE2]
     reasons = sorted({runs[v][1]["not_run"] for v in TABLE2_RUN if runs[v][1] and "not_run" in runs[v][1]})
-    t2 = Table("table2", "Table 2 — Make3D (Test134 protocol), models trained on the KITTI-layout data, no fine-tuning",
+    m3d_sets = sorted({runs[v][1].get("dataset", make3d_label or NOT_RECORDED) for v in TABLE2_RUN
+                       if runs[v][1] and "not_run" not in runs[v][1]})
+    m3d_title = (f"this run on {m3d_sets[0]}" if len(m3d_sets) == 1 else "this run not evaluated" if not m3d_sets
+                 else f"WARNING: this run's rows on different sets ({'; '.join(m3d_sets)})")
+    t2 = Table("table2", f"Table 2 — Make3D protocol (Test134), no fine-tuning — {m3d_title}; then the paper's "
+                         "rows (Make3D Test134)",
                ["Method", "Sup", "Data"] + [HEADERS[k] for k in m3d_keys] + ["images"], t2_rows, 3,
                [f"Make3D not run: {r}." for r in reasons] +
                ["Sup as printed in the paper (Y = supervised, N = self-supervised).",
@@ -480,7 +536,7 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
                          f"psdifm={int(VARIANTS[v].psdifm)} metric_loss={int(VARIANTS[v].metric_loss)}"
                          for v in TABLE3_RUN)
     sets3 = _test_sets(runs, TABLE3_RUN)
-    t3 = Table("table3", titled("Table 3 — ablation on KITTI (this run's five variants, then the paper's)", sets3),
+    t3 = Table("table3", titled("Table 3 — ablation", sets3, "KITTI Eigen split"),
                ["Method", "Data"] + kitti_cols + ratio_cols + list(BOUNDARY_HEADERS.values()) + test_cols, t3_rows, 2,
                _mixed_note(sets3) + collapsed_note(eval_dir, TABLE3_RUN) + [f"Variants in row order: {switches}.",
                                      "The paper's rows are in the same order (method names as printed, 'MAFAN' "

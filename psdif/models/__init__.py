@@ -3,7 +3,8 @@
 - ``build_depth_net(variant, cfg)``: MSFAN + PSDIFM (psdifm.py, msfan.py) or the ResNet-18 baseline
   (baseline.py); forward(images [B, 3, H, W] in [0, 1]) -> :class:`DepthOutput`.
 - ``build_pose_net(cfg)``: pose.py; forward(pair [B, 6, H, W]) -> (axisangle [B, 1, 3], translation [B, 1, 3]).
-- ``DepthPredictor``: images -> metric-free depth [B, 1, H, W] via :func:`psdif.geometry.disp_to_depth`; ``export_onnx``.
+- ``DepthPredictor``: images of any size -> metric-free depth [B, 1, H, W] via :func:`psdif.geometry.disp_to_depth`;
+  ``export_onnx``, ``export_torchscript``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from psdif.config import ModelConfig
 from psdif.geometry import disp_to_depth
@@ -26,8 +28,9 @@ from psdif.models.weights import load_encoder_weights, load_pose_weights, load_r
 from psdif.variants import Variant
 
 
-__all__ = ["DepthOutput", "build_depth_net", "build_pose_net", "DepthPredictor",
-           "export_onnx", "MSFAN", "PSDIFNet", "BaselineDepthNet", "PoseNet", "load_encoder_weights"]
+__all__ = ["DepthOutput", "build_depth_net", "build_pose_net", "DepthPredictor", "load_depth_model",
+           "export_onnx", "export_torchscript", "MSFAN", "PSDIFNet", "BaselineDepthNet", "PoseNet",
+           "load_encoder_weights"]
 
 
 def build_depth_net(variant: Variant, cfg: ModelConfig) -> nn.Module:
@@ -59,15 +62,42 @@ def build_pose_net(cfg: ModelConfig) -> PoseNet:
     return net
 
 
-class DepthPredictor(nn.Module):
-    """Inference wrapper: images [B, 3, H, W] in [0, 1] -> depth [B, 1, H, W] (scale-0 disparity only)."""
+def _multiple_of_32(n: int) -> int:
+    return max(32, -(-n // 32) * 32)
 
-    def __init__(self, net: nn.Module, min_depth: float, max_depth: float):
+
+class DepthPredictor(nn.Module):
+    """Inference wrapper: images [B, 3, H, W] in [0, 1], any H and W -> depth [B, 1, H, W] (scale-0 disparity).
+
+    The net sees the images resized (bilinear) to ``size`` (its training height and width: ``info`` of
+    :func:`load_depth_model`; None: H and W rounded up to multiples of 32, which the decoder's skip
+    connections need) and its disparity is resized back to H x W (bilinear), as ``psdif predict`` and the
+    Eigen protocol do. Resized, not padded: a self-supervised net reads depth from how large things appear at
+    its training field of view, and padding would show it a wider view with borders it never saw.
+    """
+
+    def __init__(self, net: nn.Module, min_depth: float, max_depth: float, size: tuple[int, int] | None = None):
         super().__init__()
         self.net, self.min_depth, self.max_depth = net, float(min_depth), float(max_depth)
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "DepthPredictor":
+        """The predictor of a ``model.pt``: its depth range and training size, in eval mode."""
+        net, info = load_depth_model(path, device)
+        cfg = info["model_cfg"]
+        size = (info["height"], info["width"]) if info.get("height") and info.get("width") else None
+        return cls(net, cfg["min_depth"], cfg["max_depth"], size).eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return disp_to_depth(self.net.forward_depth(images), self.min_depth, self.max_depth)[1]
+        height, width = images.shape[-2:]
+        size = self.size or (_multiple_of_32(height), _multiple_of_32(width))
+        x = images if (height, width) == size else F.interpolate(images, size=size, mode="bilinear",
+                                                                  align_corners=False)
+        disp = self.net.forward_depth(x)
+        if disp.shape[-2:] != (height, width):
+            disp = F.interpolate(disp, size=(height, width), mode="bilinear", align_corners=False)
+        return disp_to_depth(disp, self.min_depth, self.max_depth)[1]
 
 
 class _DispOnly(nn.Module):
@@ -85,8 +115,9 @@ def export_onnx(net: nn.Module, path: str | Path, height: int, width: int, opset
     A :class:`DepthPredictor` exports output ``depth``; a bare depth net exports ``disp`` (scale-0 sigmoid
     disparity). The batch axis is dynamic. The net is exported in eval mode and its mode is restored.
     """
-    if height % 32 or width % 32:
-        raise ValueError(f"export_onnx: height={height}, width={width} must be multiples of 32")
+    if not isinstance(net, DepthPredictor) and (height % 32 or width % 32):
+        raise ValueError(f"export_onnx: height={height}, width={width} must be multiples of 32 for a bare depth "
+                         "net (wrap it in DepthPredictor for any size)")
     path = Path(path)
     module, out_name = (net, "depth") if isinstance(net, DepthPredictor) else (_DispOnly(net), "disp")
     was_training = net.training
@@ -97,11 +128,29 @@ def export_onnx(net: nn.Module, path: str | Path, height: int, width: int, opset
             # onnxscript (needed by the dynamo exporter) is not a dependency: use the TorchScript exporter
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message="Constant folding")
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # sizes fixed at export
             torch.onnx.export(module, (dummy,), str(tmp), input_names=["image"], output_names=[out_name],
                               dynamic_axes={"image": {0: "batch"}, out_name: {0: "batch"}},
                               opset_version=opset, dynamo=False)
     finally:
         net.train(was_training)
+    return path
+
+
+def export_torchscript(predictor: DepthPredictor, path: str | Path, height: int, width: int) -> Path:
+    """Write ``predictor`` traced at input [1, 3, height, width] to a TorchScript file (atomically); load it
+    with ``torch.jit.load`` (no psdif needed). The net is traced in eval mode and its mode is restored."""
+    path = Path(path)
+    was_training = predictor.training
+    predictor.eval()
+    dummy = torch.rand(1, 3, height, width, device=next(predictor.parameters()).device)
+    try:
+        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # sizes fixed at export
+            warnings.filterwarnings("ignore", category=FutureWarning)            # torch.jit's deprecation note
+            torch.jit.save(torch.jit.trace(predictor, (dummy,)), str(tmp))
+    finally:
+        predictor.train(was_training)
     return path
 
 
