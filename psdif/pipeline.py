@@ -1,7 +1,8 @@
 """dvc.yaml, generated: which stage reads which params and files, derived rather than listed by hand.
 
 ``psdif dvc-yaml`` rewrites dvc.yaml from this module and tests/test_pipeline.py checks that the committed
-file is what it generates. Every file a stage reads is one of its dependencies, by content:
+file is what it generates (what each stage does, reads and writes: the table of docs/design.md §1). Every
+file a stage reads is one of its dependencies, by content:
 
 - Code: the stage script and every ``psdif`` module it imports, transitively (``psdif.codedeps.code_deps`` walks the
   import statements of the source, module level and inside functions), so editing any module makes exactly
