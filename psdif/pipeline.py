@@ -22,7 +22,9 @@ file is what it generates. Every file a stage reads is one of its dependencies, 
   draw every variant's training curves on shared axes and the per-variant abs_rel bars
   (``psdif.evaluation.summary``), so ``dvc plots diff <exp>`` compares ablations at a glance.
 - Split lists: the input lists (``${data.splits_dir}/${data.train_split}/``, the test list) and the filtered
-  training lists the filter stage writes (``data/lists/``).
+  training lists the filter stage writes (``data/lists/``). The stages that read both filtered lists
+  (pseudolabel, pretrain) depend on the folder, not on ``val_files.txt`` itself: that list may be empty
+  (every val line dropped), and DVC warns about an empty dependency file on every status check.
 - Files named in params (``pseudolabel.checkpoint``, ``model.encoder_weights``, ``model.pose_weights``): the
   ``check`` stage runs on every ``dvc repro`` (``always_changed``), validates the
   whole params.yaml and opens every file it names the way its stage will (``psdif.inputs``) before any other
@@ -67,7 +69,7 @@ from psdif.paths import (BOUNDARIES, BOUNDARY_MANIFEST, COVERAGE, EVAL_DIR, EXPO
                          INPUT_FINGERPRINTS, INPUT_LISTS, PARAMS_OK, VALIDATED_FILES,
                          LABELS, LABELS_MANIFEST, LISTS, MODELS, PLOT_DATA, PREPARED, PREPARED_MANIFESTS,
                          PRETRAIN_MSFAN, PRETRAIN_RESNET, RAW_MANIFEST, RAW_TEST, RAW_TRAIN,
-                         SUMMARY, TEST_LIST, TRAIN_LIST, VAL_LIST, VALIDATED_PARAMS, live_path, model_path,
+                         SUMMARY, TEST_LIST, TRAIN_LIST, VALIDATED_PARAMS, live_path, model_path,
                          train_metrics_path)
 from psdif.variants import VARIANTS, params_read_by
 
@@ -225,7 +227,7 @@ def build() -> dict:
                          params=data_params + ["filter", "train.batch_size"], outs=[{LISTS: {"cache": False}}],
                          metrics=[{FILTER_REPORT: {"cache": False}}]),
         "pseudolabel": _stage("stages/pseudolabel.py",
-                              [RAW_TRAIN, TRAIN_LIST, VAL_LIST, TEST_LIST, INPUT_FINGERPRINTS["pseudolabel.checkpoint"]],
+                              [RAW_TRAIN, LISTS, TEST_LIST, INPUT_FINGERPRINTS["pseudolabel.checkpoint"]],
                               params=data_params + PSEUDOLABEL_PARAMS, outs=_kept_tree(LABELS, LABELS_MANIFEST),
                               metrics=[{"metrics/pseudolabel.json": {"cache": False}}]),
         "boundary": _stage("stages/boundary.py", [LABELS_MANIFEST, RAW_TRAIN],
@@ -235,7 +237,7 @@ def build() -> dict:
         "prepare": _stage("stages/prepare.py", [TRAIN_LIST, RAW_TRAIN, LABELS_MANIFEST, BOUNDARY_MANIFEST],
                           params=["prepare", "data.raw_root", "data.img_ext", "data.height", "data.width"],
                           outs=_kept_tree(PREPARED, *PREPARED_MANIFESTS.values())),
-        "pretrain": _stage("stages/pretrain.py", [RAW_TRAIN, TRAIN_LIST, VAL_LIST],
+        "pretrain": _stage("stages/pretrain.py", [RAW_TRAIN, LISTS],
                            params=data_params[:2] + ["data.img_ext", "data.height", "data.width", "pretrain",
                                                      "model.msfan_size", "model.baseline_width", "model.pose_width",
                                                      "model.encoder_weights", "model.pose_weights"],
