@@ -74,13 +74,14 @@ def set_resume_note(note: Optional[Callable[[], str]]) -> None:
     _resume_note = note
 
 
-def interruption_line(stage: str, signum: int) -> str:
+def interruption_line(signum: int) -> str:
+    """The one line of an interrupted stage (its stamp names the stage)."""
     what = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
     try:
         note = _resume_note() if _resume_note else DEFAULT_NOTE
     except Exception:  # the note must never hide the interruption
         note = DEFAULT_NOTE
-    return f"{stage}: interrupted by {what}: {note}"
+    return f"interrupted by {what}: {note}"
 
 
 def _raise_terminated(signum, frame) -> None:
@@ -92,7 +93,7 @@ def _interrupted_hook(previous):
         if not issubclass(kind, (KeyboardInterrupt, Terminated)):
             return previous(kind, value, tb)
         signum = signal.SIGINT if issubclass(kind, KeyboardInterrupt) else signal.SIGTERM
-        print(interruption_line(_stage or "stage", signum), file=sys.stderr)
+        print(interruption_line(signum), file=sys.stderr)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

@@ -211,7 +211,7 @@ def summary_line(report: dict, out_dir: str | Path) -> str:
     val = (f"{report['val_lines']} of {report['listed_val']} val lines" if report["listed_val"] else
            f"{report['val_lines']} val lines set aside from train")
     return (f"kept {report['train_lines']} of {report['listed_train']} train lines and {val} "
-            f"({report['drives']} drives on disk); dropped: {dropped}; {report['static_listed']} listed frames are "
+            f"({report['drives']} drive{'s' if report['drives'] != 1 else ''} on disk); dropped: {dropped}; {report['static_listed']} listed frames are "
             f"static -> {out_dir}/")
 
 
