@@ -18,6 +18,7 @@ command line (``python stages/<name>.py``, as ``dvc repro`` runs it):
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import signal
@@ -62,6 +63,14 @@ def start_stage(stage: str) -> None:
     die_with_parent()
     signal.signal(signal.SIGTERM, _raise_terminated)
     sys.excepthook = _interrupted_hook(sys.excepthook)
+    os.register_at_fork(after_in_child=_default_signals)  # worker processes (multiprocessing, DataLoader)
+
+
+def _default_signals() -> None:
+    """In a forked worker: Ctrl-C (sent to the whole process group) and SIGTERM end it silently, as before the
+    stage's handlers; the stage process itself says what happened, once."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def stage_name() -> Optional[str]:
@@ -94,12 +103,13 @@ def _interrupted_hook(previous):
             return previous(kind, value, tb)
         signum = signal.SIGINT if issubclass(kind, KeyboardInterrupt) else signal.SIGTERM
         print(interruption_line(signum), file=sys.stderr)
+        atexit._run_exitfuncs()  # what a normal exit runs (multiprocessing's cleanup of its workers, ...)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):
                 pass
-        os._exit(128 + signum)  # finally blocks have run; 130 / 143 like a shell reports a signal
+        os._exit(128 + signum)  # finally blocks and exit handlers have run; 130 / 143 as a shell reports it
     return hook
 
 

@@ -38,8 +38,8 @@ from psdif.data.download import DownloadError
 from psdif.data.ondisk import ContentState, copy_fingerprint, drives_of, list_paths, read_lists, real_files, split_raw
 from psdif.data.synthetic.writer import EditedListError
 from psdif.io import params_hash, progress_enabled, tree_manifest, write_json
-from psdif.process import FolderLockedError
 from psdif.paths import DOWNLOADS, RAW_MANIFEST, RAW_STATE, RAW_TEST, RAW_TRAIN
+from psdif.process import FolderLockedError
 from psdif.stage import stage_args
 
 MAKE3D_SYNTH = Path("data/make3d_synth")

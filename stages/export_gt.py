@@ -11,13 +11,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from psdif.process import progress_bar
-
 from psdif.data import kitti
 from psdif.data.ondisk import evaluable_test_frames, list_paths
 from psdif.evaluation.metrics import save_gt_depths
 from psdif.io import progress_enabled, write_json
 from psdif.paths import EXPORT_GT_REPORT, GT_DEPTHS
+from psdif.process import progress_bar
 from psdif.stage import stage_args
 
 

@@ -141,8 +141,9 @@ def test_a_second_download_into_a_locked_folder_is_refused_naming_the_pid(tmp_pa
     from psdif.process import FolderLockedError, folder_lock
 
     work = tmp_path / "downloads"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom psdif.process import folder_lock\n"
-                               f"with folder_lock({str(work)!r}, 'x'):\n print('locked', flush=True)\n time.sleep(600)"],
+    hold = ("import time\nfrom psdif.process import folder_lock\n"
+            f"with folder_lock({str(work)!r}, 'x'):\n print('locked', flush=True)\n time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", hold],
                               cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

@@ -210,9 +210,9 @@ def summary_line(report: dict, out_dir: str | Path) -> str:
     dropped = ", ".join(f"{n} {why}" for why, n in report["dropped"].items() if n) or "none"
     val = (f"{report['val_lines']} of {report['listed_val']} val lines" if report["listed_val"] else
            f"{report['val_lines']} val lines set aside from train")
-    return (f"kept {report['train_lines']} of {report['listed_train']} train lines and {val} "
-            f"({report['drives']} drive{'s' if report['drives'] != 1 else ''} on disk); dropped: {dropped}; {report['static_listed']} listed frames are "
-            f"static -> {out_dir}/")
+    drives = f"{report['drives']} drive{'s' if report['drives'] != 1 else ''}"
+    return (f"kept {report['train_lines']} of {report['listed_train']} train lines and {val} ({drives} on disk); "
+            f"dropped: {dropped}; {report['static_listed']} listed frames are static -> {out_dir}/")
 
 
 def empty_val_reason(val_file: Path, listed_val: int, not_kept: list[tuple[FrameRef, str]], val_fraction: float,
