@@ -26,7 +26,9 @@ file a stage reads is one of its dependencies, by content:
   (``psdif.reports``; a cached output, so the stage keeps DVC's run-cache), which the tables read back;
   ``metrics/filter.json``, written whole by the filter stage, is a plain output.
 - Split lists: the input lists (``${data.splits_dir}/${data.train_split}/``, the test list) and the filtered
-  training lists the filter stage writes (``data/lists/``).
+  training lists the filter stage writes (``data/lists/``). The stages that read both filtered lists
+  (pseudolabel, pretrain) depend on the folder, not on ``val_files.txt`` itself: that list may be empty
+  (every val line dropped), and DVC warns about an empty dependency file on every status check.
 - Files named in params (``pseudolabel.checkpoint``, ``model.encoder_weights``, ``model.pose_weights``): the
   ``check`` stage runs on every ``dvc repro`` (``always_changed``), validates the
   whole params.yaml and opens every file it names the way its stage will (``psdif.inputs``) before any other
@@ -70,7 +72,7 @@ from psdif.paths import (BOUNDARIES, BOUNDARY_MANIFEST, COVERAGE, EVAL_DIR, EXPO
                          INPUT_FINGERPRINTS, INPUT_LISTS, PARAMS_OK, VALIDATED_FILES,
                          LABELS, LABELS_MANIFEST, LISTS, MODELS, PLOT_DATA, PREPARED, PREPARED_MANIFESTS,
                          PRETRAIN_MSFAN, PRETRAIN_RESNET, RAW_MANIFEST, RAW_TEST, RAW_TRAIN,
-                         SUMMARY, TEST_LIST, TRAIN_LIST, VAL_LIST, VALIDATED_PARAMS, live_path, model_path,
+                         SUMMARY, TEST_LIST, TRAIN_LIST, VALIDATED_PARAMS, live_path, model_path,
                          train_inputs, train_metrics_path)
 from psdif.reports import about_path
 from psdif.variants import CURVE_TERMS, VARIANTS, params_read_by
@@ -189,7 +191,7 @@ def build() -> dict:
                          # `dvc metrics show` through metrics/coverage.json, tables stage)
                          outs=[{LISTS: {"cache": False}}, {FILTER_REPORT: {"cache": False}}]),
         "pseudolabel": _stage("stages/pseudolabel.py",
-                              [RAW_TRAIN, TRAIN_LIST, VAL_LIST, TEST_LIST, INPUT_FINGERPRINTS["pseudolabel.checkpoint"]],
+                              [RAW_TRAIN, LISTS, TEST_LIST, INPUT_FINGERPRINTS["pseudolabel.checkpoint"]],
                               params=data_params + PSEUDOLABEL_PARAMS,
                               outs=_kept_tree(LABELS, LABELS_MANIFEST) + [_about(PSEUDOLABEL_REPORT)],
                               metrics=[{PSEUDOLABEL_REPORT: {"cache": False}}]),
@@ -200,7 +202,7 @@ def build() -> dict:
         "prepare": _stage("stages/prepare.py", [TRAIN_LIST, RAW_TRAIN, LABELS_MANIFEST, BOUNDARY_MANIFEST],
                           params=["prepare", "data.raw_root", "data.img_ext", "data.height", "data.width"],
                           outs=_kept_tree(PREPARED, *PREPARED_MANIFESTS.values())),
-        "pretrain": _stage("stages/pretrain.py", [RAW_TRAIN, TRAIN_LIST, VAL_LIST],
+        "pretrain": _stage("stages/pretrain.py", [RAW_TRAIN, LISTS],
                            params=data_params[:2] + ["data.img_ext", "data.height", "data.width", "pretrain",
                                                      "model.msfan_size", "model.baseline_width", "model.pose_width",
                                                      "model.encoder_weights", "model.pose_weights"],

@@ -142,12 +142,12 @@ class Samples:
 def load_samples(root: str | Path, frames: Sequence[kitti.FrameRef], img_ext: str, height: int, width: int,
                  progress: bool = False) -> Samples:
     """Images and ground-truth labels of ``frames`` at the network size (area-resized / nearest)."""
-    from tqdm import tqdm
+    from psdif.process import progress_bar
 
     if not frames:
         raise ValueError("no frames to pretrain on: the filtered train list names no drive on disk")
     images, labels = [], []
-    for ref in tqdm(frames, desc="pretrain data", disable=not progress):
+    for ref in progress_bar(frames, desc="pretrain data", disable=not progress):
         gt = semantic_gt_path(root, ref)
         if not gt.is_file():
             raise FileNotFoundError(f"{gt}: semantic ground truth of frame {ref.line()} missing; pretrain needs "
@@ -191,7 +191,7 @@ def pretrain(keys: Sequence[str], model_cfg, cfg, samples: Samples, run_dir: Opt
              data_digest: str = "", progress: bool = False, log_every: int = 25) -> PretrainResult:
     """Pretrain the encoders named by ``keys`` (``model.encoder_weights`` / ``model.pose_weights``) for
     ``cfg.steps`` steps on the same batches; resumes from ``run_dir/last.pt`` when it matches."""
-    from tqdm import tqdm
+    from psdif.process import progress_bar, set_resume_note
 
     torch.manual_seed(cfg.seed)
     nets = {k: build_segmenter(k, model_cfg, cfg.head_channels).train() for k in keys}
@@ -210,7 +210,11 @@ def pretrain(keys: Sequence[str], model_cfg, cfg, samples: Samples, run_dir: Opt
         step, losses = state["step"], state["losses"]
         print(f"pretrain: resumed at step {step} from {ckpt}", flush=True)
     start = time.process_time()
-    bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", disable=not progress)
+    bar = progress_bar(total=cfg.steps, initial=step, desc="pretrain", disable=not progress)
+    saved = [step if step else None]  # the step of the checkpoint on disk, for Ctrl-C's line
+    set_resume_note(lambda: f"the checkpoint {ckpt} at step {saved[0]} of {cfg.steps} is kept; rerun `dvc repro` "
+                    "to resume from it" if saved[0] else "no pretraining checkpoint was written yet; rerun `dvc repro` "
+                    "to start again")
     while step < cfg.steps:
         x, y = draw_batch(samples, cfg.seed, step, cfg.batch_size)
         for k in keys:
@@ -229,7 +233,9 @@ def pretrain(keys: Sequence[str], model_cfg, cfg, samples: Samples, run_dir: Opt
             save_torch(ckpt, {"key": key_hash, "step": step, "losses": losses,
                               "nets": {k: n.state_dict() for k, n in nets.items()},
                               "opts": {k: o.state_dict() for k, o in opts.items()}})
+            saved[0] = step
     bar.close()
+    set_resume_note(None)
     return PretrainResult({k: nets[k].encoder_state() for k in keys}, losses, time.process_time() - start, step,
                           nets)
 

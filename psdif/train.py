@@ -371,8 +371,14 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
         restore_live(snapshot, live_dir)
     live = open_live(live_dir, at.step if resumed else None) if dinfo.main else None
     show = progress_enabled() if progress is None else progress
-    from tqdm import tqdm
-    pbar = tqdm(total=total_steps, initial=at.step, desc=f"train {variant.name}", disable=not (show and dinfo.main))
+    from psdif.process import progress_bar, set_resume_note
+    pbar = progress_bar(total=total_steps, initial=at.step, desc=f"train {variant.name}",
+                        disable=not (show and dinfo.main))
+    saved = [at.step if resumed is not None else None]  # the step of the checkpoint on disk, for Ctrl-C's line
+    set_resume_note(lambda: (f"the checkpoint {ckpt_path} at step {saved[0]} of {total_steps} is kept; rerun "
+                             "`dvc repro` to resume from it") if saved[0] is not None else
+                    f"no checkpoint was written yet (the first at step {min(tc.checkpoint_every, total_steps)}); "
+                    "rerun `dvc repro` to start again")
     guard = NonFiniteGuard(device, dinfo.rank)
     reduce_max = (lambda t: dist.all_reduce(t, op=dist.ReduceOp.MAX)) if dinfo.world > 1 else None
     final_losses: dict[str, float] = {}
@@ -391,6 +397,7 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
             if snapshot is not None:  # before last.pt: a snapshot ahead of it is cut back to its step on resume
                 snapshot_live(live_dir, snapshot)
             save_checkpoint(ckpt_path, key, at, nets, optimizer, scheduler, rngs, losses.state())
+            saved[0] = at.step
 
     start_step, start_time = at.step, time.perf_counter()
 
@@ -452,6 +459,7 @@ def _train(params: Params, variant: Variant, out_dir: Path, dinfo: DistInfo, cud
         # writes both again; model.pt + result.json is a finished run (:func:`finished_run`)
         atomic_write_text(out_dir / RESULT_NAME, json.dumps(result.record(), indent=1) + "\n")
         ckpt_path.unlink(missing_ok=True)  # complete: nothing to resume
+    set_resume_note(None)
     return result
 
 

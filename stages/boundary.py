@@ -50,7 +50,9 @@ def main(argv=None) -> None:
                         FIGURE, z=b.z, t=b.t)
     record_mask_sources(OUT, label_manifest["files"])
     write_json(MANIFEST, {"config": config, **info, "files": tree_manifest(OUT, "**/*.png")})
-    print(f"wrote {MANIFEST}: {info} ({computed} masks computed in this run)")
+    summary = ", ".join(f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                        for k, v in info.items())
+    print(f"wrote {MANIFEST}: {summary} ({computed} masks computed in this run)")
 
 
 if __name__ == "__main__":

@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 
 from psdif.inputs import check
+from psdif.process import start_stage
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="stages/check.py")
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args(argv)
+    if argv is None:  # its own process: timestamped lines, one line on Ctrl-C (as stage_args sets up the others)
+        start_stage("check")
     status = check(args.params)
     if status:
         raise SystemExit(status)

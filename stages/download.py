@@ -20,7 +20,10 @@ copy gives byte-identical manifests (nothing reruns). The hashes are split by wh
 (``psdif.data.ondisk.split_raw``): data/manifests/raw_train.json (images, OXTS, calibration, semantic ground
 truth: the labelling and training side) and data/manifests/raw_test.json (the test frames' images, scans,
 depth, and Make3D: export_gt / evaluate / figures); raw.json is the download's summary (drives on disk). It
-also records the Make3D folder (``eval.make3d_root``), fetched here and nowhere else when asked.
+also records the Make3D folder (``eval.make3d_root``), fetched here and nowhere else when asked. Make3D is
+optional: when its URLs cannot be reached (an HTTP 4xx, or every retry failed) the stage warns, records
+``"status": "unreachable"`` and why in raw_test.json, and the pipeline goes on; the evaluate stages read that
+record and Table 2 says "not run" and why.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from psdif.data.ondisk import ContentState, copy_fingerprint, drives_of, list_pa
 from psdif.data.synthetic.writer import EditedListError
 from psdif.io import params_hash, progress_enabled, tree_manifest, write_json
 from psdif.paths import DOWNLOADS, RAW_MANIFEST, RAW_STATE, RAW_TEST, RAW_TRAIN
+from psdif.process import FolderLockedError
 from psdif.stage import stage_args
 
 MAKE3D_SYNTH = Path("data/make3d_synth")
@@ -54,6 +58,13 @@ def make3d_record(p, state: ContentState) -> dict:
     except FileNotFoundError as exc:
         print(f"warning: Make3D (Table 2) will not run: {exc}", file=sys.stderr)
         return {"root": root, "status": "absent"}
+    except DownloadError as exc:
+        if not exc.unreachable:  # a fetched file that is wrong (its pinned hash): the user must look
+            raise
+        # an optional source: the pipeline goes on, and Table 2 says why it has no Make3D rows
+        print(f"warning: Make3D (Table 2) will not run: eval.make3d_urls could not be fetched: {exc}",
+              file=sys.stderr)
+        return {"root": root, "status": "unreachable", "why": str(exc)}
     from psdif.data.ondisk import content_files
 
     return {"root": root, "files": params_hash(content_files(root, ".", state))}
@@ -120,10 +131,12 @@ def main(argv=None) -> None:
     state = ContentState(RAW_STATE, progress=progress_enabled())
     try:
         manifest = synthetic(p, root, splits) if p.data.source == "synthetic" else real(p, root, state)
-    except (kitti.KittiError, DownloadError, EditedListError) as exc:
+    except (kitti.KittiError, DownloadError, EditedListError, FolderLockedError) as exc:
         raise SystemExit(f"error: {exc}") from None
     try:
         manifest["make3d"] = make3d_record(p, state)
+    except FolderLockedError as exc:
+        raise SystemExit(f"error: {exc}") from None
     except DownloadError as exc:
         raise SystemExit(f"error: Make3D Test134 (eval.make3d_urls): {exc}; or set eval.make3d_root: null to run "
                          "without Table 2") from None

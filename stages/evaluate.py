@@ -8,10 +8,10 @@ export covered (data/eval/gt_depths.npz holds their lines); each result says wha
 source, the test split, how many of its listed frames were evaluated and a digest of their lines, so rows
 of different test sets are never mistaken for one another (psdif.evaluation.tables). Make3D results go
 under a ``make3d`` key: the real Test134 from eval.make3d_root when it is on disk, or the generated
-cross-domain set (embedded default); otherwise the key says why it did not run. On generated data a
-``boundary`` group holds the boundary metrics against the generator's dense depth and labels (depth boundary
-error, semantic-band and per-class errors; docs/design.md §4.6); real KITTI (sparse GT) has none. Nothing is
-downloaded here.
+cross-domain set (embedded default); otherwise the key says why it did not run (when the download stage could
+not reach eval.make3d_urls, its record in raw_test.json says so). On generated data a ``boundary`` group holds
+the boundary metrics against the generator's dense depth and labels (depth boundary error, semantic-band and
+per-class errors; docs/design.md §4.6); real KITTI (sparse GT) has none. Nothing is downloaded here.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from psdif.evaluation.evaluate import (CONSTANT_SPREAD, ConstantDisparity, dispa
 from psdif.evaluation.metrics import load_gt_depths, load_gt_frames
 from psdif.evaluation.datasets import REAL_MAKE3D, SYNTHETIC_MAKE3D, kitti_label
 from psdif.evaluation.seeds import aggregate
-from psdif.io import params_hash, progress_enabled
+from psdif.io import params_hash, progress_enabled, read_json
 from psdif.reports import write_report
-from psdif.paths import EVAL_DIR, GT_DEPTHS, model_path
+from psdif.paths import EVAL_DIR, GT_DEPTHS, RAW_TEST, model_path
 from psdif.stage import stage_args
 from psdif.variants import VARIANTS
 
@@ -49,6 +49,9 @@ def make3d_source(p) -> tuple[Path | None, str]:
     if p.eval.make3d_root:
         if has_make3d(p.eval.make3d_root):
             return Path(p.eval.make3d_root), REAL_MAKE3D
+        record = (read_json(RAW_TEST).get("make3d") or {}) if Path(RAW_TEST).is_file() else {}
+        if record.get("status") == "unreachable":  # the download stage tried eval.make3d_urls and could not
+            return None, f"the download stage could not fetch eval.make3d_urls ({record.get('why')})"
         how = ("set download.fetch: missing to fetch eval.make3d_urls" if p.eval.make3d_urls
                else "list its archives in eval.make3d_urls and set download.fetch: missing")
         return None, (f"no Make3D Test134 images (img-*.jpg) under eval.make3d_root={p.eval.make3d_root}; put "

@@ -11,13 +11,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from psdif.data import kitti
 from psdif.data.ondisk import evaluable_test_frames, list_paths
 from psdif.evaluation.metrics import save_gt_depths
 from psdif.io import progress_enabled
 from psdif.paths import EXPORT_GT_REPORT, GT_DEPTHS
+from psdif.process import progress_bar
 from psdif.reports import write_report
 from psdif.stage import stage_args
 
@@ -41,7 +40,7 @@ def main(argv=None) -> None:
     try:
         depths = [kitti.generate_depth_map(kitti.calib_dir(root, f.folder), kitti.velodyne_path(root, f.folder, f.frame),
                                            cam=f.cam, vel_depth=True)
-                  for f in tqdm(used, desc="export GT", unit="frame", disable=not progress_enabled())]
+                  for f in progress_bar(used, desc="export GT", unit="frame", disable=not progress_enabled())]
     except kitti.KittiError as exc:
         raise SystemExit(f"error: {exc}") from None
     save_gt_depths(GT_DEPTHS, depths, [f.line() for f in used], len(listed))

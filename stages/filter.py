@@ -20,7 +20,8 @@ from pathlib import Path
 
 from psdif.data import kitti
 from psdif.data.ondisk import LIST_FORMAT, coverage, drives_of, evaluable_test_frames, list_paths
-from psdif.data.static_filter import batch_problem, filter_lists, launch_processes
+from psdif.data.static_filter import (batch_problem, empty_val_reason, filter_lists, launch_processes,
+                                      summary_line)
 from psdif.io import progress_enabled, write_json
 from psdif.stage import stage_args
 
@@ -93,8 +94,10 @@ def main(argv=None) -> None:
     kitti.write_split(OUT / "train_files.txt", result.train)
     kitti.write_split(OUT / "val_files.txt", result.val)
     if not result.val:
-        print(f"warning: the validation list is empty ({val_file})", file=sys.stderr)
-    print(report)
+        why = empty_val_reason(val_file, len(listed_val), result.not_kept["val"], f.val_fraction, len(result.train))
+        print(f"warning: {OUT / 'val_files.txt'} has no line: {why}; nothing is validated on it (no validation "
+              "mIoU in the pretrain stage)", file=sys.stderr)
+    print(summary_line(report, OUT))
 
 
 if __name__ == "__main__":

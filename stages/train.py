@@ -8,7 +8,9 @@ fingerprints) and the content of every code file it imports (``psdif.train.code_
 folder at step 0 (naming the unfinished run it did not resume). A finished run of the same key is reused:
 its model and logs are copied to the stage's outputs without training. DVCLive logs straight into
 dvclive/<variant>/seed<seed>/ while the run goes on; the run folder keeps a copy of it with each checkpoint
-(DVC deletes the stage's outputs before it runs), put back before a resumed run continues.
+(DVC deletes the stage's outputs before it runs), put back before a resumed run continues. The run folder is
+locked while it trains (``psdif.process.folder_lock``): a second run of the same key stops at once, naming
+the PID of the first. Ctrl-C / SIGTERM end it with one line naming the last checkpoint kept (exit 130 / 143).
 
 Several GPUs: set PSDIF_NPROC=N and the stage re-executes itself under torchrun (one
 process per GPU, DDP); several machines: PSDIF_NNODES, PSDIF_NODE_RANK, PSDIF_RDZV_ENDPOINT as well
@@ -20,12 +22,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from psdif.distributed import relaunch_under_torchrun
 from psdif.stage import stage_args
 from psdif.io import progress_enabled
 from psdif.io import atomic_path, write_json
+from psdif.process import FolderLockedError, folder_lock
 from psdif.variants import VARIANTS, get_variant
 
 
@@ -74,10 +78,17 @@ def main(argv=None) -> None:
     reused = finished_run(run_dir) is not None
     # DVCLive logs straight into the stage's output folder (curves update during `dvc exp run`); the run
     # folder keeps a copy with each checkpoint, which a resumed run puts back first (psdif.train)
-    result = train_run(p, variant, run_dir, seed=seed, inputs=inputs, labels_root=Path(LABELS),
-                       boundary_root=Path(BOUNDARIES), live_dir=live, progress=progress_enabled(),
-                       frames=read_split(Path(TRAIN_LIST)), prepared=PREPARED_MANIFESTS)
-    if int(os.environ.get("RANK", "0")) != 0:
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    # one process (group) per run folder: a second `dvc repro` of the same run stops here, naming the first
+    lock = folder_lock(run_dir, f"the training run of {variant.name} seed {seed}") if main_rank else nullcontext()
+    try:
+        with lock:
+            result = train_run(p, variant, run_dir, seed=seed, inputs=inputs, labels_root=Path(LABELS),
+                               boundary_root=Path(BOUNDARIES), live_dir=live, progress=progress_enabled(),
+                               frames=read_split(Path(TRAIN_LIST)), prepared=PREPARED_MANIFESTS)
+    except FolderLockedError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if not main_rank:
         return
     model = Path(model_path(variant.name, seed))
     with atomic_path(model) as tmp:

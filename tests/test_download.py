@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -22,11 +25,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict = {}
     cut_once: set = set()      # paths whose first response is cut half-way
     ranges_seen: list = []
+    errors: dict = {}          # path -> HTTP statuses answered first, one per request
+    requests: list = []        # every path asked for, in order
 
     def log_message(self, *a):
         pass
 
     def do_GET(self):
+        self.requests.append(self.path)
+        if self.errors.get(self.path):
+            self.send_error(self.errors[self.path].pop(0))
+            return
         body = self.files.get(self.path)
         if body is None:
             self.send_error(404)
@@ -56,7 +65,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def server():
-    _Handler.files, _Handler.cut_once, _Handler.ranges_seen = {}, set(), []
+    _Handler.files, _Handler.cut_once, _Handler.ranges_seen, _Handler.errors, _Handler.requests = {}, set(), [], {}, []
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
@@ -85,10 +94,71 @@ def test_fetch_refuses_a_wrong_hash_and_names_the_url(server, tmp_path):
     assert not (tmp_path / "b.txt").exists()
 
 
-def test_fetch_gives_up_keeping_the_partial_file(server, tmp_path):
+def test_an_http_4xx_is_final_at_once_naming_url_and_status(server, tmp_path):
     _, url = server
-    with pytest.raises(download.DownloadError, match="failed after 2 attempts.*run again to resume"):
-        download.fetch(url + "/missing", tmp_path / "m", retries=1, progress=False, backoff=0)
+    with pytest.raises(download.DownloadError, match=r"/missing: HTTP 404 .*not retried\); nothing was written") as err:
+        download.fetch(url + "/missing", tmp_path / "m", retries=3, progress=False, backoff=0)
+    assert err.value.unreachable and "partial file" not in str(err.value)
+    assert _Handler.requests == ["/missing"]  # asked once: no retry of a client error
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_5xx_is_retried_and_the_download_then_completes(server, tmp_path):
+    _, url = server
+    body = np.random.default_rng(2).bytes(50_000)
+    _Handler.files["/c.bin"] = body
+    _Handler.errors["/c.bin"] = [500, 503]
+    out = download.fetch(url + "/c.bin", tmp_path / "c.bin", hashlib.sha256(body).hexdigest(), retries=2,
+                         progress=False, backoff=0)
+    assert out.read_bytes() == body
+    assert _Handler.requests == ["/c.bin"] * 3
+
+
+def test_a_refused_connection_is_retried_then_named_without_a_file_that_does_not_exist(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on (bound, then closed)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(download.DownloadError, match=r"failed after 3 attempts .*refused.*nothing was written") as err:
+        download.fetch(f"http://127.0.0.1:{port}/x.zip", tmp_path / "x.zip", retries=2, progress=False, backoff=0)
+    assert err.value.unreachable and "partial file" not in str(err.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_giving_up_names_the_partial_file_it_keeps(server, tmp_path):
+    _, url = server
+    _Handler.files["/d.bin"] = b"x" * 1000
+    (tmp_path / "d.bin.part").write_bytes(b"x" * 400)     # an earlier interrupted download
+    _Handler.errors["/d.bin"] = [502, 502]
+    with pytest.raises(download.DownloadError, match=r"failed after 2 attempts .*the partial file "
+                       r".*d\.bin\.part \(0\.0 MiB\) is kept, run again to resume"):
+        download.fetch(url + "/d.bin", tmp_path / "d.bin", retries=1, progress=False, backoff=0)
+    assert (tmp_path / "d.bin.part").read_bytes() == b"x" * 400
+
+
+def test_a_second_download_into_a_locked_folder_is_refused_naming_the_pid(tmp_path):
+    from psdif.process import FolderLockedError, folder_lock
+
+    work = tmp_path / "downloads"
+    hold = ("import time\nfrom psdif.process import folder_lock\n"
+            f"with folder_lock({str(work)!r}, 'x'):\n print('locked', flush=True)\n time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", hold],
+                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = sorted(p.name for p in work.iterdir())
+        with pytest.raises(FolderLockedError, match=rf"{work} \(the KITTI download folder\) is in use by another "
+                           rf"process \(PID {holder.pid}\)"):
+            download.download_kitti([("http://127.0.0.1:9/never.zip", "2011_09_26/calib")], tmp_path / "raw", work,
+                                    retries=0, progress=False)
+        assert sorted(p.name for p in work.iterdir()) == before and not (tmp_path / "raw").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with folder_lock(work, "x"):  # the kernel dropped the killed holder's lock
+        assert (work / ".psdif.lock").read_text().strip() == str(os.getpid())
+    assert not (work / ".psdif.lock").exists()  # released: the folder is left as it was
 
 
 def _zip_bytes(files: dict) -> bytes:

@@ -202,3 +202,43 @@ def test_params_reject_unmatched_hash_pins():
     cfg.update(make3d_urls=["http://a/x.tar.gz", "http://a/y.tar.gz"], make3d_sha256=["0" * 64])
     with pytest.raises(ParamsError, match="eval.make3d_sha256"):
         EvalConfig(**cfg)
+
+
+def _stage_module(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "stages" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_stage", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_unreachable_make3d_is_a_warning_and_evaluate_says_why(tmp_path, monkeypatch, capsys):
+    """eval.make3d_urls on a port nobody listens on, download.fetch: missing: the download stage warns and
+    records why (no error: Make3D is optional), and the evaluate stages give that reason as Make3D's "not run"
+    (what Table 2 prints); a 404 is the same, at once."""
+    import dataclasses
+    import socket
+
+    from psdif.config import default_params
+    from psdif.data.ondisk import ContentState
+    from psdif.io import write_json
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/Test134.tar.gz"
+    p = default_params()
+    p = dataclasses.replace(p, eval=dataclasses.replace(p.eval, make3d_root=str(tmp_path / "make3d"),
+                                                        make3d_urls=[url], make3d_sha256=[]),
+                            download=dataclasses.replace(p.download, fetch="missing", retries=0))
+    monkeypatch.chdir(tmp_path)
+    record = _stage_module("download").make3d_record(p, ContentState(tmp_path / "state.json", progress=False))
+    assert record["status"] == "unreachable" and url in record["why"] and "refused" in record["why"], record
+    err = capsys.readouterr().err
+    assert err.startswith("warning: Make3D (Table 2) will not run: eval.make3d_urls could not be fetched: ") and \
+        url in err and "partial file" not in err, err
+    write_json(tmp_path / "data/manifests/raw_test.json", {"make3d": record})
+    root, why = _stage_module("evaluate").make3d_source(p)
+    assert root is None and why == f"the download stage could not fetch eval.make3d_urls ({record['why']})"

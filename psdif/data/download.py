@@ -14,6 +14,7 @@ lists the 66 of the published splits).
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import time
@@ -22,22 +23,39 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from tqdm import tqdm
-
 from psdif.data.ondisk import CALIB_FILES
 from psdif.io import atomic_path, sha256_file, writes_allowed
+from psdif.process import folder_lock, progress_bar, set_resume_note
 
 STAGING = ".psdif-extracting"   # beside the KITTI copy, only while an archive is moved into it
 
 
 class DownloadError(RuntimeError):
-    """A fetch failed for good, or its content does not match its pin; the message names the URL/file."""
+    """A fetch failed for good, or its content does not match its pin; the message names the URL/file.
+
+    ``unreachable``: the source could not be had (an HTTP 4xx, or every retry failed), as opposed to a
+    fetched file that is wrong (a hash or zip mismatch); an optional source (Make3D) may go on without it.
+    """
+
+    def __init__(self, message: str, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+class _Transient(DownloadError):
+    """A failure worth retrying (a connection closed early)."""
+
+
+# what a retry may cure: a 5xx answer, a timeout, a refused / reset / closed connection, a DNS failure
+RETRIED = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, _Transient)
 
 
 def fetch(url: str, dest: str | Path, sha256: str | None = None, retries: int = 5, timeout: float = 60,
           progress: bool = True, backoff: float = 1.0) -> Path:
     """Download ``url`` to ``dest``, resuming a partial ``dest.part`` with an HTTP Range request.
 
+    An HTTP 4xx is final at once (the server's answer will not change; 408 and 429 excepted); a 5xx, a
+    timeout or a connection error is retried ``retries`` times, waiting ``backoff * 2**attempt`` seconds.
     The finished file appears at ``dest`` only after its size (and hash, when pinned) checks out.
     """
     dest = Path(dest)
@@ -45,18 +63,11 @@ def fetch(url: str, dest: str | Path, sha256: str | None = None, retries: int = 
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    last_error: Exception | None = None
-    for attempt in range(retries + 1):
-        try:
-            _fetch_once(url, part, timeout, progress)
-            break
-        except (urllib.error.URLError, OSError, DownloadError) as exc:
-            last_error = exc
-            if attempt < retries:
-                time.sleep(backoff * 2 ** attempt)
-    else:
-        raise DownloadError(f"{url}: failed after {retries + 1} attempts ({last_error}); "
-                            f"the partial file {part} is kept, run again to resume")
+    set_resume_note(lambda: f"{_kept(part)}; rerun `dvc repro` to resume the download")
+    try:
+        _fetch_retried(url, part, retries, timeout, progress, backoff)
+    finally:
+        set_resume_note(None)
     if sha256 is not None:
         got = sha256_file(part)
         if got != sha256:
@@ -64,6 +75,32 @@ def fetch(url: str, dest: str | Path, sha256: str | None = None, retries: int = 
             raise DownloadError(f"{url}: SHA-256 {got} does not match the pinned {sha256}; file discarded")
     os.replace(part, dest)
     return dest
+
+
+def _kept(part: Path) -> str:
+    """What is on disk of an unfinished download (only a file that exists is named)."""
+    if part.exists() and part.stat().st_size:
+        return f"the partial file {part} ({part.stat().st_size / 2**20:.1f} MiB) is kept"
+    return "nothing was written"
+
+
+def _fetch_retried(url: str, part: Path, retries: int, timeout: float, progress: bool, backoff: float) -> None:
+    last_error: Exception | None = None
+    for attempt in range(retries + 1):
+        try:
+            return _fetch_once(url, part, timeout, progress)
+        except urllib.error.HTTPError as exc:
+            if 400 <= exc.code < 500 and exc.code not in (408, 429):
+                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason} (a client error: not retried); "
+                                    f"{_kept(part)}; check the URL", unreachable=True) from None
+            last_error = exc
+        except RETRIED as exc:
+            last_error = exc
+        if attempt < retries:
+            time.sleep(backoff * 2 ** attempt)
+    resume = ", run again to resume" if part.exists() and part.stat().st_size else ""
+    raise DownloadError(f"{url}: failed after {retries + 1} attempts ({last_error}); {_kept(part)}{resume}",
+                        unreachable=True)
 
 
 def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
@@ -81,13 +118,13 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
         total = resp.headers.get("Content-Length")
         total = int(total) + have if total is not None else None
         mode = "ab" if have else "wb"
-        with open(part, mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                          desc=Path(url).name, disable=not progress) as bar:
+        with open(part, mode) as f, progress_bar(total=total, initial=have, unit="B", unit_scale=True,
+                                                 desc=Path(url).name, disable=not progress) as bar:
             while chunk := resp.read(1 << 20):
                 f.write(chunk)
                 bar.update(len(chunk))
         if total is not None and part.stat().st_size != total:
-            raise DownloadError(f"{url}: connection closed at {part.stat().st_size} of {total} bytes")
+            raise _Transient(f"{url}: connection closed at {part.stat().st_size} of {total} bytes")
 
 
 def verify_zip(path: str | Path) -> None:
@@ -216,11 +253,17 @@ def download_kitti(archives: list[tuple[str, str]], root: str | Path, work_dir: 
 
     Archives go to ``work_dir`` (``data/downloads``; a killed fetch resumes from its ``.part`` file) and are
     deleted once extracted. An archive that does not provide what it should (the drive folder, the calib
-    files) is an error naming it. Returns the names of the archives fetched.
+    files) is an error naming it. ``work_dir`` is locked meanwhile (``psdif.process.folder_lock``): a second
+    download into it stops at once, naming the PID of the first. Returns the names of the archives fetched.
     """
     root, work_dir = Path(root), Path(work_dir)
+    with folder_lock(work_dir, "the KITTI download folder"):
+        return _download_all(archives, root, work_dir, retries, jpeg_quality, progress, backoff)
+
+
+def _download_all(archives, root: Path, work_dir: Path, retries, jpeg_quality, progress, backoff) -> list[str]:
     done = []
-    for url, provides in tqdm(archives, desc="KITTI archives", unit="zip", disable=not progress):
+    for url, provides in progress_bar(archives, desc="KITTI archives", unit="zip", disable=not progress):
         name = url.rstrip("/").rsplit("/", 1)[-1]
         zpath = fetch(url, work_dir / name, None, retries, progress=progress, backoff=backoff)
         verify_zip(zpath)

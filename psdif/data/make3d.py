@@ -32,6 +32,7 @@ import scipy.io
 from psdif.data.download import fetch
 from psdif.data.images import read_image
 from psdif.io import sha256_file
+from psdif.process import folder_lock
 
 GRID_SHAPE = (55, 305)  # rows x columns of a Make3D Position3DGrid (x 4 channels; depth is the last)
 IMAGE_PREFIX = "img-"
@@ -152,6 +153,12 @@ def fetch_make3d(urls: Sequence[str], dest: str | Path, sha256: Sequence[Optiona
     pins = list(sha256) + [None] * (len(urls) - len(sha256))
     if len(sha256) > len(urls):
         raise ValueError(f"{len(sha256)} SHA-256 pins for {len(urls)} Make3D URLs; give one per URL")
+    with folder_lock(dest / "archives", "the Make3D download folder"):
+        _fetch_all(urls, pins, dest, retries, timeout, backoff)
+    return dest
+
+
+def _fetch_all(urls, pins, dest: Path, retries: int, timeout: float, backoff: float) -> None:
     for url, pin in zip(urls, pins):
         name = url.rstrip("/").rsplit("/", 1)[-1] or "make3d_archive"
         archive = dest / "archives" / name
@@ -166,7 +173,6 @@ def fetch_make3d(urls: Sequence[str], dest: str | Path, sha256: Sequence[Optiona
             print(f"make3d: {name} sha256 {digest} (unpinned; add it to eval.make3d_sha256)")
         _extract(archive, dest)
         marker.write_text(digest + "\n")
-    return dest
 
 
 def has_make3d(root: Optional[str | Path]) -> bool:

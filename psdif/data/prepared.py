@@ -136,7 +136,7 @@ def prepare_kind(reader: FrameReader, groups: dict[tuple[str, str], list[int]], 
     group's input frames}`` (:func:`group_inputs`); a kept group whose digest changed is prepared again, the
     others are kept (and resume: groups already complete are kept).
     """
-    from tqdm import tqdm
+    from psdif.process import progress_bar
 
     key = params_hash({"format": FORMAT, "code": code_digest(), "kind": reader.kind, "height": reader.height, "width": reader.width,
                        **config, "groups": {f"{f} {s}": v for (f, s), v in groups.items()}})
@@ -159,8 +159,8 @@ def prepare_kind(reader: FrameReader, groups: dict[tuple[str, str], list[int]], 
         with opencv_single_threaded():
             pool = mp.get_context("fork").Pool(workers)
     try:
-        bar = tqdm(total=sum(len(f) for _, f in todo), desc=f"prepare {reader.kind}", unit="frame",
-                   disable=not progress)
+        bar = progress_bar(total=sum(len(f) for _, f in todo), desc=f"prepare {reader.kind}", unit="frame",
+                           disable=not progress)
         for (folder, side), frames in todo:
             _write_group(reader, folder, side, frames, group_file(out_root, folder, side), shape, pool, bar)
         bar.close()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from psdif.process import progress_bar
 
 from psdif.data.images import read_image
 from psdif.data import kitti
@@ -125,7 +125,7 @@ def filter_lists(root: Path, train: list[FrameRef], val: list[FrameRef], min_spe
     dropped = {"drive not on disk": 0, "frame or a neighbour not on disk": 0, "static": 0}
     drives = sorted({f.folder for f in (*train, *val)})
     motions, on_disk = [], {}
-    for folder in tqdm(drives, desc="filter", unit="drive", disable=not progress):
+    for folder in progress_bar(drives, desc="filter", unit="drive", disable=not progress):
         if not kitti.drive_dir(root, folder).is_dir():
             continue
         motions.append(drive_motion(root, folder, min_speed, min_image_motion, img_ext))
@@ -201,3 +201,34 @@ def batch_problem(n_frames: int, batch_size: int, processes: int, raw_root, wher
     fix = (f"lower train.batch_size to {lower} (`dvc exp run -S train.batch_size={lower}`) or put more drives in "
            f"{raw_root}" if lower else f"put more drives in {raw_root} or list more frames")
     return f"{n_frames} training frames on disk{where} give no full batch of {batch_size}: {fix}"
+
+
+# ------------------------------------------------------------------------------------------ what it says
+
+def summary_line(report: dict, out_dir: str | Path) -> str:
+    """The filter stage's one-line summary of its report (metrics/filter.json holds the details)."""
+    dropped = ", ".join(f"{n} {why}" for why, n in report["dropped"].items() if n) or "none"
+    val = (f"{report['val_lines']} of {report['listed_val']} val lines" if report["listed_val"] else
+           f"{report['val_lines']} val lines set aside from train")
+    drives = f"{report['drives']} drive{'s' if report['drives'] != 1 else ''}"
+    return (f"kept {report['train_lines']} of {report['listed_train']} train lines and {val} ({drives} on disk); "
+            f"dropped: {dropped}; {report['static_listed']} listed frames are static -> {out_dir}/")
+
+
+def empty_val_reason(val_file: Path, listed_val: int, not_kept: list[tuple[FrameRef, str]], val_fraction: float,
+                     kept_train: int) -> str:
+    """Why the filter's validation list has no line, naming the list it read (or the one it looked for)."""
+    where = val_file.resolve()
+    if listed_val:
+        reasons: dict[str, int] = {}
+        for _, why in not_kept:
+            reasons[why] = reasons.get(why, 0) + 1
+        counts = ", ".join(f"{n} {why}" for why, n in reasons.items())
+        first = f", e.g. {not_kept[0][0].line()} ({not_kept[0][1]})" if not_kept else ""
+        return f"all {listed_val} lines of {where} were dropped ({counts}){first}"
+    if val_file.is_file():
+        return f"{where} lists no frame"
+    if val_fraction <= 0:
+        return f"there is no {where}, and filter.val_fraction is 0 (no train line is set aside)"
+    return (f"there is no {where}, and filter.val_fraction={val_fraction} of the {kept_train} kept train lines "
+            "selected none")

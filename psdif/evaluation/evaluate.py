@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from psdif.process import progress_bar
 
 from psdif.data.images import read_image
 from psdif.evaluation.metrics import CONSTANT_SPREAD, disparity_spread  # noqa: F401  (re-exported)
@@ -59,7 +59,7 @@ def predict_sigmoids(net: nn.Module, images: Iterable[np.ndarray], height: int, 
             out.extend(net.forward_depth(x)[:, 0].float().cpu().numpy())
         batch.clear()
 
-    for img in tqdm(images, total=total, desc="predict", unit="img", disable=not progress):
+    for img in progress_bar(images, total=total, desc="predict", unit="img", disable=not progress):
         batch.append(resize_image(img, height, width))
         if len(batch) == batch_size:
             flush()

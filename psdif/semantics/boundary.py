@@ -145,7 +145,7 @@ def boundary_frames(label_paths: Sequence[Path], out_paths: Sequence[Path],
     "boundary_fraction": mean share of B_t pixels over all n frames, kept ones included (0.0 if none)}``:
     the fraction of a rerun equals that of the first run bit for bit, whatever was kept.
     """
-    from tqdm import tqdm
+    from psdif.process import progress_bar
 
     if len(label_paths) != len(out_paths):
         raise ValueError(f"{len(label_paths)} label paths but {len(out_paths)} output paths")
@@ -160,7 +160,7 @@ def boundary_frames(label_paths: Sequence[Path], out_paths: Sequence[Path],
     try:
         results = pool.imap(_boundary_file, jobs, chunksize=8) if pool else map(_boundary_file, jobs)  # in order:
         # the mean is summed in the same order whatever the number of processes (the manifest is reproducible)
-        for done, f in tqdm(results, total=len(jobs), desc="boundary", disable=not progress):
+        for done, f in progress_bar(results, total=len(jobs), desc="boundary", disable=not progress):
             computed += done
             frac += f
     finally:

@@ -135,7 +135,7 @@ def evaluate_miou(model: nn.Module, samples: Sequence, batch_size: int = 8, num_
     samples: (image, label) pairs as in :func:`train_teacher`. Returns :func:`miou_from_confusion`'s
     dict (``miou``, ``pixel_acc``, ``per_class`` IoU or None, ``classes_present``) plus ``n_images``.
     """
-    from tqdm import tqdm
+    from psdif.process import progress_bar
 
     conf = np.zeros((num_classes, num_classes), np.int64)
     batch: list[tuple[np.ndarray, np.ndarray]] = []
@@ -145,7 +145,7 @@ def evaluate_miou(model: nn.Module, samples: Sequence, batch_size: int = 8, num_
         conf[...] += confusion_matrix(np.stack([b[1] for b in batch]), pred, num_classes)
         batch.clear()
 
-    for image, label in tqdm(samples, desc="teacher mIoU", disable=not progress):
+    for image, label in progress_bar(samples, desc="teacher mIoU", disable=not progress):
         img = load_rgb(image)
         lab = label if isinstance(label, np.ndarray) else read_label_png(label)
         if batch and (len(batch) == batch_size or batch[0][0].shape != img.shape):
@@ -234,7 +234,7 @@ def label_frames(model_fn: Callable[[np.ndarray], np.ndarray], frames: Sequence,
     Returns the class histogram int64 [num_classes] (pixels per train id) over this shard.
     """
     from concurrent.futures import ThreadPoolExecutor
-    from tqdm import tqdm
+    from psdif.process import progress_bar
 
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
@@ -282,8 +282,8 @@ def label_frames(model_fn: Callable[[np.ndarray], np.ndarray], frames: Sequence,
         pending.clear()
 
     try:
-        bar = tqdm(_decoded(todo, image_loader, workers), total=len(mine), initial=len(mine) - len(todo),
-                   desc=f"pseudolabel[{rank}]", disable=not progress)
+        bar = progress_bar(_decoded(todo, image_loader, workers), total=len(mine), initial=len(mine) - len(todo),
+                           desc=f"pseudolabel[{rank}]", disable=not progress)
         for ref, img in bar:
             if pending and (len(pending) == batch_size or pending[0][1].shape != img.shape):
                 flush()

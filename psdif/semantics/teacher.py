@@ -48,10 +48,10 @@ def build_teacher(encoder: str, num_classes: int = 19, decoder_channels: int = 2
 
 def _load_samples(samples, progress: bool) -> list[tuple[np.ndarray, np.ndarray]]:
     """Images and labels in memory: uint8 [H, W, 3] and uint8 [H, W]."""
-    from tqdm import tqdm
+    from psdif.process import progress_bar
 
     out = []
-    for image, label in tqdm(samples, desc="load teacher data", disable=not progress):
+    for image, label in progress_bar(samples, desc="load teacher data", disable=not progress):
         img = load_rgb(image)
         lab = label if isinstance(label, np.ndarray) else read_label_png(label)
         if img.shape[:2] != lab.shape:
@@ -138,7 +138,7 @@ def train_teacher(model: nn.Module, samples: Sequence, steps: int, batch_size: i
     (:mod:`psdif.seeding`): the same model, samples and seed give the same weights bit for bit on a given
     machine. The model ends in eval mode.
     """
-    from tqdm import tqdm
+    from psdif.process import progress_bar
 
     if height % 16 or width % 16:
         raise ValueError(f"teacher crop {height}x{width} must be multiples of 16 (smp output stride)")
@@ -153,7 +153,7 @@ def train_teacher(model: nn.Module, samples: Sequence, steps: int, batch_size: i
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: (1 - i / steps) ** 0.9)
     losses, start = [], time.perf_counter()
-    bar = tqdm(range(steps), desc="teacher", disable=not progress)
+    bar = progress_bar(range(steps), desc="teacher", disable=not progress)
     with deterministic_kernels():
         for _ in bar:
             idx = rng.integers(0, len(data), batch_size)

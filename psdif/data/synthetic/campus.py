@@ -8,7 +8,7 @@ import time
 import cv2
 import numpy as np
 from pathlib import Path
-from tqdm import tqdm
+from psdif.process import progress_bar
 
 from psdif.config import SyntheticConfig
 from psdif.data.synthetic.raycast import Rays, box_corners, camera_rects
@@ -159,7 +159,7 @@ def generate_make3d(cfg: SyntheticConfig, out_dir: Path, progress: bool = False)
     t0 = time.perf_counter()
     intr = make3d_intrinsics()
     R0 = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # cam (x right, y down, z fwd) -> world
-    for k in tqdm(range(cfg.make3d_images), desc="make3d", unit="image", disable=not progress):
+    for k in progress_bar(range(cfg.make3d_images), desc="make3d", unit="image", disable=not progress):
         rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), 10_000 + k, 7331]))
         scene = make_campus_scene(rng)
         yaw, pitch = rng.uniform(-0.35, 0.35), rng.uniform(-0.05, 0.02)

@@ -10,7 +10,7 @@ import time
 import cv2
 import numpy as np
 from pathlib import Path
-from tqdm import tqdm
+from psdif.process import progress_bar
 
 from psdif.config import SyntheticConfig
 from psdif.data.synthetic import rig
@@ -69,7 +69,7 @@ def generate_drive(cfg: SyntheticConfig, index: int, root: Path, progress: bool 
     gdir = gt_dir(root, name)
     start = 12 * 3600 + 600.0 * index
     poses = []
-    for i in tqdm(range(n), desc=name, unit="frame", disable=not progress, leave=False):
+    for i in progress_bar(range(n), desc=name, unit="frame", disable=not progress, leave=False):
         for cam in (2, 3):
             T = traj.T_world_cam(i, cam)
             if cam == 2:
@@ -288,7 +288,7 @@ def generate_mini_kitti(cfg: SyntheticConfig, root: Path, splits_dir: Path, prog
     t0 = time.perf_counter()
     write_calibration(cfg, root)
     drives = []
-    for index, role in tqdm(roles, desc="mini-KITTI", unit="drive", disable=not progress):
+    for index, role in progress_bar(roles, desc="mini-KITTI", unit="drive", disable=not progress):
         drives.append(generate_drive(cfg, index, root, progress))
     summary = {"drives": [d["drive"] for d in drives], "roles": [r for _, r in roles],
                "frames": sum(d["frames"] for d in drives),
