@@ -125,7 +125,7 @@ class FilterConfig:
     val_fraction: float = required(ge=0, lt=1)  # share of kept train frames moved to val when the split has no val list
 
 
-# pseudolabel keys that change how fast labels are made, not which: the labelling config (stages/pseudolabel.py)
+# pseudolabel keys that change how fast labels are made, not which: the labelling config (psdif.semantics.pseudolabel)
 # and the pseudolabel stage's params in dvc.yaml leave them out, so changing them relabels nothing
 LABELLING_INDEPENDENT = ("batch_size",)
 

@@ -98,7 +98,7 @@ EVAL_KEYS = ["eval.min_depth", "eval.max_depth", "eval.post_process", "eval.batc
              "eval.make3d_max_depth", "eval.make3d_urls"]
 EVAL_PARAMS = [*EVAL_KEYS, "data.raw_root", "data.height", "data.width", "data.img_ext", "data.test_split",
                "data.source"]
-# the pseudolabel keys that decide the labels (stages/pseudolabel.py labelling_config): not batch_size, which
+# the pseudolabel keys that decide the labels (psdif.semantics.pseudolabel.labelling_config): not batch_size, which
 # changes only how many frames share a forward pass. precision stays: on CUDA it changes the labels (on a
 # CPU, which always runs fp32, a rerun keeps every label: the labelling config ignores it there)
 PSEUDOLABEL_REPORT, PRETRAIN_REPORT = "metrics/pseudolabel.json", "metrics/pretrain.json"

@@ -311,17 +311,15 @@ def test_labels_do_not_depend_on_how_fast_they_are_made():
     """pseudolabel.batch_size never changes the labels and pseudolabel.precision only on CUDA (a CPU labels in
     fp32): neither relabels on a CPU; teacher_seed still does. dvc.yaml leaves batch_size out."""
     import dataclasses
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("pseudolabel_stage", REPO / "stages/pseudolabel.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
+    from psdif.semantics.pseudolabel import labelling_config
+
     p = default_params()
 
     def with_(**kw):
         return dataclasses.replace(p, pseudolabel=dataclasses.replace(p.pseudolabel, **kw))
 
-    config = lambda q, cuda: stage.labelling_config(q, {"raw": 1}, cuda=cuda)  # noqa: E731
+    config = lambda q, cuda: labelling_config(q, {"raw": 1}, cuda=cuda)  # noqa: E731
     base = config(p, False)
     assert config(with_(precision="bf16"), False) == base
     assert config(with_(batch_size=p.pseudolabel.batch_size * 3), False) == base
