@@ -6,7 +6,7 @@ One step = the real step of ``psdif.train`` (:func:`psdif.train.train_step` on
 :func:`psdif.train.make_forward_loss`): depth net on the target frame, pose net on the two pairs (t-1, t),
 (t, t+1), all losses of ``psdif.losses.compute_losses`` (photometric over 4 scales x 2 sources with the
 automask, smoothness, cross-entropy and the boundary metric loss, as the variant enables them), backward,
-Adam step over both networks. Inputs: one synthetic :class:`psdif.batch.PackedBatch` already on the device,
+Adam step over both networks. Inputs: one synthetic :class:`psdif.data.batch.PackedBatch` already on the device,
 as the loader delivers it (uint8 random images with the drawn colour jitter of the items, unpacked and
 jittered inside the timed step; piecewise-constant random labels shifted from frame to frame, B_t computed
 from the target labels with ``boundary.z`` / ``boundary.t``); data loading and the loop's logging
@@ -45,7 +45,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from psdif.batch import FRAME_IDS, PackedBatch  # noqa: E402
+from psdif.data.batch import FRAME_IDS, PackedBatch  # noqa: E402
 from psdif.data.augment import NO_JITTER, sample_augmentation  # noqa: E402
 from psdif.semantics.boundary import boundary_mask_torch  # noqa: E402
 from psdif.config import Params, default_params, load_params, preset_path  # noqa: E402

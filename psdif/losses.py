@@ -35,7 +35,7 @@ from typing import Mapping, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
-from psdif.batch import FRAME_IDS
+from psdif.data.batch import FRAME_IDS
 from psdif.geometry import backproject, disp_to_depth, project_to_pixels, warp
 from psdif.semantics.cityscapes import VOID_LABEL
 
@@ -351,7 +351,7 @@ def compute_losses(out, batch, poses: Mapping[int, torch.Tensor], loss_cfg, vari
 
     out: model output with ``disparities`` (list of ``[B, 1, H/2^s, W/2^s]`` sigmoid, s = 0..3),
     ``seg_logits`` (``[B, 19, H, W]`` or None) and ``features`` (``{1: [B, C, H/2, W/2], 2: .., 3: ..}``);
-    batch: :class:`psdif.batch.Batch` (losses use ``images``, never ``images_aug``);
+    batch: :class:`psdif.data.batch.Batch` (losses use ``images``, never ``images_aug``);
     poses: ``{-1: T, 1: T}`` target-to-source ``[B, 4, 4]``; loss_cfg: :class:`psdif.config.LossConfig`;
     variant: :class:`psdif.variants.Variant` (``seg`` enables L_CE, ``metric_loss`` L_metric);
     z: boundary.z; min_depth, max_depth: model.min_depth / max_depth. Runs in fp32 (autocast off).

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from psdif.batch import FRAME_IDS, Batch, PackedBatch
+from psdif.data.batch import FRAME_IDS, Batch, PackedBatch
 from psdif.checkpoint import (CHECKPOINT_NAME, MODEL_NAME, NonFiniteGuard, NonFiniteLossError,  # noqa: F401
                               Progress, StaleCheckpointError, hashed_params, resume, rng_state, save_checkpoint)
 from psdif.config import Params, to_dict

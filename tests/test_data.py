@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from psdif.batch import FRAME_IDS, Batch, PackedBatch
+from psdif.data.batch import FRAME_IDS, Batch, PackedBatch
 from psdif.semantics.boundary import boundary_mask, write_boundary_png
 from psdif.data.images import resize_image
 from psdif.data.dataset import (DataError, TripletDataset, collate, frames_from_split, 

@@ -18,7 +18,7 @@ GLUE = ["psdif.pipeline", "psdif.paths", "psdif.stage", "psdif.inputs", "psdif.c
 TRAINING = ["psdif.train", "psdif.pretrain", "psdif.checkpoint", "psdif.distributed"]
 LAYER_RULES = {
     # the networks: torch modules and their weight files; no data reading (OpenCV, PIL), no pipeline layout
-    "psdif.models*": ["psdif.data*", "psdif.semantics*", "psdif.evaluation*", "psdif.batch", "psdif.predict",
+    "psdif.models*": ["psdif.data*", "psdif.semantics*", "psdif.evaluation*", "psdif.predict",
                       "psdif.losses", *TRAINING, *GLUE],
     # reading and labelling frames: no networks, no training, no evaluation, no pipeline
     "psdif.data*": ["psdif.models*", "psdif.evaluation*", "psdif.predict", "psdif.losses", *TRAINING, *GLUE],

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from psdif.batch import Batch
+from psdif.data.batch import Batch
 from psdif.config import default_params
 from psdif.geometry import disp_to_depth, transformation_from_parameters, warp
 from psdif.losses import (compute_losses, cross_entropy, metric_loss, metric_loss_single_scale,

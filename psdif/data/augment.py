@@ -6,7 +6,7 @@
   contrast, saturation in [0.8, 1.2] and hue in [-0.1, 0.1], applied in a random order.
 - :func:`color_jitter` is the reference: torchvision's functional ops, one item ``[F, 3, H, W]``.
 - :func:`jitter_batch` is what training runs: the same jitter on a whole batch on the device, every item
-  with its own factors and order, inside the training step (``psdif.batch.PackedBatch.unpack``). On CUDA it
+  with its own factors and order, inside the training step (``psdif.data.batch.PackedBatch.unpack``). On CUDA it
   is batched with fixed shapes (no host sync, graph-capturable): brightness, contrast and saturation are
   all blends ``f x + (1 - f) ref``, so three blend steps run what precedes each item's hue, one hue
   rotation runs for all, and three blend steps what follows it (an item's step outside its part gets the

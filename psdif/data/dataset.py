@@ -1,8 +1,8 @@
 """Training data: (t, t-1, t+1) triplets from a KITTI raw layout, augmentation, and the collate into a batch.
 
-Files (or the prepared arrays) -> :class:`TripletDataset` item (a :class:`psdif.batch.PackedBatch` without
-the batch dimension) -> :func:`collate` -> :class:`psdif.batch.PackedBatch` -> ``unpack()`` on the device
-inside the training step -> :class:`psdif.batch.Batch`.
+Files (or the prepared arrays) -> :class:`TripletDataset` item (a :class:`psdif.data.batch.PackedBatch` without
+the batch dimension) -> :func:`collate` -> :class:`psdif.data.batch.PackedBatch` -> ``unpack()`` on the device
+inside the training step -> :class:`psdif.data.batch.Batch`.
 
 - Images are resized to the network size with an anti-aliased filter (``cv2.INTER_AREA`` when shrinking,
   bilinear when enlarging); intrinsics are scaled by the same factors. Frames come either from the PNGs
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from psdif.batch import FRAME_IDS, PackedBatch
+from psdif.data.batch import FRAME_IDS, PackedBatch
 from psdif.data.augment import (AUG_P, HUE_RANGE, JITTER_RANGE, NO_AUGMENTATION, NO_JITTER,  # noqa: F401
                                 Augmentation, color_jitter, sample_augmentation)
 from psdif.semantics.boundary import read_boundary_png

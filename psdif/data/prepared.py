@@ -28,7 +28,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from psdif.batch import FRAME_IDS
+from psdif.data.batch import FRAME_IDS
 from psdif.data.images import opencv_single_threaded, read_image, resize_image, resize_nearest
 from psdif.data.kitti import SIDE_TO_CAM, FrameRef, image_path
 from psdif.io import (TreeCheck, atomic_path, join_under, params_hash, prepare_output_tree, previous_record,

@@ -104,10 +104,10 @@ def inconsistency_figure(rows: Sequence[dict], out_png: str | Path) -> Path:
 
 @torch.no_grad()
 def inconsistency_rows(depth_net, pose_net, batch, min_depth: float, max_depth: float) -> list[dict]:
-    """Algorithm 1 on a :class:`psdif.batch.Batch` with a trained depth and pose net: B_c per item."""
+    """Algorithm 1 on a :class:`psdif.data.batch.Batch` with a trained depth and pose net: B_c per item."""
     from psdif.losses import semantic_inconsistency
     from psdif.geometry import disp_to_depth
-    from psdif.batch import FRAME_IDS
+    from psdif.data.batch import FRAME_IDS
     from psdif.models.pose import FRAME_ORDER, predict_poses
 
     assert FRAME_IDS == FRAME_ORDER, FRAME_IDS
