@@ -194,3 +194,25 @@ def test_a_collapsed_seed_is_named_under_tables_1_and_3(tmp_path):
     assert "COLLAPSED" not in tables["table1"]  # Table 1 shows full and baseline only
     (d / "full.json").write_text(json.dumps(dict(RUN, disp_spread=2e-4)))
     assert "COLLAPSED: full (disparity spread 2.0e-04)" in build_tables(d)[0].markdown()
+
+
+def test_table1_is_titled_by_the_protocol_that_was_measured(tmp_path):
+    """Rows evaluated on KITTI's improved GT (eigen_benchmark) give Table 1 that title and a note that the
+    paper's rows used the Eigen protocol; Eigen rows (or files that do not say) keep the Eigen title."""
+    d = _eval_dir(tmp_path)
+    eigen = build_tables(d)[0]
+    assert eigen.title.startswith("Table 1 — KITTI Eigen split") and "eigen_benchmark" not in eigen.markdown()
+    for name in ("full", "baseline", "flat"):
+        raw = json.loads((d / f"{name}.json").read_text())
+        (d / f"{name}.json").write_text(json.dumps(dict(raw, protocol="eigen_benchmark",
+                                                        test_split="eigen_benchmark")))
+    bench = build_tables(d)[0]
+    assert bench.title.startswith("Table 1 — KITTI improved ground truth (eigen_benchmark")
+    assert "test split eigen_benchmark" in bench.markdown()
+    note = next(n for n in bench.notes if n.startswith("eigen_benchmark protocol"))
+    assert "no Eigen crop" in note and "not comparable" in note and "WARNING" not in note
+    raw = json.loads((d / "flat.json").read_text())
+    (d / "flat.json").write_text(json.dumps(dict(raw, protocol="eigen")))
+    mixed = build_tables(d)[0]
+    assert mixed.title.startswith("Table 1 — KITTI Eigen split")
+    assert any("WARNING: some of this run's rows used the Eigen protocol" in n for n in mixed.notes)

@@ -438,7 +438,7 @@ def read_improved_depth(png_path: str | Path) -> np.ndarray:
         raise KittiError(f"{path}: annotated depth PNG not found; {redo}")
     bits = _png_bit_depth(path)
     if bits != 16:
-        what = "not a PNG" if bits is None else f"a {bits}-bit PNG"
+        what = "not a PNG" if bits is None else f"{bits}-bit PNG, not 16-bit"
         raise KittiError(f"{path}: {what}; annotated depth must be a 16-bit greyscale PNG (uint16, value/256 m); "
                          f"{redo}")
     try:
