@@ -272,3 +272,16 @@ def test_download_fetches_the_annotated_depth_once_when_asked(kitti_mini, copy, 
     assert not (project / "data/downloads/data_depth_annotated.zip").exists()
     run_stage("export_gt", project)
     assert json.loads((project / "metrics/export_gt.json").read_text())["used"] == 2
+
+
+def test_evaluate_refuses_gt_of_the_other_protocol(copy, tmp_path):
+    """GT exported for the Eigen protocol, params now asking for eigen_benchmark (export_gt not re-run): the
+    evaluate stage stops naming both and the fix, before predicting anything."""
+    from psdif.evaluation.metrics import save_gt_depths
+
+    project = _project(tmp_path, copy, annotated=None)
+    save_gt_depths(project / "data/eval/gt_depths.npz", [np.ones((2, 3), np.float32)], [f"{DRIVE} 5 l"], 1, "eigen")
+    r = run_stage("evaluate", project, "--reference", check=False)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "holds the eigen GT but data.test_protocol gives eigen_benchmark" in r.stderr
+    assert "dvc repro export_gt" in r.stderr
