@@ -20,7 +20,10 @@ copy gives byte-identical manifests (nothing reruns). The hashes are split by wh
 (``psdif.data.ondisk.split_raw``): data/manifests/raw_train.json (images, OXTS, calibration, semantic ground
 truth: the labelling and training side) and data/manifests/raw_test.json (the test frames' images, scans,
 depth, and Make3D: export_gt / evaluate / figures); raw.json is the download's summary (drives on disk). It
-also records the Make3D folder (``eval.make3d_root``), fetched here and nowhere else when asked.
+also records the Make3D folder (``eval.make3d_root``), fetched here and nowhere else when asked. With the
+eigen_benchmark protocol (``data.test_protocol``) the test frames' annotated depth PNGs are hashed into
+raw_test.json too, and KITTI's data_depth_annotated.zip is fetched into ``data.depth_annotated_root`` when
+that folder is empty and ``download.depth_annotated`` with ``download.fetch: missing`` ask for it.
 """
 
 from __future__ import annotations
