@@ -86,11 +86,23 @@ class DataConfig:
     width: int = required(ge=64)                # network input width (multiple of 32)
     num_workers: int | Literal["auto"] = required(ge=0)  # loader processes per training process; auto: from the cores
     intrinsics: Literal["calib", "kitti_normalised"]  # K from calib_cam_to_cam.txt P_rect, or Monodepth2's fixed K (design.md §4.2)
+    test_protocol: Literal["auto", "eigen", "eigen_benchmark"]  # test GT and protocol (design.md §4.3): eigen =
+    # GT from the velodyne scans, Eigen crop; eigen_benchmark = KITTI's annotated depth PNGs, no crop;
+    # auto = eigen_benchmark when test_split is named eigen_benchmark, else eigen
+    depth_annotated_root: Optional[str]  # annotated depth (data_depth_annotated.zip unpacked: <drive>/proj_depth/...
+    # or train|val/<drive>/proj_depth/...); null = in place in raw_root (<date>/<drive>/proj_depth/...)
 
     def __post_init__(self):
         for name in ("height", "width"):
             if getattr(self, name) % 32:
                 raise ParamsError(f"data.{name}={getattr(self, name)} must be a multiple of 32")
+
+    @property
+    def protocol(self) -> str:
+        """The KITTI protocol of the test split: ``eigen`` or ``eigen_benchmark`` (``test_protocol`` resolved)."""
+        if self.test_protocol != "auto":
+            return self.test_protocol
+        return "eigen_benchmark" if self.test_split == "eigen_benchmark" else "eigen"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +113,9 @@ class DownloadConfig:
     jpeg: bool                 # convert PNG to JPEG (quality below, 4:2:0) after extraction
     jpeg_quality: int = required(ge=1, le=100)
     retries: int = required(ge=0)
+    depth_annotated: bool      # with fetch: missing, fetch depth_annotated_url into data.depth_annotated_root
+    # when that folder is missing or empty (eigen_benchmark GT; about 14 GB)
+    depth_annotated_url: str   # KITTI's data_depth_annotated.zip (depth completion page) or a mirror
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,6 +333,9 @@ class Params:
             if self.data.source != "synthetic":
                 raise ParamsError("pseudolabel.labeller=oracle needs data.source: synthetic (only the generator "
                                   "has semantic ground truth); use labeller: teacher with a checkpoint on KITTI")
+        if self.download.depth_annotated and not self.data.depth_annotated_root:
+            raise ParamsError("download.depth_annotated: true needs data.depth_annotated_root: the folder "
+                              "data_depth_annotated.zip is extracted into (it is never written into the raw copy)")
         # `pretrain` names the pretrain stage's files (psdif/pretrain.py): generated ground truth, one ResNet-18
         used = [k for k in ("encoder_weights", "pose_weights") if getattr(self.model, k) == PRETRAIN_TOKEN]
         if used and self.data.source != "synthetic":

@@ -97,7 +97,9 @@ LINE_TEMPLATE, BAR_TEMPLATE = "lines_by_variant", "bar_horizontal_zero"
 EVAL_KEYS = ["eval.min_depth", "eval.max_depth", "eval.post_process", "eval.batch_size", "eval.make3d_root",
              "eval.make3d_max_depth", "eval.make3d_urls"]
 EVAL_PARAMS = [*EVAL_KEYS, "data.raw_root", "data.height", "data.width", "data.img_ext", "data.test_split",
-               "data.source"]
+               "data.source", "data.test_protocol"]
+# where the test GT comes from (Eigen: velodyne scans; eigen_benchmark: annotated depth PNGs, design.md §4.3)
+TEST_GT_PARAMS = ["data.test_protocol", "data.depth_annotated_root"]
 # the pseudolabel keys that decide the labels (psdif.semantics.pseudolabel.labelling_config): not batch_size, which
 # changes only how many frames share a forward pass. precision stays: on CUDA it changes the labels (on a
 # CPU, which always runs fp32, a rerun keeps every label: the labelling config ignores it there)
@@ -181,12 +183,12 @@ def build() -> dict:
                         outs=[{f: {"cache": False, "persist": True}}
                               for f in [VALIDATED_PARAMS, *fingerprints, VALIDATED_FILES, PARAMS_OK]]),
         "download": _stage("stages/download.py", [VALIDATED_PARAMS], always_changed=True,
-                           params=data_params + ["download", "synthetic", "eval.make3d_root", "eval.make3d_urls",
-                                                 "eval.make3d_sha256"],
+                           params=data_params + TEST_GT_PARAMS + ["download", "synthetic", "eval.make3d_root",
+                                                                  "eval.make3d_urls", "eval.make3d_sha256"],
                            outs=[{path: {"cache": False}} for path in (RAW_MANIFEST, RAW_TRAIN, RAW_TEST)]),
         "filter": _stage("stages/filter.py", [RAW_TRAIN, INPUT_LISTS, TEST_LIST],
                          # train.batch_size: it checks that the kept frames fill one batch (before any training)
-                         params=data_params + ["filter", "train.batch_size"],
+                         params=data_params + TEST_GT_PARAMS + ["filter", "train.batch_size"],
                          # its report holds labels and lists too: an output, not a metric (its numbers reach
                          # `dvc metrics show` through metrics/coverage.json, tables stage)
                          outs=[{LISTS: {"cache": False}}, {FILTER_REPORT: {"cache": False}}]),
@@ -212,7 +214,8 @@ def build() -> dict:
     for name in VARIANTS:
         stages[f"train_{name}"] = _train_stage(name)
     stages["export_gt"] = _stage("stages/export_gt.py", [RAW_TEST, TEST_LIST],
-                                 params=["data.raw_root", "data.splits_dir", "data.test_split", "data.img_ext"],
+                                 params=["data.raw_root", "data.splits_dir", "data.test_split", "data.img_ext",
+                                         *TEST_GT_PARAMS],
                                  outs=[GT_DEPTHS, _about(EXPORT_GT_REPORT)],
                                  metrics=[{EXPORT_GT_REPORT: {"cache": False}}])
     for name in VARIANTS:  # every seed's model of the variant: the folder models/<variant>

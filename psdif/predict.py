@@ -11,6 +11,12 @@ input's own size (bilinear, on disparity, as the Eigen protocol does) and turned
     OUTDIR/<name>_depth.npy   float32 [H, W]: relative depth × --scale (1.0 = relative, no unit)
     OUTDIR/<stem>_depth.mp4   per video input: RGB | colourised disparity side by side, same frame rate
 
+``psdif predict --kitti-benchmark FOLDER --model model.pt --out OUTDIR --scale FACTOR`` writes instead the
+KITTI depth prediction benchmark's submission: ``OUTDIR/<stem>.png`` for each image of FOLDER (named like
+it, at its size: 1216 × 352 for the benchmark's test images), uint16 = depth in metres × 256, rounded,
+depth clipped to [1/256, 80] m so that no valid prediction writes 0 (the benchmark's "no depth"), and
+``OUTDIR/kitti_benchmark_submission.zip`` holding them. Metres = relative depth × --scale (required).
+
 ``<name>`` is the file stem (``<stem>_%06d`` per video frame, counted from 0). Images and videos write
 different files (``good.png`` -> ``good_depth.*``, ``good.mp4`` -> ``good_000000_depth.*``), so they never
 clash with each other by stem. Inputs of one kind whose stems clash get just enough to tell them apart:
@@ -353,11 +359,13 @@ def predict_sources(net: nn.Module, info: dict, sources: list[Source], out_dir: 
                     scale: float = 1.0, batch_size: int = 8, post_process: bool = False,
                     device: str | torch.device = "cpu", png: bool = True, npy: bool = True,
                     progress: bool = False, report: Callable[[str], None] = print,
-                    max_pixels: int | None = int(MAX_MEGAPIXELS * 1e6)) -> tuple[int, list[str]]:
+                    max_pixels: int | None = int(MAX_MEGAPIXELS * 1e6),
+                    write: Callable[[Path, str, np.ndarray, np.ndarray], object] | None = None) -> tuple[int, list[str]]:
     """Predict every source in batches of ``batch_size`` and write its outputs into ``out_dir``.
 
     ``info``: from :func:`psdif.models.load_depth_model` (height, width, model_cfg min/max_depth).
     A video input also gets ``<name>_depth.mp4`` (:class:`DepthVideo`).
+    ``write(out_dir, name, sigmoid [H, W], depth [H, W])``: the writer (default: :func:`write_outputs`).
     Returns (number of images / frames written, problems found while decoding).
     """
     from tqdm import tqdm
@@ -380,7 +388,10 @@ def predict_sources(net: nn.Module, info: dict, sources: list[Source], out_dir: 
                 sigmoids = predict_sigmoids(net, images, height, width, batch_size, post_process, device)
                 for name, image, src, sig in zip(names, images, srcs, sigmoids):
                     full, depth = depth_from_sigmoid(sig, *image.shape[:2], min_depth, max_depth, scale)
-                    write_outputs(out_dir, name, full, depth, png, npy)
+                    if write is None:
+                        write_outputs(out_dir, name, full, depth, png, npy)
+                    else:
+                        write(out_dir, name, full, depth)
                     if src.kind == "video":
                         if src.path not in videos:
                             videos[src.path] = DepthVideo(out_dir, src)
@@ -394,6 +405,61 @@ def predict_sources(net: nn.Module, info: dict, sources: list[Source], out_dir: 
     for video in videos.values():
         video.close()
     return done, problems
+
+
+# ------------------------------------------------------------------------------------ KITTI benchmark export
+BENCHMARK_MAX_DEPTH = 80.0  # m: the cap of KITTI's depth evaluation (Monodepth2's benchmark export clips the same)
+BENCHMARK_ZIP = "kitti_benchmark_submission.zip"
+
+
+def benchmark_png(depth: np.ndarray, max_depth: float = BENCHMARK_MAX_DEPTH) -> np.ndarray:
+    """Depth [H, W] m -> the KITTI depth benchmark's uint16 ``round(depth · 256)``.
+
+    Depth is clipped to [1/256, max_depth] m first: 0 means "no prediction" to the benchmark, so a valid
+    prediction never writes it (a non-finite depth counts as far: max_depth).
+    """
+    depth = np.nan_to_num(np.asarray(depth, dtype=np.float64), nan=max_depth, posinf=max_depth, neginf=max_depth)
+    depth = np.clip(depth, 1.0 / 256.0, max_depth)
+    return np.clip(np.round(depth * 256.0), 1, 65535).astype(np.uint16)
+
+
+def write_benchmark_png(out_dir: Path, name: str, sigmoid: np.ndarray, depth: np.ndarray) -> Path:
+    """Atomically write ``<name>.png``: :func:`benchmark_png` of ``depth`` (16-bit greyscale, input size)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", benchmark_png(depth))
+    if not ok:
+        raise RuntimeError(f"{out_dir / name}.png: PNG encoding failed")
+    path = join_under(out_dir, f"{name}.png", what="benchmark depth PNG")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+    return path
+
+
+def benchmark_sources(folder: str | Path) -> Inputs:
+    """The images of a KITTI benchmark test folder (``test_depth_prediction_anonymous/image``), each output
+    under its own stem (``0000000000.png`` -> ``0000000000.png``): a stem that two images share is an error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PredictError(f"--kitti-benchmark {folder}: not a folder; give the folder of the benchmark's test "
+                           "images (test_depth_prediction_anonymous/image)")
+    inputs = collect_inputs([folder])
+    renamed = [s.path.name for s in inputs.sources if s.name != s.path.stem]
+    if renamed:
+        raise PredictError(f"--kitti-benchmark {folder}: images {', '.join(renamed)} share a name (stem) with "
+                           "another image; the submission needs one <stem>.png per image: remove the duplicate")
+    return inputs
+
+
+def write_submission_zip(out_dir: Path, pngs: list[Path]) -> Path:
+    """``out_dir/kitti_benchmark_submission.zip``: the PNGs at the top level (the upload format), atomically."""
+    import zipfile
+
+    path = Path(out_dir) / BENCHMARK_ZIP
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for png in sorted(pngs):
+            zf.write(png, png.name)
+    return path
 
 
 def load_model(path: str | Path, device: str) -> tuple[nn.Module, dict]:
@@ -430,6 +496,17 @@ def _device(name: str) -> str:
 
 
 def _check_args(args) -> None:
+    if args.kitti_benchmark and args.inputs:
+        raise PredictError(f"--kitti-benchmark predicts the images of its folder; drop the inputs "
+                           f"{' '.join(args.inputs)} (or predict them in another run)")
+    if not args.kitti_benchmark and not args.inputs:
+        raise PredictError("nothing to predict: give INPUT files / folders, or --kitti-benchmark FOLDER")
+    if args.kitti_benchmark and args.scale is None:
+        raise PredictError("--kitti-benchmark needs --scale FACTOR (metres per unit of the network's relative "
+                           "depth): the benchmark scores metric depth; e.g. ratio_median of "
+                           "metrics/eval/<variant>.json (README, 'KITTI benchmark submission')")
+    if args.scale is None:
+        args.scale = 1.0
     if not math.isfinite(args.scale) or args.scale <= 0:
         raise PredictError(f"--scale {args.scale}: must be a positive finite factor")
     if args.batch_size < 1:
@@ -459,7 +536,8 @@ def cmd_predict(args) -> int:
     try:
         _check_args(args)
         device = _device(args.device)
-        inputs = collect_inputs(args.inputs, args.recursive)
+        inputs = benchmark_sources(args.kitti_benchmark) if args.kitti_benchmark else collect_inputs(args.inputs,
+                                                                                                     args.recursive)
         for note in inputs.notes:
             err(f"note: {note}")
         for problem in inputs.problems:
@@ -476,17 +554,27 @@ def cmd_predict(args) -> int:
     except PredictError as exc:
         err(f"error: {exc}")
         return 2
+    pngs: list[Path] = []
+
+    def benchmark(out_dir, name, sigmoid, depth):
+        pngs.append(write_benchmark_png(out_dir, name, sigmoid, depth))
+
     try:
         written, problems = predict_sources(
             net, info, inputs.sources, args.out, scale=args.scale, batch_size=args.batch_size,
             post_process=args.post_process, device=device, png=not args.no_png, npy=not args.no_npy,
-            progress=progress_enabled(), report=err, max_pixels=max_pixels)
+            progress=progress_enabled(), report=err, max_pixels=max_pixels,
+            write=benchmark if args.kitti_benchmark else None)
+        bad = inputs.problems + problems
+        if args.kitti_benchmark and pngs and not bad:
+            print(f"wrote {write_submission_zip(Path(args.out), pngs)} ({len(pngs)} PNGs, ready to upload)")
     except DiskFullError as exc:
         err(f"error: {exc}")
         return 2
-    bad = inputs.problems + problems
-    print(f"wrote {written} depth map(s) to {args.out} (model {args.model}: variant {info['variant']}, "
-          f"{info['height']}x{info['width']}; depth = relative x {args.scale:g})")
+    what = "KITTI benchmark PNG(s), uint16 metres x 256" if args.kitti_benchmark else "depth map(s)"
+    unit = "metres" if args.kitti_benchmark else "depth"
+    print(f"wrote {written} {what} to {args.out} (model {args.model}: variant {info['variant']}, "
+          f"{info['height']}x{info['width']}; {unit} = relative x {args.scale:g})")
     if bad:
         err(f"{len(bad)} bad input(s), not predicted:")
         for problem in bad:
@@ -495,7 +583,8 @@ def cmd_predict(args) -> int:
     return 0
 
 
-SCALE_HELP = ("multiply the relative depth written to .npy by FACTOR (default 1.0: relative depth, no unit). "
+SCALE_HELP = ("multiply the relative depth written to .npy (or to the --kitti-benchmark PNGs, where it is "
+              "required) by FACTOR (default 1.0: relative depth, no unit). "
               "Self-supervised monocular depth is known only up to an unknown global scale; a metric factor "
               "(e.g. one fitted by median scaling against LiDAR on your own data, or from a known camera "
               "height) is yours to supply. The PNG is unaffected.")
@@ -505,13 +594,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     """Register ``psdif predict`` on the ``psdif`` command's subparsers."""
     p = sub.add_parser("predict", help="depth maps for images, folders or videos with a trained model.pt",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help=f"image files ({', '.join(IMAGE_EXTS)}), folders of images, video files "
                         f"({', '.join(VIDEO_EXTS)})")
+    p.add_argument("--kitti-benchmark", metavar="FOLDER",
+                   help="write the KITTI depth prediction benchmark's submission instead: for each image of FOLDER "
+                        "one 16-bit PNG of the same name, at its size, depth in metres x 256 (clipped to "
+                        f"[1/256, {BENCHMARK_MAX_DEPTH:g}] m), and {BENCHMARK_ZIP}; needs --scale")
     p.add_argument("--model", default="models/full/seed0/model.pt",
                    help="trained checkpoint of any variant and seed (default: models/full/seed0/model.pt)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--scale", type=float, default=1.0, metavar="FACTOR", help=SCALE_HELP)
+    p.add_argument("--scale", type=float, default=None, metavar="FACTOR", help=SCALE_HELP)
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--post-process", action="store_true",
                    help="also predict the mirrored image and blend (Monodepth flip post-processing; 2x cost)")

@@ -23,7 +23,10 @@ depth, and Make3D: export_gt / evaluate / figures); raw.json is the download's s
 also records the Make3D folder (``eval.make3d_root``), fetched here and nowhere else when asked. Make3D is
 optional: when its URLs cannot be reached (an HTTP 4xx, or every retry failed) the stage warns, records
 ``"status": "unreachable"`` and why in raw_test.json, and the pipeline goes on; the evaluate stages read that
-record and Table 2 says "not run" and why.
+record and Table 2 says "not run" and why. With the eigen_benchmark protocol (``data.test_protocol``) the test
+frames' annotated depth PNGs are hashed into raw_test.json too, and KITTI's data_depth_annotated.zip is fetched
+into ``data.depth_annotated_root`` when that folder is empty and ``download.depth_annotated`` with
+``download.fetch: missing`` ask for it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from pathlib import Path
 
 from psdif.data import kitti
 from psdif.data.download import DownloadError
-from psdif.data.ondisk import ContentState, copy_fingerprint, drives_of, list_paths, read_lists, real_files, split_raw
+from psdif.data.ondisk import (ContentState, annotation_files, copy_fingerprint, drives_of, list_paths, read_lists,
+                               real_files, split_raw)
 from psdif.data.synthetic.writer import EditedListError
 from psdif.io import params_hash, progress_enabled, tree_manifest, write_json
 from psdif.paths import DOWNLOADS, RAW_MANIFEST, RAW_STATE, RAW_TEST, RAW_TRAIN
@@ -97,8 +101,12 @@ def real(p, root: Path, state: ContentState) -> dict:
         print(f"fetching {len(archives)} KITTI archives from {p.download.url} into {root}")
         download_kitti(archives, root, DOWNLOADS, p.download.retries,
                        p.download.jpeg_quality if p.download.jpeg else None, progress_enabled())
+    if p.data.protocol == "eigen_benchmark":
+        annotated(p)
     started = time.monotonic()
     files = real_files(root, [f for f in folders if (root / f).is_dir()], lists["test"], p.data.img_ext, state)
+    if p.data.protocol == "eigen_benchmark":  # the test GT: KITTI's annotated depth PNGs (export_gt reads them)
+        files.update(annotation_files(root, p.data.depth_annotated_root, lists["test"], state))
     if state.hashed:
         took = time.monotonic() - started
         print(f"hashed {state.hashed} of {len(files)} files ({state.hashed_bytes / 2**20:.0f} MiB) in {took:.1f} s "
@@ -123,6 +131,16 @@ def real(p, root: Path, state: ContentState) -> dict:
                  if (root / d / "image_02" / "data").is_dir())
     print(f"{root}: {len(record['drives'])} of {len(folders)} drives on disk, {frames} camera-2 frames")
     return {"source": "kitti", **record, "files": files}
+
+
+def annotated(p) -> None:
+    """Fetch the annotated depth (eigen_benchmark GT) into data.depth_annotated_root when asked and missing."""
+    from psdif.data.download import download_annotated_depth
+
+    if p.download.fetch == "missing" and p.download.depth_annotated:
+        if download_annotated_depth(p.download.depth_annotated_url, p.data.depth_annotated_root, DOWNLOADS,
+                                    p.download.retries, progress_enabled()):
+            print(f"fetched {p.download.depth_annotated_url} into {p.data.depth_annotated_root}")
 
 
 def main(argv=None) -> None:

@@ -1,4 +1,5 @@
-"""evaluate stages: Eigen protocol (and Make3D where data exists) -> metrics/eval/<variant>.json.
+"""evaluate stages: Eigen or eigen_benchmark protocol (``data.test_protocol``; design.md §4.3) and Make3D
+where data exists -> metrics/eval/<variant>.json.
 
 ``--variant NAME`` evaluates models/NAME/seed<k>/model.pt for every seed k of ``train.seeds`` and writes
 their mean, spread and per-seed values (``psdif.evaluation.seeds``; one seed: its evaluation as it is);
@@ -23,7 +24,7 @@ import torch
 from psdif.data import kitti
 from psdif.evaluation.evaluate import (CONSTANT_SPREAD, ConstantDisparity, disparity_spread, evaluate_boundary_set,
                                       evaluate_eigen, evaluate_make3d_set, load_dense_gt, untrained_net)
-from psdif.evaluation.metrics import load_gt_depths, load_gt_frames
+from psdif.evaluation.metrics import load_gt_depths, load_gt_frames, load_gt_protocol
 from psdif.evaluation.datasets import REAL_MAKE3D, SYNTHETIC_MAKE3D, kitti_label
 from psdif.evaluation.seeds import aggregate
 from psdif.io import params_hash, progress_enabled, read_json
@@ -66,12 +67,13 @@ def make3d_source(p) -> tuple[Path | None, str]:
 def test_set(p, frames: list[str], listed: int) -> dict:
     """What a result was measured on (stored beside the metrics)."""
     return {"dataset": kitti_label(p.data.source), "test_split": p.data.test_split, "test_listed": listed,
-            "test_set": params_hash(frames)[:8]}
+            "test_set": params_hash(frames)[:8], "protocol": p.data.protocol}
 
 
 def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d, device, measured: dict, dense=None) -> dict:
     summary, _, sigmoids = evaluate_eigen(net, Path(p.data.raw_root), frames, gts, p.data.height, p.data.width,
-                                          p.data.img_ext, p.eval, disp_range, device, progress_enabled())
+                                          p.data.img_ext, p.eval, disp_range, device, progress_enabled(),
+                                          measured["protocol"])
     summary.update(measured)
     summary["disp_spread"] = disparity_spread(sigmoids)
     if dense is not None:
@@ -107,6 +109,9 @@ def main(argv=None) -> None:
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     frames = [kitti.parse_split_line(line, f"{GT} frame {i}") for i, line in enumerate(lines)]
+    if (held := load_gt_protocol(GT)) != p.data.protocol:
+        raise SystemExit(f"error: {GT} holds the {held} GT but data.test_protocol gives {p.data.protocol}; re-run "
+                         "the export_gt stage (`dvc repro export_gt`)")
     gts = load_gt_depths(GT)
     measured = test_set(p, lines, listed)
     try:  # the generated data's exact dense depth and labels: boundary metrics (real KITTI has sparse GT only)

@@ -1,5 +1,6 @@
-"""export_gt stage: Eigen GT depth of the test frames on disk from their velodyne scans (design.md §4.3,
-vel_depth=True) -> data/eval/gt_depths.npz, metrics/export_gt.json.
+"""export_gt stage: GT depth of the test frames on disk -> data/eval/gt_depths.npz, metrics/export_gt.json.
+Eigen protocol: projected from their velodyne scans (design.md §4.3, vel_depth=True); eigen_benchmark
+(``data.test_protocol``): KITTI's annotated depth PNGs, in place or under ``data.depth_annotated_root``.
 
 A listed test frame whose drive, image, scan or calibration is not on disk (a partial KITTI copy) is skipped
 and counted, never an error; the GT file holds the lines of the frames it covers, which the evaluate and
@@ -26,11 +27,12 @@ def main(argv=None) -> None:
     root = Path(p.data.raw_root)
     test_list = list_paths(p.data.splits_dir, p.data.train_split, p.data.test_split)["test"]
     try:
-        frames = evaluable_test_frames(root, test_list, p.data.img_ext)  # the filter stage checks the same
+        frames = evaluable_test_frames(root, test_list, p.data.img_ext, p.data.protocol,  # the filter stage
+                                       p.data.depth_annotated_root)                        # checks the same
     except kitti.KittiError as exc:
         raise SystemExit(f"error: {exc} (data.splits_dir / data.test_split)") from None
     listed, used, missing = frames.listed, frames.used, frames.missing
-    report = {"test_split": p.data.test_split, **frames.report()}
+    report = {"test_split": p.data.test_split, **frames.report()}  # with "protocol"
     write_report(EXPORT_GT_REPORT, report)
     if not used:
         raise SystemExit(f"error: {frames.problem(fetch_hint=p.data.source == 'kitti')}")
@@ -38,13 +40,20 @@ def main(argv=None) -> None:
         print(f"warning: {len(missing)} of {len(listed)} test frames are not on disk and are skipped "
               f"({report['missing_by_reason']}); first: {report['first_missing'][0]}", file=sys.stderr)
     try:
-        depths = [kitti.generate_depth_map(kitti.calib_dir(root, f.folder), kitti.velodyne_path(root, f.folder, f.frame),
-                                           cam=f.cam, vel_depth=True)
-                  for f in progress_bar(used, desc="export GT", unit="frame", disable=not progress_enabled())]
+        depths = [test_gt(p, root, f) for f in progress_bar(used, desc="export GT", unit="frame",
+                                                             disable=not progress_enabled())]
     except kitti.KittiError as exc:
         raise SystemExit(f"error: {exc}") from None
-    save_gt_depths(GT_DEPTHS, depths, [f.line() for f in used], len(listed))
-    print(f"wrote {GT_DEPTHS}: {len(used)} of {len(listed)} listed test frames")
+    save_gt_depths(GT_DEPTHS, depths, [f.line() for f in used], len(listed), p.data.protocol)
+    print(f"wrote {GT_DEPTHS}: {len(used)} of {len(listed)} listed test frames ({p.data.protocol} GT)")
+
+
+def test_gt(p, root: Path, ref: kitti.FrameRef):
+    """GT depth [H, W] m of one test frame: KITTI's annotated PNG (eigen_benchmark) or its projected scan."""
+    if p.data.protocol == "eigen_benchmark":
+        return kitti.read_improved_depth(kitti.improved_depth_path(root, p.data.depth_annotated_root, ref))
+    return kitti.generate_depth_map(kitti.calib_dir(root, ref.folder), kitti.velodyne_path(root, ref.folder, ref.frame),
+                                    cam=ref.cam, vel_depth=True)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: {exc}") from None
     try:  # the test frames export_gt will evaluate (cheap: a few stat calls per listed frame)
         test_frames = evaluable_test_frames(root, list_paths(p.data.splits_dir, p.data.train_split,
-                                                              p.data.test_split)["test"], p.data.img_ext)
+                                                              p.data.test_split)["test"], p.data.img_ext,
+                                            p.data.protocol, p.data.depth_annotated_root)
     except kitti.KittiError as exc:
         raise SystemExit(f"error: {exc} (data.splits_dir / data.test_split)") from None
     f = p.filter

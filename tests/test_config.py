@@ -297,7 +297,7 @@ def test_no_declared_dependency_goes_unused():
     import tomllib
 
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    modules = {"opencv-python-headless": "cv2", "segmentation-models-pytorch": "segmentation_models_pytorch",
+    modules = {"opencv-python-headless": "cv2", "scikit-image": "skimage", "segmentation-models-pytorch": "segmentation_models_pytorch",
                "pyyaml": "yaml", "pillow": "PIL"}
     source = "\n".join(p.read_text() for d in ("psdif", "stages") for p in (REPO / d).rglob("*.py"))
     unused = []

@@ -519,3 +519,59 @@ def test_export_without_onnx_names_the_extra(model, tmp_path, capsys, monkeypatc
     assert code == 2 and "pip install psdif[export]" in err and not (tmp_path / "m.onnx").exists()
     code, err = _export(["--torchscript", tmp_path / "nope.pt", "--out", tmp_path / "m.pt"], capsys)
     assert code == 2 and "nope.pt" in err
+
+
+# ------------------------------------------------------------------------------------------ KITTI benchmark
+
+def test_kitti_benchmark_export_is_the_submission_format(model, tmp_path, capsys):
+    """Two generated 1216 x 352 test images -> one uint16 PNG each, same name, same size, decoded / 256 = the
+    model's depth x --scale (recomputed by hand, clipped to [1/256, 80] m) within 1/256 m, never 0; and a zip
+    of exactly those PNGs."""
+    import zipfile
+
+    path, net, cfg = model
+    folder = tmp_path / "image"
+    folder.mkdir()
+    rgbs = {name: _random_image(352, 1216, seed) for seed, name in enumerate(("0000000000", "0000000001"))}
+    for name, rgb in rgbs.items():
+        _write_png(folder / f"{name}.png", rgb)
+    out, scale = tmp_path / "submit", 40.0
+    code, err = _run(["--kitti-benchmark", folder, "--model", path, "--out", out, "--scale", scale,
+                      "--batch-size", 1], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["0000000000.png", "0000000001.png",
+                                                     "kitti_benchmark_submission.zip"]
+    for name, rgb in rgbs.items():
+        png = cv2.imread(str(out / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert png.dtype == np.uint16 and png.shape == (352, 1216)
+        expected = np.clip(_reference_depth(net, cfg, rgb) * scale, 1 / 256, 80.0)
+        assert np.abs(png.astype(np.float64) / 256 - expected).max() <= 1 / 256
+        assert png.min() >= 1 and png.std() > 0
+    with zipfile.ZipFile(out / "kitti_benchmark_submission.zip") as zf:
+        assert sorted(zf.namelist()) == ["0000000000.png", "0000000001.png"]
+        assert all(zf.read(n) == (out / n).read_bytes() for n in zf.namelist())
+
+
+def test_benchmark_png_clips_so_a_valid_prediction_is_never_zero():
+    from psdif.predict import benchmark_png
+
+    depth = np.array([[0.0, 1e-6, 1 / 256, 1.0, 79.999, 80.0, 500.0, np.inf, np.nan]])
+    assert benchmark_png(depth).tolist() == [[1, 1, 1, 256, 20480, 20480, 20480, 20480, 20480]]
+
+
+def test_kitti_benchmark_needs_a_scale_and_no_other_inputs(model, tmp_path, capsys):
+    path = model[0]
+    folder = tmp_path / "image"
+    folder.mkdir()
+    _write_png(folder / "a.png", _random_image(40, 80, 0))
+    code, err = _run(["--kitti-benchmark", folder, "--model", path, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "--kitti-benchmark needs --scale" in err
+    code, err = _run([folder / "a.png", "--kitti-benchmark", folder, "--model", path, "--out", tmp_path / "o",
+                      "--scale", 2], capsys)
+    assert code == 2 and "drop the inputs" in err
+    code, err = _run(["--kitti-benchmark", tmp_path / "nowhere", "--model", path, "--out", tmp_path / "o",
+                      "--scale", 2], capsys)
+    assert code == 2 and f"{tmp_path / 'nowhere'}: not a folder" in err
+    code, err = _run(["--model", path, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "nothing to predict" in err
+    assert not (tmp_path / "o").exists()

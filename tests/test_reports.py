@@ -96,7 +96,8 @@ def _eval_dir(tmp_path: Path, dataset: str = "KITTI raw", split: str = "mine") -
 
 def test_table_titles_say_what_this_run_measured(tmp_path):
     t1, t2, t3 = build_tables(_eval_dir(tmp_path))
-    assert t1.title.startswith("Table 1 — this run on KITTI raw, test split mine, 2 images; then the paper's")
+    assert t1.title.startswith("Table 1 — Eigen protocol") and \
+        "this run on KITTI raw, test split mine, 2 images; then the paper's" in t1.title
     assert "KITTI Eigen split, 697 images" in t1.title                # the published rows' protocol
     assert t3.title.startswith("Table 3 — ablation — this run on KITTI raw, test split mine, 2 images")
     assert "this run not evaluated" in t2.title                        # no Make3D row in these files

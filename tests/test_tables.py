@@ -217,3 +217,25 @@ def test_table3_boundary_columns_from_dense_gt_and_sparse_gt_says_so(tmp_path):
     (d / "baseline.json").write_text(json.dumps(dict(RUN, abs_rel=0.3, dataset=REAL_KITTI)))   # sparse GT
     rows = _md_rows(next(t for t in build_tables(d) if t.name == "table3").markdown())
     assert rows[0][-3:] == [SPARSE_GT] * 3
+
+
+def test_table1_is_titled_by_the_protocol_that_was_measured(tmp_path):
+    """Rows evaluated on KITTI's improved GT (eigen_benchmark) give Table 1 that title and a note that the
+    paper's rows used the Eigen protocol; Eigen rows (or files that do not say) keep the Eigen title."""
+    d = _eval_dir(tmp_path)
+    eigen = build_tables(d)[0]
+    assert eigen.title.startswith("Table 1 — Eigen protocol") and "eigen_benchmark" not in eigen.markdown()
+    for name in ("full", "baseline", "flat"):
+        raw = json.loads((d / f"{name}.json").read_text())
+        (d / f"{name}.json").write_text(json.dumps(dict(raw, protocol="eigen_benchmark",
+                                                        test_split="eigen_benchmark")))
+    bench = build_tables(d)[0]
+    assert bench.title.startswith("Table 1 — KITTI improved ground truth (eigen_benchmark")
+    assert "test split eigen_benchmark" in bench.markdown()
+    note = next(n for n in bench.notes if n.startswith("eigen_benchmark protocol"))
+    assert "no Eigen crop" in note and "not comparable" in note and "WARNING" not in note
+    raw = json.loads((d / "flat.json").read_text())
+    (d / "flat.json").write_text(json.dumps(dict(raw, protocol="eigen")))
+    mixed = build_tables(d)[0]
+    assert mixed.title.startswith("Table 1 — Eigen protocol")
+    assert any("WARNING: some of this run's rows used the Eigen protocol" in n for n in mixed.notes)

@@ -276,3 +276,25 @@ def _download_all(archives, root: Path, work_dir: Path, retries, jpeg_quality, p
         zpath.unlink()
         done.append(name)
     return done
+
+
+# ------------------------------------------------------------------------------------------ annotated depth
+
+def download_annotated_depth(url: str, dest_root: str | Path, work_dir: str | Path, retries: int = 5,
+                             progress: bool = True, backoff: float = 1.0) -> bool:
+    """KITTI's annotated depth archive (``data_depth_annotated.zip``: ``train|val/<drive>/proj_depth/...``)
+    fetched to ``work_dir`` (resumable), checked and extracted into ``dest_root`` (``data.depth_annotated_root``)
+    as :func:`download_kitti` does a drive, when ``dest_root`` is missing or empty; a folder with anything in
+    it counts as present. Returns whether it fetched."""
+    dest_root, work_dir = Path(dest_root), Path(work_dir)
+    if dest_root.is_dir() and any(dest_root.iterdir()):
+        return False
+    zpath = fetch(url, work_dir / url.rstrip("/").rsplit("/", 1)[-1], None, retries, progress=progress,
+                  backoff=backoff)
+    verify_zip(zpath)
+    extract_zip(zpath, dest_root)
+    if not any(dest_root.glob("*/proj_depth")) and not any(dest_root.glob("*/*/proj_depth")):
+        raise DownloadError(f"{url}: the archive holds no <drive>/proj_depth folder under {dest_root}; is "
+                            "download.depth_annotated_url KITTI's data_depth_annotated.zip?")
+    zpath.unlink()
+    return True

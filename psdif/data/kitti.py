@@ -390,3 +390,63 @@ def read_depth_png(path: str | Path) -> np.ndarray:
     if arr.dtype != np.uint16 and arr.dtype != np.int32:
         raise KittiError(f"{path}: depth PNG must be 16-bit, got {arr.dtype}")
     return arr.astype(np.float32) / 256.0
+
+
+# ------------------------------------------------------------------------------------------ improved GT
+
+ANNOTATED_SPLITS = ("train", "val")  # data_depth_annotated.zip unpacks as <train|val>/<drive>/proj_depth/...
+
+
+def improved_depth_relpath(ref: FrameRef) -> Path:
+    """``<drive>/proj_depth/groundtruth/image_0{2,3}/%010d.png``: where KITTI's annotated depth of ``ref`` lies
+    below a drive's parent folder (design.md §4.3, improved ground truth)."""
+    drive = ref.folder.split("/")[-1]
+    return Path(drive) / "proj_depth" / "groundtruth" / f"image_0{ref.cam}" / f"{ref.frame:010d}.png"
+
+
+def improved_depth_candidates(raw_root: str | Path, annotated_root: str | Path | None, ref: FrameRef) -> list[Path]:
+    """Where the annotated depth PNG of ``ref`` may be, in the order looked at.
+
+    ``annotated_root`` null: in place in the raw copy, ``<raw_root>/<date>/<drive>/proj_depth/...``
+    (Monodepth2's layout). Otherwise ``<annotated_root>/<drive>/proj_depth/...`` or
+    ``<annotated_root>/{train,val}/<drive>/proj_depth/...`` (KITTI's data_depth_annotated.zip unpacked).
+    """
+    rel = improved_depth_relpath(ref)
+    if annotated_root is None:
+        return [drive_dir(raw_root, ref.folder).parent / rel]
+    root = Path(annotated_root)
+    return [root / rel, *(root / split / rel for split in ANNOTATED_SPLITS)]
+
+
+def improved_depth_path(raw_root: str | Path, annotated_root: str | Path | None, ref: FrameRef) -> Path | None:
+    """The first of :func:`improved_depth_candidates` that is a file (None: ``ref`` has no annotation on disk)."""
+    return next((p for p in improved_depth_candidates(raw_root, annotated_root, ref) if p.is_file()), None)
+
+
+def read_improved_depth(png_path: str | Path) -> np.ndarray:
+    """KITTI's annotated depth (Uhrig et al. 2017; the eigen_benchmark GT): a 16-bit greyscale PNG,
+    value / 256 = metres, 0 = no depth -> ``float32 [H, W]`` metres.
+
+    A file that is missing, unreadable, truncated, not a PNG or not 16-bit greyscale raises
+    :class:`KittiError` naming it (an 8-bit PNG would silently give depths 256 times too small).
+    """
+    from psdif.data.images import ImageError, _png_bit_depth
+
+    path = Path(png_path)
+    redo = "extract it again from data_depth_annotated.zip (KITTI depth completion page)"
+    if not path.is_file():
+        raise KittiError(f"{path}: annotated depth PNG not found; {redo}")
+    bits = _png_bit_depth(path)
+    if bits != 16:
+        what = "not a PNG" if bits is None else f"{bits}-bit PNG, not 16-bit"
+        raise KittiError(f"{path}: {what}; annotated depth must be a 16-bit greyscale PNG (uint16, value/256 m); "
+                         f"{redo}")
+    try:
+        with open_image(path, "annotated depth PNG", redo) as im:
+            mode, arr = im.mode, np.asarray(im)
+    except ImageError as exc:
+        raise KittiError(str(exc)) from None
+    if arr.ndim != 2 or mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        raise KittiError(f"{path}: 16-bit PNG of mode {mode} (shape {arr.shape}), not greyscale; annotated depth "
+                         f"is one uint16 channel; {redo}")
+    return arr.astype(np.float32) / np.float32(256.0)

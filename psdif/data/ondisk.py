@@ -75,13 +75,20 @@ def copy_fingerprint(root: str | Path, folders: Sequence[str], files: dict) -> d
 
 # ------------------------------------------------------------------------------------------ test frames
 
-def test_frame_missing(root: str | Path, ref: FrameRef, img_ext: str) -> str | None:
-    """Why the GT of test frame ``ref`` cannot be made and evaluated (None: image, scan and calib on disk)."""
+NO_ANNOTATION = "no annotated depth (proj_depth/groundtruth)"
+
+
+def test_frame_missing(root: str | Path, ref: FrameRef, img_ext: str, protocol: str = "eigen",
+                       annotated_root: str | Path | None = None) -> str | None:
+    """Why the GT of test frame ``ref`` cannot be made and evaluated (None: it can). ``eigen``: image, scan
+    and calibration on disk; ``eigen_benchmark``: image and annotated depth PNG (design.md §4.3)."""
     root = Path(root)
     if not kitti.drive_dir(root, ref.folder).is_dir():
         return "drive not on disk"
     if not kitti.image_path(root, ref, img_ext).is_file():
         return "image not on disk"
+    if protocol == "eigen_benchmark":
+        return None if kitti.improved_depth_path(root, annotated_root, ref) else NO_ANNOTATION
     if not kitti.velodyne_path(root, ref.folder, ref.frame).is_file():
         return "velodyne scan not on disk"
     calib = kitti.calib_dir(root, ref.folder)
@@ -102,9 +109,10 @@ class EvaluableFrames:
     missing: list[tuple[FrameRef, str]]
     drives: int
     drives_on_disk: int
+    protocol: str = "eigen"
 
     def report(self) -> dict:
-        return coverage(self.listed, self.used, self.missing, self.path)
+        return {"protocol": self.protocol, **coverage(self.listed, self.used, self.missing, self.path)}
 
     def problem(self, fetch_hint: bool = False) -> str | None:
         """Why no test frame can be evaluated, naming the fix (None when at least one can)."""
@@ -114,27 +122,30 @@ class EvaluableFrames:
             return (f"the test list {self.path} is empty: no frame to evaluate; point data.splits_dir / "
                     f"data.test_split at a list with {LIST_FORMAT}")
         fetch = " (or set download.fetch: missing to download them)" if fetch_hint else ""
-        return (f"none of the {len(self.listed)} test frames of {self.path} is on disk with its image, velodyne scan "
-                f"and calibration ({self.drives_on_disk} of {self.drives} test drives present under {self.root}; "
+        needs = ("annotated depth PNG" if self.protocol == "eigen_benchmark"
+                 else "velodyne scan and calibration")
+        return (f"none of the {len(self.listed)} test frames of {self.path} is on disk with its image, {needs} "
+                f"({self.drives_on_disk} of {self.drives} test drives present under {self.root}; "
                 f"first: {self.missing[0][0].line()} ({self.missing[0][1]})): put the test drives in data.raw_root"
                 f"{fetch}, or point data.test_split at a list of test frames you have")
 
 
-def evaluable_test_frames(root: str | Path, test_list: str | Path, img_ext: str) -> EvaluableFrames:
-    """The frames of ``test_list`` that can be evaluated (image, velodyne scan and calibration on disk: what
-    export_gt reads), in list order. A missing list or a malformed line is a :class:`KittiError`."""
+def evaluable_test_frames(root: str | Path, test_list: str | Path, img_ext: str, protocol: str = "eigen",
+                          annotated_root: str | Path | None = None) -> EvaluableFrames:
+    """The frames of ``test_list`` that can be evaluated under ``protocol`` (what export_gt reads is on disk:
+    :func:`test_frame_missing`), in list order. A missing list or a malformed line is a :class:`KittiError`."""
     root, test_list = Path(root), Path(test_list)
     listed = kitti.read_split(test_list, root)
     used, missing = [], []
     for ref in listed:
-        reason = test_frame_missing(root, ref, img_ext)
+        reason = test_frame_missing(root, ref, img_ext, protocol, annotated_root)
         if reason:
             missing.append((ref, reason))
         else:
             used.append(ref)
     drives = drives_of(listed)
     on_disk = sum(1 for d in drives if kitti.drive_dir(root, d).is_dir())
-    return EvaluableFrames(test_list, root, listed, used, missing, len(drives), on_disk)
+    return EvaluableFrames(test_list, root, listed, used, missing, len(drives), on_disk, protocol)
 
 
 def coverage(listed: Sequence[FrameRef], used: Sequence[FrameRef], missing: Sequence[tuple[FrameRef, str]],
@@ -250,8 +261,26 @@ def split_raw(files: dict, test_refs: Sequence[FrameRef], img_ext: str) -> tuple
                    f"synthetic_gt/{drive}/depth_0{cam}/{ref.frame:010d}.png",
                    f"synthetic_gt/{drive}/semantic_0{cam}/{ref.frame:010d}.png",
                    *(f"{ref.folder.split('/')[0]}/{n}" for n in CALIB_FILES)}
+    wanted |= {annotation_key(ref) for ref in test_refs}
     test = {k: v for k, v in files.items() if k in wanted}
     return train, test
+
+
+def annotation_key(ref: FrameRef) -> str:
+    """Manifest key of the annotated depth of test frame ``ref`` (wherever it was found: in place or in
+    ``data.depth_annotated_root``): ``proj_depth/<date>/<drive>/image_0{2,3}/%010d.png``."""
+    return f"proj_depth/{ref.folder}/image_0{ref.cam}/{ref.frame:010d}.png"
+
+
+def annotation_files(root: str | Path, annotated_root: str | Path | None, test_refs: Sequence[FrameRef],
+                     state: ContentState) -> dict:
+    """``{annotation_key: MD5}`` of the annotated depth PNGs of the test frames that have one on disk."""
+    files = {}
+    for ref in test_refs:
+        path = kitti.improved_depth_path(root, annotated_root, ref)
+        if path is not None:
+            files[annotation_key(ref)] = state.md5(path)
+    return files
 
 
 def real_files(root: str | Path, folders: Sequence[str], test_refs: Sequence[FrameRef], img_ext: str,

@@ -70,14 +70,16 @@ def predict_sigmoids(net: nn.Module, images: Iterable[np.ndarray], height: int, 
 
 def evaluate_eigen(net: nn.Module, raw_root: Path, frames: Sequence[kitti.FrameRef], gt_depths: Sequence[np.ndarray],
                    height: int, width: int, img_ext: str, eval_cfg, disp_range: tuple[float, float],
-                   device="cpu", progress: bool = False) -> tuple[dict, list[dict], list[np.ndarray]]:
-    """Eigen protocol over a test split: (summary, per-image results, sigmoid predictions)."""
+                   device="cpu", progress: bool = False,
+                   protocol: str = "eigen") -> tuple[dict, list[dict], list[np.ndarray]]:
+    """Eigen (or ``eigen_benchmark``) protocol over a test split: (summary, per-image results, sigmoid
+    predictions)."""
     if len(frames) != len(gt_depths):
         raise ValueError(f"{len(frames)} test frames but {len(gt_depths)} GT maps: re-run the export_gt stage")
     images = (read_image(kitti.image_path(raw_root, f, img_ext)) for f in frames)
     sigmoids = predict_sigmoids(net, images, height, width, eval_cfg.batch_size, eval_cfg.post_process,
                                 device, progress, len(frames))
-    per_image = [evaluate_depth(s, gt, True, eval_cfg.min_depth, eval_cfg.max_depth, disp_range)
+    per_image = [evaluate_depth(s, gt, True, eval_cfg.min_depth, eval_cfg.max_depth, disp_range, protocol)
                  for s, gt in zip(sigmoids, gt_depths)]
     return summarise(per_image), per_image, sigmoids
 

@@ -10,6 +10,9 @@ Eigen protocol for one test frame (``evaluate_depth``)::
       mask = (1e-3 < gt < 80) ∩ Eigen crop;  ratio = median(gt) / median(pred);  pred ·= ratio
       pred clamped to [1e-3, 80];  abs_rel, sq_rel, rmse, rmse_log (ln), a1, a2, a3
 
+eigen_benchmark protocol (``protocol="eigen_benchmark"``, KITTI's annotated GT of Uhrig et al. 2017): the same,
+but mask = gt > 0 (no crop, no cap on the GT; the prediction is still clamped to [1e-3, 80]).
+
 Make3D protocol (``evaluate_make3d``)::
 
     σ --disp_scaled--> disparity --1/disp--> depth, cv2.resize nearest to (305 wide, 21 high)
@@ -36,6 +39,7 @@ from psdif.data.make3d import GRID_SHAPE
 from psdif.geometry import sigmoid_to_disparity
 from psdif.io import atomic_path
 
+PROTOCOLS = ("eigen", "eigen_benchmark")  # KITTI protocols of evaluate_depth (design.md §4.3)
 METRIC_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 MAKE3D_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log")
 
@@ -100,29 +104,45 @@ def eigen_crop_mask(h: int, w: int) -> np.ndarray:
     return mask
 
 
+def protocol_mask(gt: np.ndarray, protocol: str, min_depth: float, max_depth: float) -> np.ndarray:
+    """The pixels a protocol evaluates, bool [H, W] (design.md §4.3).
+
+    ``eigen``: ``min_depth < gt < max_depth`` inside the Eigen crop. ``eigen_benchmark`` (KITTI's annotated
+    GT, Monodepth2's ``mask = gt_depth > 0``): every annotated pixel, no crop and no cap on the GT.
+    """
+    if protocol == "eigen":
+        return (gt > min_depth) & (gt < max_depth) & eigen_crop_mask(*gt.shape)
+    if protocol == "eigen_benchmark":
+        return gt > 0
+    raise ValueError(f"unknown evaluation protocol {protocol!r}; one of {PROTOCOLS}")
+
+
 def evaluate_depth(pred_disp: np.ndarray, gt_depth: np.ndarray, median_scaling: bool = True,
                    min_depth: float = 1e-3, max_depth: float = 80.0,
-                   disp_range: tuple[float, float] = (0.1, 100.0)) -> dict:
-    """Eigen protocol for one image (design.md §4.3).
+                   disp_range: tuple[float, float] = (0.1, 100.0), protocol: str = "eigen") -> dict:
+    """Eigen (default) or eigen_benchmark protocol for one image (design.md §4.3).
 
     pred_disp: [h, w] the network's sigmoid output at network size (e.g. 192×640).
-    gt_depth: [H, W] metres, 0 where there is no LiDAR point (e.g. 375×1242).
+    gt_depth: [H, W] metres, 0 where there is no depth (e.g. 375×1242): LiDAR projected for ``eigen``,
+    KITTI's annotated depth (:func:`psdif.data.kitti.read_improved_depth`) for ``eigen_benchmark``.
     min_depth, max_depth: evaluation range (1e-3, 80 m); disp_range: the model's (min, max) depth used to
-    scale the sigmoid (0.1, 100 m). With ``median_scaling`` the prediction is multiplied by
-    ``median(gt)/median(pred)`` over the valid pixels before clamping; otherwise ratio = 1.
-    Returns the seven metrics of ``compute_depth_errors`` plus ``ratio`` (float64).
+    scale the sigmoid (0.1, 100 m). The pixels evaluated are :func:`protocol_mask`'s. With ``median_scaling``
+    the prediction is multiplied by ``median(gt)/median(pred)`` over those pixels before clamping to
+    [min_depth, max_depth]; otherwise ratio = 1. Returns the seven metrics of ``compute_depth_errors`` plus
+    ``ratio`` (float64).
     """
     sigmoid = _as_2d("pred_disp", pred_disp).astype(np.float32)
     gt = _as_2d("gt_depth", gt_depth).astype(np.float64)
     gt_h, gt_w = gt.shape
+    mask = protocol_mask(gt, protocol, min_depth, max_depth)
     disp = sigmoid_to_disp(sigmoid, *disp_range)
     disp = cv2.resize(disp, (gt_w, gt_h), interpolation=cv2.INTER_LINEAR)
     pred = 1.0 / disp.astype(np.float64)
-    mask = (gt > min_depth) & (gt < max_depth) & eigen_crop_mask(gt_h, gt_w)
     gt_valid, pred_valid = gt[mask], pred[mask]
     if gt_valid.size == 0:
-        raise ValueError(f"gt_depth [{gt_h}, {gt_w}] has no pixel in ({min_depth}, {max_depth}) m inside "
-                         "the Eigen crop; check the GT export")
+        where = ("annotated (> 0)" if protocol == "eigen_benchmark"
+                 else f"in ({min_depth}, {max_depth}) m inside the Eigen crop")
+        raise ValueError(f"gt_depth [{gt_h}, {gt_w}] has no pixel {where}; check the GT export")
     ratio = float(np.median(gt_valid) / np.median(pred_valid)) if median_scaling else 1.0
     pred_valid = np.clip(pred_valid * ratio, min_depth, max_depth)
     errors = compute_depth_errors(gt_valid, pred_valid)
@@ -434,12 +454,13 @@ def summarise_boundaries(per_image: Sequence[dict]) -> dict:
 # ------------------------------------------------------------------------------------------ ragged GT I/O
 
 def save_gt_depths(path: str | Path, depths: Sequence[np.ndarray], frames: Sequence[str] | None = None,
-                   listed: int | None = None) -> None:
+                   listed: int | None = None, protocol: str | None = None) -> None:
     """Write a list of GT depth maps [H_i, W_i] (m; sizes may differ) to ``path`` (.npz), atomically.
 
     Layout (no object arrays, so ``np.load`` needs no ``allow_pickle``): ``values`` float32 [ΣH_i·W_i]
     (maps flattened in C order, concatenated), ``shapes`` int64 [N, 2]; with ``frames``, the split line of
-    each map (``frames`` str [N]) and ``listed``, how many lines the test list had (int64 scalar).
+    each map (``frames`` str [N]) and ``listed``, how many lines the test list had (int64 scalar); with
+    ``protocol``, the protocol the maps are the GT of (``eigen`` / ``eigen_benchmark``, a str scalar).
     """
     arrays = [np.asarray(d, dtype=np.float32) for d in depths]
     for i, d in enumerate(arrays):
@@ -453,6 +474,10 @@ def save_gt_depths(path: str | Path, depths: Sequence[np.ndarray], frames: Seque
     if frames is not None:
         extra["frames"] = np.array(list(frames), dtype=str).reshape(-1)
         extra["listed"] = np.int64(len(frames) if listed is None else listed)
+    if protocol is not None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown evaluation protocol {protocol!r}; one of {PROTOCOLS}")
+        extra["protocol"] = np.array(protocol)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no ".npz"
         np.savez_compressed(f, values=values, shapes=shapes, **extra)
 
@@ -468,6 +493,12 @@ def load_gt_frames(path: str | Path) -> tuple[list[str], int]:
             raise ValueError(f"{path}: no list of the frames it holds (written by an older export_gt); re-run "
                              "`dvc repro -f export_gt`")
         return [str(f) for f in data["frames"]], int(data["listed"])
+
+
+def load_gt_protocol(path: str | Path) -> str:
+    """The protocol a ``save_gt_depths`` file holds the GT of (``eigen`` for a file that does not say)."""
+    with np.load(path, allow_pickle=False) as data:
+        return str(data["protocol"]) if "protocol" in data.files else "eigen"
 
 
 def load_gt_depths(path: str | Path) -> list[np.ndarray]:

@@ -159,7 +159,7 @@ def _metrics(path: Path, obj, keys: Sequence[str], where: str = "") -> dict:
     for k in ("n_images", "test_listed"):
         if isinstance(obj.get(k), int) and not isinstance(obj[k], bool):
             out[k] = obj[k]
-    for k in ("test_split", "test_set"):
+    for k in ("test_split", "test_set", "protocol"):
         if isinstance(obj.get(k), str):
             out[k] = obj[k]
     spread = obj.get("std")
@@ -446,6 +446,34 @@ def collapsed_note(eval_dir: Path, variants: Sequence[str]) -> list[str]:
             "run'), so the row measures a failed run, not the variant."]
 
 
+EIGEN_TITLE = "Table 1 — Eigen protocol (Garg crop, depth capped at 80 m)"
+BENCHMARK_TITLE = ("Table 1 — KITTI improved ground truth (eigen_benchmark protocol: annotated depth of Uhrig et "
+                   "al. 2017, no crop, prediction capped at 80 m)")
+
+
+def _protocols(runs: dict) -> set[str]:
+    """The KITTI protocols of this run's evaluated Table 1 rows (``eigen`` for a file that does not say)."""
+    return {runs[v][0].get("protocol", "eigen") for v in TABLE1_RUN if runs[v][0] is not None}
+
+
+def table1_title(runs: dict) -> str:
+    """Table 1's protocol, in its title: the Eigen protocol, or the improved GT's when every row used it."""
+    return BENCHMARK_TITLE if _protocols(runs) == {"eigen_benchmark"} else EIGEN_TITLE
+
+
+def protocol_note(runs: dict) -> list[str]:
+    """Under Table 1: what the eigen_benchmark protocol is, and that the paper's rows used the Eigen one."""
+    found = _protocols(runs)
+    if "eigen_benchmark" not in found:
+        return []
+    mixed = (" WARNING: some of this run's rows used the Eigen protocol and some eigen_benchmark; they are not "
+             "comparable." if len(found) > 1 else "")
+    return ["eigen_benchmark protocol (Monodepth2's): GT = KITTI's annotated depth (Uhrig et al. 2017), every "
+            "annotated pixel (no Eigen crop, no cap on the GT), per-image median scaling, prediction clamped to "
+            "[1e-3, 80] m. The paper's rows were measured with the Eigen protocol on raw LiDAR GT: not "
+            f"comparable with these.{mixed}"]
+
+
 def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label: Optional[str] = None,
                  coverage: Optional[dict] = None) -> list[Table]:
     """Read ``eval_dir`` and assemble Tables 1–3 (see module docstring).
@@ -473,14 +501,14 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
     t1_rows = [_run_row(*RUN_METHODS[v], source(v), runs[v][0], METRIC_KEYS, tail) for v in TABLE1_RUN]
     t1_rows += [_paper_row(r, True, len(tail)) for r in PAPER_TABLE1]
     sets1 = _test_sets(runs, TABLE1_RUN)
-    t1 = Table("table1", titled("Table 1", sets1, "KITTI Eigen split, 697 images, depth capped at 80 m"),
+    t1 = Table("table1", titled(table1_title(runs), sets1, "KITTI Eigen split, 697 images, depth capped at 80 m"),
                ["Method", "Sup", "Data"] + kitti_cols + ratio_cols, t1_rows, 3,
                _mixed_note(sets1) + collapsed_note(eval_dir, [v for v in TABLE1_RUN if v in VARIANTS]) +
                [legend, "Per-image median scaling; ratio med / std = median of the scale ratios and the std of "
                         "ratio/median (Monodepth2 convention).",
                 f"Rows marked '{PUBLISHED}' are copied from the paper (J. Imaging 2025, 11(7), 218); they are "
                 f"comparable with this run only when it used {REAL_KITTI}, test split eigen, all 697 frames.",
-                *spread_note] + coverage_note(coverage))
+                *protocol_note(runs), *spread_note] + coverage_note(coverage))
 
     m3d_keys = list(MAKE3D_KEYS)
 
