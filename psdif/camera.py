@@ -14,7 +14,7 @@ Formats (:func:`read_camera` tells them apart by their content, not by their nam
 - a mapping (or a YAML file of one) ``{fx, fy, cx, cy, width, height[, distortion]}`` or
   ``{hfov_deg, width, height}`` (a guess, :meth:`Camera.from_hfov`).
 
-Conventions (docs/design.md, "Camera files"): pixel (u, v) is the centre of column u, row v (integer centres,
+Conventions (design.md §4.7): pixel (u, v) is the centre of column u, row v (integer centres,
 OpenCV's and KITTI's convention, and the one ``psdif.geometry`` warps with), so an image of width W spans
 [-0.5, W - 0.5] and its centre is (W - 1) / 2. Distortion coefficients are in OpenCV's order
 (k1, k2, p1, p2[, k3[, k4, k5, k6[, s1..s4[, tx, ty]]]]); ``None`` means none.
