@@ -352,6 +352,20 @@ def test_calibrate_names_a_missing_input_and_a_bad_pattern(tmp_path, capsys):
     assert parse_pattern("9x6") == (9, 6)
 
 
+def test_calibrate_names_a_frame_of_another_size_and_an_undecodable_image(tmp_path, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "000.png"), np.full((480, 640), 110, np.uint8))
+    cv2.imwrite(str(frames / "001.png"), np.full((240, 320), 110, np.uint8))
+    out = tmp_path / "camera.yaml"
+    assert main(["calibrate", str(frames), "--pattern", "9x6", "--out", str(out), "--every", "1"]) == 2
+    assert "frame 1 is 320x240, the first was 640x480" in capsys.readouterr().err
+    (frames / "001.png").write_bytes(b"not a png")
+    assert main(["calibrate", str(frames), "--pattern", "9x6", "--out", str(out), "--every", "1"]) == 2
+    assert "001.png: cannot decode this image" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_refusal_reasons_by_hand():
     good = Camera(500, 500, 319.5, 239.5, 640, 480, (0.0, 0.0, 0.0, 0.0, 0.0))
     assert refusal(Calibration(good, rms=0.3, views=12, coverage=0.5)) is None
