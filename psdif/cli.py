@@ -7,6 +7,7 @@
                                     as its stage will), writing nothing; use it after a failed `dvc exp run -S`
     psdif dvc-yaml                  regenerate dvc.yaml (which stage reads which params and files)
     psdif predict ...               depth for images, folders or a video (see ``psdif predict -h``)
+    psdif calibrate VIDEO ...       camera intrinsics from a checkerboard video (see ``psdif calibrate -h``)
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ def main(argv=None) -> int:
     p = sub.add_parser("dvc-yaml", help="regenerate dvc.yaml from psdif/pipeline.py")
     p.add_argument("-o", "--output", default="dvc.yaml")
     p.set_defaults(func=cmd_dvc_yaml)
-    from psdif import export, predict
+    from psdif import calibrate, export, predict
 
     predict.add_parser(sub)
     export.add_parser(sub)
+    calibrate.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
