@@ -1,7 +1,7 @@
 """The ``psdif`` command and the shared entry of the stage scripts.
 
     psdif preset embedded|paper     write params.yaml from a preset (the one switch to real KITTI); a
-                                    params.yaml that differs is kept as params.yaml.<date-time>.bak
+                                    params.yaml that differs is kept as .psdif/backups/params.yaml.<date-time>.bak
     psdif check-params [FILE]       validate params.yaml (every stage also does this at start)
     psdif check [FILE]              what the check stage checks: params.yaml and every file it names (opened
                                     as its stage will), writing nothing; use it after a failed `dvc exp run -S`
@@ -22,11 +22,17 @@ from pathlib import Path
 from psdif.config import ParamsError, load_params, preset_path
 
 
+BACKUPS = Path(".psdif") / "backups"  # beside params.yaml, out of the repository root (git ignores .psdif/)
+
+
 def backup_path(dest: Path, now: datetime | None = None) -> Path:
-    """A new, unused ``<dest>.<YYYYmmdd-HHMMSS>[-N].bak`` beside ``dest``, created empty (never an old one)."""
+    """A new, unused ``.psdif/backups/<dest name>.<YYYYmmdd-HHMMSS>[-N].bak`` in ``dest``'s folder, created
+    empty (never an old one)."""
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    folder = dest.parent / BACKUPS
+    folder.mkdir(parents=True, exist_ok=True)
     for n in range(10_000):
-        backup = dest.with_name(f"{dest.name}.{stamp}{f'-{n}' if n else ''}.bak")
+        backup = folder / f"{dest.name}.{stamp}{f'-{n}' if n else ''}.bak"
         try:
             with open(backup, "x"):  # exclusive create: an existing backup is never reused
                 return backup

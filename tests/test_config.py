@@ -95,7 +95,8 @@ def test_cli_preset_and_check(tmp_path):
     r = run("check-params", str(out))
     assert r.returncode == 2 and "loss.mu33" in r.stderr and "did you mean loss.mu3" in r.stderr
     r = run("preset", "paper", "-o", str(out))
-    backups = list(tmp_path.glob("params.yaml.*.bak"))
+    backups = list(tmp_path.glob(".psdif/backups/params.yaml.*.bak"))
+    assert not list(tmp_path.glob("*.bak"))  # nothing left in the project root
     assert r.returncode == 0 and len(backups) == 1 and str(backups[0]) in r.stdout
     assert "mu33" in backups[0].read_text()
     r = run("preset", "nope", "-o", str(out))
@@ -113,7 +114,7 @@ def test_preset_never_overwrites_an_earlier_backup(tmp_path, capsys):
     first = capsys.readouterr().out
     assert main(["preset", "embedded", "-o", str(out)]) == 0  # within the same second as the first
     second = capsys.readouterr().out
-    backups = sorted(tmp_path.glob("params.yaml.*.bak"))
+    backups = sorted(tmp_path.glob(".psdif/backups/params.yaml.*.bak"))
     assert len(backups) == 2, backups
     contents = {b.read_text() for b in backups}
     assert contents == {mine, config.preset_path("paper").read_text()}
@@ -123,7 +124,7 @@ def test_preset_never_overwrites_an_earlier_backup(tmp_path, capsys):
     assert out.read_text() == config.preset_path("embedded").read_text()
     # a third switch with identical content writes no backup at all
     assert main(["preset", "embedded", "-o", str(out)]) == 0
-    assert len(list(tmp_path.glob("params.yaml.*.bak"))) == 2
+    assert len(list(tmp_path.glob(".psdif/backups/params.yaml.*.bak"))) == 2
 
 
 @pytest.mark.parametrize("section,key,value,message", [
