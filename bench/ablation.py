@@ -5,8 +5,8 @@ power").
 Reads ``metrics/eval/<row>.json`` of a multi-seed run (``per_seed``: one evaluation per seed, written by the
 evaluate stage). The experiment that BENCHMARKS.md reports, on the embedded default (one line, 2-core CPU):
 
-    dvc exp run -S 'train.seeds=[0,1,2,3,4,5,6]' evaluate_baseline evaluate_msfan evaluate_full
-    python bench/ablation.py --rows baseline,msfan,full --pairs msfan:baseline,full:baseline,full:msfan
+    dvc exp run -S 'train.seeds=[0,1,2,3,4,5]'
+    python bench/ablation.py
 
 Each pair is the row minus the reference over the seeds both rows trained with (same data order and
 augmentation draws): mean difference, its 95% interval (t, n - 1 degrees of freedom), the two-sided paired
@@ -23,6 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+ROWS = ("baseline", "msfan", "msfan_seg", "msfan_seg_psdifm", "full")
+# each row against the baseline, each addition against the row below it, and all semantic guidance at once
+PAIRS = (("msfan", "baseline"), ("msfan_seg", "baseline"), ("msfan_seg_psdifm", "baseline"), ("full", "baseline"),
+         ("msfan_seg", "msfan"), ("msfan_seg_psdifm", "msfan_seg"), ("full", "msfan_seg_psdifm"), ("full", "msfan"))
 # (key, where in an evaluation, label, lower is better)
 METRICS = [
     ("abs_rel", (), "abs_rel (Eigen, all pixels)", True),
@@ -111,8 +115,8 @@ def report(eval_dir: Path, rows: list[str], pairs: list[tuple[str, str]]) -> tup
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--eval-dir", default="metrics/eval", type=Path)
-    parser.add_argument("--rows", default="baseline,msfan,full")
-    parser.add_argument("--pairs", default="msfan:baseline,full:baseline,full:msfan",
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--pairs", default=",".join(f"{a}:{b}" for a, b in PAIRS),
                         help="row:reference pairs, comma-separated")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
