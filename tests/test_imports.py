@@ -24,6 +24,8 @@ LAYER_RULES = {
     "psdif.data*": ["psdif.models*", "psdif.evaluation*", "psdif.predict", "psdif.losses", *TRAINING, *GLUE],
     # camera files (the data layer's, for the video ingest to come): no networks, no training, no pipeline
     "psdif.camera": ["psdif.models*", "psdif.evaluation*", "psdif.predict", "psdif.losses", *TRAINING, *GLUE],
+    # the video ingest (clips to KITTI-layout drives): the data layer's, like the camera files
+    "psdif.video": ["psdif.models*", "psdif.evaluation*", "psdif.predict", "psdif.losses", *TRAINING, *GLUE],
     "psdif.semantics*": ["psdif.models*", "psdif.evaluation*", "psdif.predict", "psdif.losses", *TRAINING, *GLUE],
     # evaluation uses networks, data and the losses' geometry (Algorithm 1 for Figure 5), never the training loop
     # or the pipeline
