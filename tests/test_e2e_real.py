@@ -155,7 +155,9 @@ def test_results_say_what_they_measured(run):
     for row in t1[:4]:
         assert row[2] == "this run — KITTI raw, test split mine" and row[-1] == "2"
     t3 = _table_rows(dest / "metrics/tables/table3.md")
-    assert all(r[1] == "this run — KITTI raw, test split mine" and r[-1] == "2" for r in t3[:5])
+    # Method, Data, seven metrics, ratio med, ratio std, images, then the boundary columns: no dense GT on KITTI
+    assert all(r[1] == "this run — KITTI raw, test split mine" and r[11] == "2" for r in t3[:5])
+    assert all(r[12:15] == ["n/a (sparse GT)"] * 3 for r in t3[:5])
     text = {t: (dest / "metrics/tables" / f"table{t}.md").read_text(encoding="utf-8") for t in (1, 2, 3)}
     assert "different test sets" not in text[1] + text[3]
     assert "4 of 4 listed train lines; 1 of 1 listed val lines; 2 of 2 listed test frames" in text[1]
