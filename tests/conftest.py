@@ -35,3 +35,13 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def kitti_mini(shared_data) -> Path:
     return shared_data / "kitti-mini"
+
+
+@pytest.fixture()
+def copy(kitti_mini, tmp_path):
+    """The sample as a user's read-only KITTI copy (writable again afterwards, so tmp_path can be removed)."""
+    from tests.kitti_copy import make_writable, read_only_copy
+
+    root = read_only_copy(kitti_mini, tmp_path / "my_kitti")
+    yield root
+    make_writable(root)

@@ -14,16 +14,9 @@ import pytest
 import yaml
 
 from psdif.data import kitti
-from tests.kitti_copy import DRIVE, REPO, make_writable, paper_params, read_only_copy, run_stage, write_lists
+from tests.kitti_copy import DRIVE, REPO, paper_params, run_stage, write_lists
 
 SPLITS = REPO / "psdif" / "splits"
-
-
-@pytest.fixture()
-def copy(kitti_mini, tmp_path):
-    root = read_only_copy(kitti_mini, tmp_path / "my_kitti")
-    yield root
-    make_writable(root)
 
 
 def _project(tmp_path: Path, raw_root: Path, test_split="eigen", splits_dir=SPLITS, **sections) -> Path:

@@ -21,8 +21,7 @@ from psdif.data import kitti
 from psdif.data.ondisk import NO_ANNOTATION, evaluable_test_frames
 from psdif.reports import read_report
 from psdif.evaluation.metrics import PROTOCOLS, evaluate_depth, load_gt_depths, load_gt_frames, load_gt_protocol
-from tests.kitti_copy import (DRIVE, ArchiveServer, make_writable, paper_params, read_only_copy, run_stage,
-                              write_lists)
+from tests.kitti_copy import DRIVE, ArchiveServer, paper_params, run_stage, write_lists
 
 ANNOTATED = "depth_groundtruth"  # below the sample: <drive>/proj_depth/groundtruth/image_02/%010d.png
 FRAMES = (5, 25)                 # the sample's annotated frames
@@ -191,13 +190,6 @@ def _project(tmp_path: Path, raw: Path, **download) -> Path:
     write_lists(project / "my_splits" / "mine", train=[f"{DRIVE} {i} l" for i in (1, 2, 3)],
                 test=[f"{DRIVE} 5 l", f"{DRIVE} 4 l", f"{DRIVE} 25 l"])
     return project
-
-
-@pytest.fixture()
-def copy(kitti_mini, tmp_path):
-    root = read_only_copy(kitti_mini, tmp_path / "my_kitti")
-    yield root
-    make_writable(root)
 
 
 def test_export_gt_and_evaluation_on_the_annotated_depth(kitti_mini, copy, tmp_path):

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from tests.kitti_copy import (DRIVE, REPO, ArchiveServer, env, kitti_archives, make_writable, paper_params,
-                              read_only_copy, run_stage, snapshot, write_lists)
+                              run_stage, snapshot, write_lists)
 
 TRAIN = [f"{DRIVE} {i} l" for i in (1, 2, 3)] + [f"{DRIVE} 2 r"]
 VAL = [f"{DRIVE} 4 l"]
@@ -35,14 +35,6 @@ def _project(tmp_path: Path, raw_root: Path, splits_dir="my_splits", train_split
             "test_split": test_split, "num_workers": 0, **sections.pop("data", {})}
     (project / "params.yaml").write_text(yaml.safe_dump(paper_params(data=data, **sections), sort_keys=False))
     return project
-
-
-@pytest.fixture()
-def copy(kitti_mini, tmp_path):
-    """The sample as a user's read-only KITTI copy (writable again afterwards, so tmp_path can be removed)."""
-    root = read_only_copy(kitti_mini, tmp_path / "my_kitti")
-    yield root
-    make_writable(root)
 
 
 def _load_stage(name: str):
