@@ -117,6 +117,15 @@ def protocol_mask(gt: np.ndarray, protocol: str, min_depth: float, max_depth: fl
     raise ValueError(f"unknown evaluation protocol {protocol!r}; one of {PROTOCOLS}")
 
 
+def depth_at(pred_disp: np.ndarray, shape: tuple[int, int], disp_range: tuple[float, float] = (0.1, 100.0)
+             ) -> np.ndarray:
+    """The prediction as depth [H, W] (float64, unscaled) at the GT's ``shape``: the sigmoid [h, w] turned into
+    disparity over ``disp_range``, resized bilinearly to (W, H) and inverted (the Eigen protocol's order)."""
+    sigmoid = _as_2d("pred_disp", pred_disp).astype(np.float32)
+    disp = cv2.resize(sigmoid_to_disp(sigmoid, *disp_range), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return 1.0 / disp.astype(np.float64)
+
+
 def evaluate_depth(pred_disp: np.ndarray, gt_depth: np.ndarray, median_scaling: bool = True,
                    min_depth: float = 1e-3, max_depth: float = 80.0,
                    disp_range: tuple[float, float] = (0.1, 100.0), protocol: str = "eigen") -> dict:
@@ -131,13 +140,10 @@ def evaluate_depth(pred_disp: np.ndarray, gt_depth: np.ndarray, median_scaling: 
     [min_depth, max_depth]; otherwise ratio = 1. Returns the seven metrics of ``compute_depth_errors`` plus
     ``ratio`` (float64).
     """
-    sigmoid = _as_2d("pred_disp", pred_disp).astype(np.float32)
     gt = _as_2d("gt_depth", gt_depth).astype(np.float64)
     gt_h, gt_w = gt.shape
     mask = protocol_mask(gt, protocol, min_depth, max_depth)
-    disp = sigmoid_to_disp(sigmoid, *disp_range)
-    disp = cv2.resize(disp, (gt_w, gt_h), interpolation=cv2.INTER_LINEAR)
-    pred = 1.0 / disp.astype(np.float64)
+    pred = depth_at(pred_disp, gt.shape, disp_range)
     gt_valid, pred_valid = gt[mask], pred[mask]
     if gt_valid.size == 0:
         where = ("annotated (> 0)" if protocol == "eigen_benchmark"
@@ -355,10 +361,11 @@ def semantic_band(labels: np.ndarray, width: int = BAND_PX) -> np.ndarray:
 
 
 def _abs_rel_a1(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """abs_rel and a1 of :func:`compute_depth_errors`; (nan, nan) for an empty set of pixels."""
     if gt.size == 0:
         return float("nan"), float("nan")
-    return (float(np.mean(np.abs(gt - pred) / gt)),
-            float(np.mean(np.maximum(gt / pred, pred / gt) < 1.25)))
+    errors = compute_depth_errors(gt, pred)
+    return errors["abs_rel"], errors["a1"]
 
 
 def class_key(label: int, names: Sequence[str] = ()) -> str:
@@ -383,11 +390,23 @@ def band_errors(gt_depth: np.ndarray, pred_depth: np.ndarray, labels: np.ndarray
     labels = _as_2d("labels", labels)
     if not gt.shape == pred.shape == labels.shape:
         raise ValueError(f"gt_depth {gt.shape}, pred_depth {pred.shape} and labels {labels.shape} differ in shape")
+    valid, pred = _median_scaled(gt, pred, min_depth, max_depth)
+    return _band_errors(gt, pred, valid, labels, width, names)
+
+
+def _median_scaled(gt: np.ndarray, pred: np.ndarray, min_depth: float, max_depth: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(valid pixels min_depth < gt < max_depth, the prediction median-scaled over them and clamped)."""
     valid = (gt > min_depth) & (gt < max_depth)
     if not valid.any():
         raise ValueError(f"gt_depth [{gt.shape[0]}, {gt.shape[1]}] has no pixel in ({min_depth}, {max_depth}) m")
     ratio = float(np.median(gt[valid]) / np.median(pred[valid]))
-    pred = np.clip(pred * ratio, min_depth, max_depth)
+    return valid, np.clip(pred * ratio, min_depth, max_depth)
+
+
+def _band_errors(gt: np.ndarray, pred: np.ndarray, valid: np.ndarray, labels: np.ndarray, width: int,
+                 names: Sequence[str]) -> dict:
+    """:func:`band_errors` of an already scaled prediction."""
     band = semantic_band(labels, width)
     out = {}
     for name, mask in (("band", valid & band), ("off_band", valid & ~band)):
@@ -411,14 +430,12 @@ def evaluate_boundaries(pred_disp: np.ndarray, gt_depth: np.ndarray, labels: np.
     (:func:`depth_boundary_error` of the median-scaled prediction clamped to [min_depth, max_depth] against
     :func:`gt_depth_edges`).
     """
-    sigmoid = _as_2d("pred_disp", pred_disp).astype(np.float32)
     gt = _as_2d("gt_depth", gt_depth).astype(np.float64)
-    disp = cv2.resize(sigmoid_to_disp(sigmoid, *disp_range), (gt.shape[1], gt.shape[0]),
-                      interpolation=cv2.INTER_LINEAR)
-    pred = 1.0 / disp.astype(np.float64)
-    out = band_errors(gt, pred, labels, BAND_PX, min_depth, max_depth, names)
-    valid = (gt > min_depth) & (gt < max_depth)
-    scaled = np.clip(pred * np.median(gt[valid]) / np.median(pred[valid]), min_depth, max_depth)
+    labels = _as_2d("labels", labels)
+    if labels.shape != gt.shape:
+        raise ValueError(f"gt_depth {gt.shape} and labels {labels.shape} differ in shape")
+    valid, scaled = _median_scaled(gt, depth_at(pred_disp, gt.shape, disp_range), min_depth, max_depth)
+    out = _band_errors(gt, scaled, valid, labels, BAND_PX, names)
     out["dbe_acc"], out["dbe_comp"] = depth_boundary_error(gt_depth_edges(gt, max_depth), scaled)
     return out
 
