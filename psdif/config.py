@@ -76,7 +76,8 @@ def _check_depth_range(section: str, lo: float, hi: float) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    source: Literal["synthetic", "kitti"]   # synthetic: generated mini-KITTI; kitti: a real KITTI raw copy
+    source: Literal["synthetic", "kitti", "video"]  # synthetic: generated mini-KITTI; kitti: a real KITTI raw copy;
+    # video: your own clips (the video section), ingested into the KITTI raw layout by the download stage
     raw_root: str                            # KITTI raw layout root (generated or downloaded here)
     splits_dir: str                          # where split lists are read (kitti) or written (synthetic)
     train_split: str                         # name of the training split (eigen_zhou on KITTI)
@@ -86,8 +87,9 @@ class DataConfig:
     width: int = required(ge=64)                # network input width (multiple of 32)
     num_workers: int | Literal["auto"] = required(ge=0)  # loader processes per training process; auto: from the cores
     intrinsics: Literal["calib", "kitti_normalised"]  # K from calib_cam_to_cam.txt P_rect, or Monodepth2's fixed K (design.md §4.2)
-    test_protocol: Literal["auto", "eigen", "eigen_benchmark"]  # test GT and protocol (design.md §4.3): eigen =
-    # GT from the velodyne scans, Eigen crop; eigen_benchmark = KITTI's annotated depth PNGs, no crop;
+    test_protocol: Literal["auto", "eigen", "eigen_benchmark", "photometric"]  # test GT and protocol (design.md
+    # §4.3): eigen = GT from the velodyne scans, Eigen crop; eigen_benchmark = KITTI's annotated depth PNGs, no crop;
+    # photometric = no depth GT (your own videos): the masked photometric reprojection error of the test clips;
     # auto = eigen_benchmark when test_split is named eigen_benchmark, else eigen
     depth_annotated_root: Optional[str]  # annotated depth (data_depth_annotated.zip unpacked: <drive>/proj_depth/...
     # or train|val/<drive>/proj_depth/...); null = in place in raw_root (<date>/<drive>/proj_depth/...)
@@ -130,6 +132,45 @@ class SyntheticConfig:
     test_frames_per_drive: int = required(ge=1)  # frames of each test drive listed in the test split
     supersample: int = required(ge=1, le=4)      # anti-aliasing: s x s samples per pixel
     make3d_images: int = required(ge=0)          # cross-domain Make3D-format test images (campus style)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoConfig:
+    """Your own videos (``data.source: video``; psdif/video.py, design.md §4.8): clips -> drives in data.raw_root."""
+    clips: Optional[str]            # folder of clips: .mp4 .mov .mkv .avi files, or folders of numbered images
+    camera: Optional[str]           # camera file of the clips (OpenCV YAML/XML, ROS camera_info, KITTI calib, psdif YAML)
+    intrinsics: Optional[list[float]]  # or inline: [fx, fy, cx, cy, width, height] (pixels, at that size)
+    hfov: Optional[float] = required(gt=1, lt=179)  # or a guessed horizontal field of view (degrees): every
+    # table and log then says the intrinsics were guessed
+    fps: Optional[float] = required(gt=0)        # sampling rate of the clips (KITTI: 10); null = every frame
+    folder_fps: Optional[float] = required(gt=0)  # frame rate of image-folder clips; null = each image an instant
+    width: Optional[int] = required(ge=32)      # written frame size; null (both) = the most common clip size
+    height: Optional[int] = required(ge=32)
+    test_clips: list[str]           # clip names held out for testing (file or folder names); [] = test_fraction
+    val_fraction: float = required(ge=0, lt=1)   # share of the other clips validated on (whole clips)
+    test_fraction: float = required(ge=0, lt=1)  # share of clips held out when test_clips is []
+    split_seed: int = _seed()
+    gt_depth: Optional[str]         # optional depth GT: <gt_depth>/<clip name without extension>/<k:010d>.png
+    # (16-bit, metres x 256, KITTI's format) or .npy (metres), k = the decoded frame index in the clip
+    cut_threshold: float = required(gt=0)        # mean |grey difference| (0-255) that starts a new drive
+    duplicate_threshold: float = required(ge=0)  # below it a frame repeats the previous one and is dropped
+
+    def __post_init__(self):
+        given = [k for k in ("camera", "intrinsics", "hfov") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ParamsError(f"video: {' and '.join('video.' + k for k in given)} are both given; give one "
+                              "(a camera file is best, intrinsics inline next, a field-of-view guess last)")
+        if self.intrinsics is not None and len(self.intrinsics) != 6:
+            raise ParamsError(f"video.intrinsics={self.intrinsics} must be [fx, fy, cx, cy, width, height]")
+        if (self.width is None) != (self.height is None):
+            raise ParamsError(f"video.width={self.width}, video.height={self.height}: give both or neither "
+                              "(null = the most common clip size)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ParamsError(f"video.val_fraction + video.test_fraction = "
+                              f"{self.val_fraction + self.test_fraction} leaves no clip to train on; keep it below 1")
+        if self.cut_threshold <= self.duplicate_threshold:
+            raise ParamsError(f"video.cut_threshold={self.cut_threshold} must be above "
+                              f"video.duplicate_threshold={self.duplicate_threshold}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,6 +355,7 @@ class Params:
     data: DataConfig
     download: DownloadConfig
     synthetic: SyntheticConfig
+    video: VideoConfig
     filter: FilterConfig
     pseudolabel: PseudolabelConfig
     boundary: BoundaryConfig
@@ -333,6 +375,11 @@ class Params:
             if self.data.source != "synthetic":
                 raise ParamsError("pseudolabel.labeller=oracle needs data.source: synthetic (only the generator "
                                   "has semantic ground truth); use labeller: teacher with a checkpoint on KITTI")
+        if self.data.source == "video":
+            self._check_video()
+        elif self.data.test_protocol == "photometric":
+            raise ParamsError(f"data.test_protocol: photometric is for data.source: video without depth GT; "
+                              f"{self.data.source} data has depth GT (use auto)")
         if self.download.depth_annotated and not self.data.depth_annotated_root:
             raise ParamsError("download.depth_annotated: true needs data.depth_annotated_root: the folder "
                               "data_depth_annotated.zip is extracted into (it is never written into the raw copy)")
@@ -359,6 +406,28 @@ class Params:
             raise ParamsError(f"train.batch_size={self.train.batch_size} is more than the {frames} generated "
                               "training frames (synthetic.train_drives x frames_per_drive): no full batch; "
                               "lower train.batch_size or generate more frames")
+
+    def _check_video(self):
+        v, problems = self.video, []
+        if v.clips is None:
+            problems.append("data.source: video needs video.clips, the folder of your clips "
+                            "(`psdif preset video --videos DIR --camera FILE` writes it)")
+        if v.camera is None and v.intrinsics is None and v.hfov is None:
+            problems.append("data.source: video needs the camera: video.camera (a camera file; `psdif calibrate` "
+                            "makes one), video.intrinsics [fx, fy, cx, cy, width, height], or a guessed video.hfov")
+        want = "eigen_benchmark" if v.gt_depth else "photometric"
+        if self.data.protocol != want:
+            why = ("video.gt_depth is given: its depth is the test GT" if v.gt_depth
+                   else "video.gt_depth is null: no depth GT, the score is photometric")
+            problems.append(f"data.test_protocol={self.data.test_protocol}: {why}; set data.test_protocol: {want}")
+        if v.gt_depth and self.data.depth_annotated_root:
+            problems.append("data.depth_annotated_root must be null with data.source: video (the ingest writes "
+                            "the depth of video.gt_depth in place, under data.raw_root)")
+        if self.data.intrinsics != "calib":
+            problems.append("data.source: video needs data.intrinsics: calib (the ingest writes each drive's "
+                            "calibration; KITTI's fixed intrinsics describe another camera)")
+        if problems:
+            raise ParamsError(problems[0], problems)
 
 
 # ----------------------------------------------------------------------------------------------- validation

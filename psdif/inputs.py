@@ -60,9 +60,9 @@ SOURCES = {
 # ------------------------------------------------------------------------------------------ files
 
 def _load_checkpoint(path: Path, p: Params) -> None:
-    from psdif.semantics.deeplab import load_cityscapes_deeplab
+    from psdif.semantics.teacher import load_labeller
 
-    load_cityscapes_deeplab(path)
+    load_labeller(path)
 
 
 def _load_encoder(path: Path, p: Params) -> None:
@@ -85,7 +85,8 @@ def _load_pose(path: Path, p: Params) -> None:
 def _target(key: str, p: Params) -> tuple[str, Callable[[Path, Params], None]]:
     """(what the file must load into, the loader) for a params key naming a file."""
     if key == CHECKPOINT_KEY:
-        return "DeepLabv3+ / ResNet-101 OS16 (the pseudolabel stage's loader)", _load_checkpoint
+        return ("DeepLabv3+ / ResNet-101 OS16 or a psdif teacher.pt (the pseudolabel stage's loader)",
+                _load_checkpoint)
     if key == ENCODER_KEY:
         return f"MSFAN encoder, model.msfan_size {p.model.msfan_size}", _load_encoder
     return (f"pose encoder (model.pose_width {p.model.pose_width:g}) and baseline encoder "

@@ -97,7 +97,7 @@ LINE_TEMPLATE, BAR_TEMPLATE = "lines_by_variant", "bar_horizontal_zero"
 EVAL_KEYS = ["eval.min_depth", "eval.max_depth", "eval.post_process", "eval.batch_size", "eval.make3d_root",
              "eval.make3d_max_depth", "eval.make3d_urls"]
 EVAL_PARAMS = [*EVAL_KEYS, "data.raw_root", "data.height", "data.width", "data.img_ext", "data.test_split",
-               "data.source", "data.test_protocol"]
+               "data.source", "data.test_protocol", "video.hfov"]  # video.hfov: the rows say "guessed intrinsics"
 # where the test GT comes from (Eigen: velodyne scans; eigen_benchmark: annotated depth PNGs, design.md §4.3)
 TEST_GT_PARAMS = ["data.test_protocol", "data.depth_annotated_root"]
 # the pseudolabel keys that decide the labels (psdif.semantics.pseudolabel.labelling_config): not batch_size, which
@@ -183,7 +183,7 @@ def build() -> dict:
                         outs=[{f: {"cache": False, "persist": True}}
                               for f in [VALIDATED_PARAMS, *fingerprints, VALIDATED_FILES, PARAMS_OK]]),
         "download": _stage("stages/download.py", [VALIDATED_PARAMS], always_changed=True,
-                           params=data_params + TEST_GT_PARAMS + ["download", "synthetic", "eval.make3d_root",
+                           params=data_params + TEST_GT_PARAMS + ["download", "synthetic", "video", "eval.make3d_root",
                                                                   "eval.make3d_urls", "eval.make3d_sha256"],
                            outs=[{path: {"cache": False}} for path in (RAW_MANIFEST, RAW_TRAIN, RAW_TEST)]),
         "filter": _stage("stages/filter.py", [RAW_TRAIN, INPUT_LISTS, TEST_LIST],

@@ -11,7 +11,14 @@ starts a new drive. Drives are written as::
 
     <out_root>/<date>/calib_cam_to_cam.txt                      P_rect_02 / S_rect_02 of the written frames
     <out_root>/<date>/<date>_drive_NNNN_sync/image_02/data/%010d.png
-    <out_root>/<date>/<date>_drive_NNNN_sync/video_ingest.json   what the drive was made from (resuming)
+    <out_root>/<date>/<date>_drive_NNNN_sync/video_ingest.json   what the drive was made from (resuming), and
+                                                                 the decoded index of each written frame
+    <out_root>/<date>/<date>_drive_NNNN_sync/proj_depth/groundtruth/image_02/%010d.png   depth GT, when given
+
+Depth GT (optional, ``gt_dir``): ``<gt_dir>/<clip stem>/<k:010d>.png`` (16-bit, metres x 256: KITTI's annotated
+depth) or ``.npy`` (float metres) for decoded frame k of the clip, at the clip's stored size; it goes through the
+same undistortion, rotation, crop and resize as the frame (nearest neighbour: no depth is interpolated) and is
+written in KITTI's annotated-depth format in place, where the eigen_benchmark protocol reads it.
 
 ``<date>`` is ``video`` for the drives sharing the most common intrinsics, ``video_2``, ``video_3`` ... for
 drives whose written intrinsics differ (a portrait clip cropped to a landscape output): one calibration file
@@ -43,13 +50,14 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 DATE = "video"
 RECORD = "video_ingest.json"        # inside each drive: the clip's fingerprint and the settings it was made with
 TMP = ".video_ingest_tmp"           # under out_root: drives of the clip being written, renamed when it is complete
-INGEST_VERSION = 1
+INGEST_VERSION = 2
 MIN_FRAMES = 3                      # a drive needs (t-1, t, t+1)
 DUPLICATE_THRESHOLD = 0.5           # mean |grey difference| (0-255) below which a frame repeats the previous one
 CUT_THRESHOLD = 30.0                # mean |grey difference| (0-255) above which a scene cut starts a new drive
 SMALL_WIDTH = 64                    # the grey image both differences are measured on (area-averaged)
 TIME_TOLERANCE_MS = 1.0             # a frame this early still counts for a sampling instant
 FINGERPRINT_BYTES = 1 << 20         # sha256 of a clip's first MB (with its size and mtime)
+GT_DIR = "proj_depth/groundtruth/image_02"  # inside a drive: KITTI's annotated-depth layout (eigen_benchmark)
 ROTATIONS = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 
@@ -270,6 +278,22 @@ class FrameMapper:
         rgb = np.ascontiguousarray(bgr[y0:y0 + h, x0:x0 + w, ::-1])
         return resize_image(rgb, g.out.height, g.out.width)
 
+    def depth(self, depth: np.ndarray) -> np.ndarray:
+        """The same mapping for a depth map of a stored frame, by nearest neighbour (depths are never mixed)."""
+        g = self.geometry
+        if depth.shape != (g.stored.height, g.stored.width):
+            raise VideoError(f"a depth map of {depth.shape[1]}x{depth.shape[0]} for frames stored as "
+                             f"{g.stored.width}x{g.stored.height} (depth GT must be at the clip's stored size)")
+        if self.maps is not None:
+            depth = cv2.remap(depth, *self.maps, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if ROTATIONS[g.rotation] is not None:
+            depth = cv2.rotate(depth, ROTATIONS[g.rotation])
+        x0, y0, w, h = g.crop
+        depth = np.ascontiguousarray(depth[y0:y0 + h, x0:x0 + w])
+        if depth.shape != (g.out.height, g.out.width):
+            depth = cv2.resize(depth, (g.out.width, g.out.height), interpolation=cv2.INTER_NEAREST_EXACT)
+        return depth
+
 
 # ------------------------------------------------------------------------------------------ segments
 
@@ -285,13 +309,14 @@ def small_grey(rgb: np.ndarray) -> np.ndarray:
 def segment_frames(frames: Iterator[tuple[float, np.ndarray]], counts: Counter,
                    cut_threshold: float = CUT_THRESHOLD, duplicate_threshold: float = DUPLICATE_THRESHOLD
                    ) -> Iterator[tuple[int, float, np.ndarray]]:
-    """``(segment, time, rgb)`` of the written frames: repeats dropped, a new segment after each scene cut.
+    """``(segment, time, rgb)`` of the written frames: repeats dropped, a new segment after each scene cut
+    (``frames`` may carry more items after the image, ``(time, rgb, ...)``: they are passed on after it).
 
     With d the mean |grey difference| to the previous kept frame (:func:`small_grey`): d < duplicate_threshold
     is a repeat (``counts["repeats"]``), d > cut_threshold a cut (``counts["cuts"]``).
     """
     segment, previous = 0, None
-    for t, rgb in frames:
+    for t, rgb, *more in frames:
         grey = small_grey(rgb)
         if previous is not None:
             d = float(np.abs(grey - previous).mean())
@@ -302,7 +327,7 @@ def segment_frames(frames: Iterator[tuple[float, np.ndarray]], counts: Counter,
                 counts["cuts"] += 1
                 segment += 1
         previous = grey
-        yield segment, t, rgb
+        yield segment, t, rgb, *more
 
 
 # ------------------------------------------------------------------------------------------ drives
@@ -370,10 +395,18 @@ def date_folders(geometries: dict[str, ClipGeometry]) -> dict[str, str]:
     return {clip: names[k] for clip, k in zip(geometries, keys)}
 
 
-def _settings(camera: Camera, fps, folder_fps, size, cut_threshold, duplicate_threshold) -> dict:
+def _settings(camera: Camera, fps, folder_fps, size, cut_threshold, duplicate_threshold, gt_depth=None) -> dict:
     cam = {k: getattr(camera, k) for k in ("fx", "fy", "cx", "cy", "width", "height", "distortion")}
     return {"version": INGEST_VERSION, "camera": cam, "fps": fps, "folder_fps": folder_fps, "size": list(size),
-            "cut_threshold": cut_threshold, "duplicate_threshold": duplicate_threshold}
+            "cut_threshold": cut_threshold, "duplicate_threshold": duplicate_threshold,
+            "gt_depth": None if gt_depth is None else str(gt_depth)}
+
+
+def _gt_fingerprint(folder: Path | None) -> str | None:
+    """Names, sizes and mtimes of a clip's GT files (a changed GT file rewrites the clip's drives)."""
+    if folder is None or not folder.is_dir():
+        return None
+    return params_hash([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())])
 
 
 def _drive_name(date: str, number: int) -> str:
@@ -400,16 +433,62 @@ def complete_drives(out_root: Path, date: str, number: int, key: str, clip: str)
     return drives
 
 
+def gt_folder(gt_dir: str | Path | None, clip: Path) -> Path | None:
+    """``<gt_dir>/<clip stem>`` (a folder clip: its name), or None without GT."""
+    return None if gt_dir is None else Path(gt_dir) / (clip.name if clip.is_dir() else clip.stem)
+
+
+def read_gt_depth(folder: Path, index: int) -> np.ndarray | None:
+    """Depth (float32 metres, 0 = none) of decoded frame ``index`` from ``folder``, or None when it has none."""
+    npy, png = folder / f"{index:010d}.npy", folder / f"{index:010d}.png"
+    if npy.is_file():
+        try:
+            depth = np.load(npy, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise VideoError(f"{npy}: not a readable .npy array ({exc})") from None
+        if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.number):
+            raise VideoError(f"{npy}: depth must be a 2-D array of metres, got {depth.dtype} {depth.shape}")
+        depth = depth.astype(np.float32)
+        depth[~np.isfinite(depth) | (depth < 0)] = 0
+        return depth
+    if png.is_file():
+        from psdif.data.kitti import KittiError, read_improved_depth
+
+        try:
+            return read_improved_depth(png)
+        except KittiError as exc:
+            raise VideoError(str(exc)) from None
+    return None
+
+
+def depth_png(depth: np.ndarray) -> np.ndarray:
+    """float metres -> KITTI's annotated-depth encoding (uint16, metres x 256, 0 = none)."""
+    return np.clip(np.round(depth * 256.0), 0, 65535).astype(np.uint16)
+
+
 def _write_segments(probe: Probe, mapper: FrameMapper, tmp: Path, fps, folder_fps, cut_threshold,
-                    duplicate_threshold, counts: Counter) -> dict[int, list[float]]:
-    """Write every frame of the clip into ``tmp/<segment>/image_02/data``; returns segment -> frame times."""
-    times: dict[int, list[float]] = {}
-    frames = ((t, mapper(bgr)) for t, bgr in sample(iter_frames(probe.path, folder_fps), fps))
-    for seg, t, rgb in segment_frames(frames, counts, cut_threshold, duplicate_threshold):
-        stamps = times.setdefault(seg, [])
-        write_png(tmp / str(seg) / "image_02" / "data" / f"{len(stamps):010d}.png", rgb)
-        stamps.append(t)
-    return times
+                    duplicate_threshold, counts: Counter, gt: Path | None = None) -> dict[int, list[tuple]]:
+    """Write every frame of the clip into ``tmp/<segment>/image_02/data`` (and its depth GT, when the clip has
+    any, into ``tmp/<segment>/proj_depth/groundtruth/image_02``); returns segment -> ``(time, decoded index)``
+    of each written frame."""
+    written: dict[int, list[tuple]] = {}
+    indexed = ((t, (i, bgr)) for i, (t, bgr) in enumerate(iter_frames(probe.path, folder_fps)))
+    frames = ((t, mapper(bgr), i) for t, (i, bgr) in sample(indexed, fps))
+    for seg, t, rgb, index in segment_frames(frames, counts, cut_threshold, duplicate_threshold):
+        stamps = written.setdefault(seg, [])
+        name = f"{len(stamps):010d}.png"
+        write_png(tmp / str(seg) / "image_02" / "data" / name, rgb)
+        depth = read_gt_depth(gt, index) if gt is not None else None
+        if depth is not None:
+            path = tmp / str(seg) / GT_DIR / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), depth_png(mapper.depth(depth))):
+                raise VideoError(f"{path}: cannot write the depth PNG")
+            counts["gt"] += 1
+        elif gt is not None:
+            counts["no_gt"] += 1
+        stamps.append((t, index))
+    return written
 
 
 def write_clip(probe: Probe, geometry: ClipGeometry, out_root: Path, date: str, number: int, key: str,
@@ -420,8 +499,15 @@ def write_clip(probe: Probe, geometry: ClipGeometry, out_root: Path, date: str, 
     shutil.rmtree(tmp, ignore_errors=True)
     counts: Counter = Counter()
     try:
+        gt = gt_folder(settings["gt_depth"], probe.path)
+        if gt is not None and not gt.is_dir():
+            report.notes.append((name, f"no depth GT ({gt} is not a folder)"))
+            gt = None
         times = _write_segments(probe, FrameMapper(geometry), tmp, settings["fps"], settings["folder_fps"],
-                                settings["cut_threshold"], settings["duplicate_threshold"], counts)
+                                settings["cut_threshold"], settings["duplicate_threshold"], counts, gt)
+        if counts["no_gt"]:
+            report.notes.append((name, f"{counts['no_gt']} of {counts['gt'] + counts['no_gt']} written frames have "
+                                       f"no depth GT in {gt}"))
         kept = [s for s in sorted(times) if len(times[s]) >= MIN_FRAMES]
         if counts["repeats"]:
             report.notes.append((name, f"{counts['repeats']} repeated frames dropped"))
@@ -439,11 +525,12 @@ def write_clip(probe: Probe, geometry: ClipGeometry, out_root: Path, date: str, 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _place(src: Path, out_root: Path, date: str, number: int, segment: int, segments: int, times: list[float],
+def _place(src: Path, out_root: Path, date: str, number: int, segment: int, segments: int, times: list[tuple],
            key: str, settings: dict, clip: str) -> Drive:
     folder = f"{date}/{_drive_name(date, number)}"
     record = {"key": key, "clip": clip, "segment": segment, "segments": segments, "frames": len(times),
-              "times_ms": [None if math.isnan(t) else round(t, 3) for t in times], **settings}
+              "times_ms": [None if math.isnan(t) else round(t, 3) for t, _ in times],
+              "source_frames": [i for _, i in times], **settings}
     write_json(src / RECORD, record)
     target = out_root / folder
     if target.exists():
@@ -478,12 +565,13 @@ def _probe_all(clips: list[Path], camera: Camera, size, report: IngestReport):
 def ingest_clips(clips_dir: str | Path, out_root: str | Path, camera: Camera, fps: float | None,
                  size: tuple[int, int] | None = None, folder_fps: float | None = None,
                  cut_threshold: float = CUT_THRESHOLD, duplicate_threshold: float = DUPLICATE_THRESHOLD,
-                 progress: bool = True) -> IngestReport:
+                 progress: bool = True, gt_dir: str | Path | None = None) -> IngestReport:
     """Turn every clip of ``clips_dir`` into drives under ``out_root`` (module docstring; design.md §4.8).
 
     camera: the camera of the stored frames (any resolution of its aspect ratio); fps: sampling rate (None:
     every frame); size: ``(width, height)`` written (None: the most common upright clip size); folder_fps: the
-    frame rate of image folders (None: every image). A clip that cannot be ingested is skipped with its reason
+    frame rate of image folders (None: every image); gt_dir: depth GT (module docstring). A clip that cannot be
+    ingested is skipped with its reason
     in the report; a clip whose drives are complete from an earlier run with the same settings is kept.
     """
     out_root = Path(out_root)
@@ -501,8 +589,9 @@ def ingest_clips(clips_dir: str | Path, out_root: str | Path, camera: Camera, fp
     numbers = Counter()
     for name in progress_bar(list(geometries), desc="ingest", unit="clip", disable=not progress):
         date, number = dates[name], numbers[dates[name]] + 1
-        settings = _settings(camera, fps, folder_fps, report.size, cut_threshold, duplicate_threshold)
-        key = params_hash({**settings, "clip": fingerprint(probes[name].path), "date": date, "number": number})
+        settings = _settings(camera, fps, folder_fps, report.size, cut_threshold, duplicate_threshold, gt_dir)
+        key = params_hash({**settings, "clip": fingerprint(probes[name].path), "date": date, "number": number,
+                           "gt": _gt_fingerprint(gt_folder(gt_dir, probes[name].path))})
         drives = complete_drives(out_root, date, number, key, name)
         if drives is None:
             try:
@@ -518,21 +607,30 @@ def ingest_clips(clips_dir: str | Path, out_root: str | Path, camera: Camera, fp
 
 # ------------------------------------------------------------------------------------------ splits
 
-def split_by_clip(drives: list[Drive], val_fraction: float, test_fraction: float,
-                  seed: int) -> dict[str, list[FrameRef]]:
+def split_by_clip(drives: list[Drive], val_fraction: float, test_fraction: float, seed: int,
+                  test_clips: list[str] | None = None) -> dict[str, list[FrameRef]]:
     """Train / val / test lists (KITTI split lines, camera 02 = ``l``) with every clip in one list only.
 
-    The clips are shuffled with ``seed``; the first round(test_fraction n) go to test, the next
-    round(val_fraction n) to val, the rest to train. Train and val list the frames with both neighbours
-    (1 .. frames - 2), test every frame.
+    The clips are shuffled with ``seed``; ``test_clips`` (names) are the test clips when given, else the first
+    round(test_fraction n); the next round(val_fraction n) of the others go to val, the rest to train. Train and
+    val list the frames with both neighbours (1 .. frames - 2), test every frame.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(f"val_fraction = {val_fraction}, test_fraction = {test_fraction}: each in [0, 1) "
                          "and their sum below 1 (some clips must train)")
     clips = sorted({d.clip for d in drives})
     order = [clips[i] for i in np.random.default_rng(seed).permutation(len(clips))]
-    n_test, n_val = round(test_fraction * len(clips)), round(val_fraction * len(clips))
-    role = {c: "test" for c in order[:n_test]} | {c: "val" for c in order[n_test:n_test + n_val]}
+    if test_clips:
+        if missing := sorted(set(test_clips) - set(clips)):
+            raise ValueError(f"test clips {missing} were not ingested (clips: {', '.join(clips)})")
+        test = [c for c in order if c in set(test_clips)]
+    else:
+        test = order[:round(test_fraction * len(clips))]
+    rest = [c for c in order if c not in set(test)]
+    if not rest:
+        raise ValueError(f"every clip ({', '.join(clips)}) is a test clip: none is left to train on")
+    n_val = min(round(val_fraction * len(clips)), len(rest) - 1)
+    role = {c: "test" for c in test} | {c: "val" for c in rest[:n_val]}
     lists: dict[str, list[FrameRef]] = {"train": [], "val": [], "test": []}
     for d in sorted(drives, key=lambda d: d.folder):
         split = role.get(d.clip, "train")

@@ -14,6 +14,12 @@ from ``download.url``; bookkeeping in data/downloads/). With ``download.fetch: n
 network is never used: missing drives are reported, and the later stages use what is there and count
 what is not (metrics/filter.json, metrics/export_gt.json, metrics/coverage.json).
 
+Your own videos (``data.source: video``): the clips of ``video.clips`` are ingested into ``data.raw_root`` as
+drives in the KITTI raw layout with their calibration (``psdif.video``: sampled at ``video.fps``, undistorted,
+repeats and scene cuts handled, resumable; a clip that cannot be read is named and skipped), and the train /
+val / test lists are written by clip under ``data.splits_dir`` (``video.test_clips``, or drawn by
+``video.split_seed``); ``video.gt_depth`` becomes KITTI's annotated depth in place (the eigen_benchmark GT).
+
 Every file the pipeline reads is fingerprinted by its content (MD5), hashed once and then cached by size,
 mtime and inode (data/manifests/.raw_state.json): an edited frame is noticed, a ``touch`` or an unchanged
 copy gives byte-identical manifests (nothing reruns). The hashes are split by who reads them
@@ -133,6 +139,75 @@ def real(p, root: Path, state: ContentState) -> dict:
     return {"source": "kitti", **record, "files": files}
 
 
+def video_camera(v):
+    """The camera of the clips: ``video.camera`` (a file), ``video.intrinsics`` or a guess from ``video.hfov``
+    at the most common stored clip size."""
+    from psdif.camera import Camera, read_camera
+
+    if v.camera:
+        return read_camera(v.camera)
+    if v.intrinsics:
+        fx, fy, cx, cy, w, h = v.intrinsics
+        if w != int(w) or h != int(h):
+            raise SystemExit(f"error: video.intrinsics={v.intrinsics}: width and height must be whole pixels")
+        return Camera(fx, fy, cx, cy, int(w), int(h), None, source="video.intrinsics")
+    from collections import Counter
+    from psdif.video import VideoError, find_clips, probe_clip
+
+    sizes = Counter()
+    for clip in find_clips(v.clips):
+        try:
+            probe = probe_clip(clip)
+        except VideoError:
+            continue  # the ingest names it
+        sizes[(probe.width, probe.height)] += 1
+    if not sizes:
+        raise SystemExit(f"error: no clip of video.clips={v.clips} decodes (nothing to guess the camera from)")
+    (w, h), _ = sizes.most_common(1)[0]
+    cam = Camera.from_hfov(v.hfov, w, h, source=f"video.hfov {v.hfov:g} degrees")
+    print(f"warning: intrinsics guessed from video.hfov = {v.hfov:g} degrees at {w}x{h}: fx = fy = {cam.fx:.1f}, "
+          f"principal point at the centre (calibrate the camera with `psdif calibrate` for better depth)",
+          file=sys.stderr)
+    return cam
+
+
+def video(p, root: Path, state: ContentState) -> dict:
+    """Your own clips -> drives under data.raw_root and the lists by clip (psdif/video.py, design.md §4.8)."""
+    from psdif.camera import CameraError
+    from psdif.video import VideoError, ingest_clips, split_by_clip
+
+    v = p.video
+    try:
+        camera = video_camera(v)
+        report = ingest_clips(v.clips, root, camera, v.fps, (v.width, v.height) if v.width else None,
+                              v.folder_fps, v.cut_threshold, v.duplicate_threshold, progress_enabled(), v.gt_depth)
+    except (CameraError, VideoError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    for line in report.lines():
+        print(line, file=sys.stderr if line.startswith("skipped") else sys.stdout)
+    if not report.drives:
+        raise SystemExit(f"error: no clip of video.clips={v.clips} could be ingested (reasons above)")
+    try:
+        lists = split_by_clip(report.drives, v.val_fraction, v.test_fraction, v.split_seed, v.test_clips)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc} (video.test_clips / test_fraction / val_fraction)") from None
+    paths = list_paths(p.data.splits_dir, p.data.train_split, p.data.test_split)
+    for role, path in (("train", paths["train"]), ("val", paths["val"]), ("test", paths["test"])):
+        kitti.write_split(path, lists[role])
+    roles = {r: sorted({f.folder for f in lists[r]}) for r in lists}
+    print(f"split by clip (video.split_seed {v.split_seed}): " + ", ".join(
+        f"{r} {len(roles[r])} drives / {len(lists[r])} frames" for r in ("train", "val", "test")))
+    folders = [d.folder for d in report.drives]
+    files = real_files(root, folders, lists["test"], p.data.img_ext, state)
+    if p.data.protocol == "eigen_benchmark":
+        files.update(annotation_files(root, None, lists["test"], state))
+    cams = {date: {k: getattr(c, k) for k in ("fx", "fy", "cx", "cy", "width", "height")}
+            for date, c in report.cameras.items()}
+    return {"source": "video", "drives": folders, "camera_guessed": camera.guessed, "cameras": cams,
+            "clips": {d.folder: d.clip for d in report.drives}, "skipped": dict(report.skipped),
+            "roles": roles, "files": files}
+
+
 def annotated(p) -> None:
     """Fetch the annotated depth (eigen_benchmark GT) into data.depth_annotated_root when asked and missing."""
     from psdif.data.download import download_annotated_depth
@@ -148,7 +223,8 @@ def main(argv=None) -> None:
     root, splits = Path(p.data.raw_root), Path(p.data.splits_dir)
     state = ContentState(RAW_STATE, progress=progress_enabled())
     try:
-        manifest = synthetic(p, root, splits) if p.data.source == "synthetic" else real(p, root, state)
+        manifest = (synthetic(p, root, splits) if p.data.source == "synthetic" else
+                    video(p, root, state) if p.data.source == "video" else real(p, root, state))
     except (kitti.KittiError, DownloadError, EditedListError, FolderLockedError) as exc:
         raise SystemExit(f"error: {exc}") from None
     try:
@@ -159,7 +235,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: Make3D Test134 (eval.make3d_urls): {exc}; or set eval.make3d_root: null to run "
                          "without Table 2") from None
     write_split(p, manifest)
-    if manifest["source"] == "kitti":
+    if manifest["source"] != "synthetic":
         manifest.pop("files")
     state.save()
     write_json(RAW_MANIFEST, manifest)

@@ -66,7 +66,7 @@ def make3d_source(p) -> tuple[Path | None, str]:
 
 def test_set(p, frames: list[str], listed: int) -> dict:
     """What a result was measured on (stored beside the metrics)."""
-    return {"dataset": kitti_label(p.data.source), "test_split": p.data.test_split, "test_listed": listed,
+    return {"dataset": kitti_label(p.data.source, p.video.hfov), "test_split": p.data.test_split, "test_listed": listed,
             "test_set": params_hash(frames)[:8], "protocol": p.data.protocol}
 
 

@@ -3,7 +3,7 @@
 Input: the train (and val) list of ``<data.splits_dir>/<data.train_split>/`` (Monodepth2 format: the published
 eigen_zhou lists, the generated set's synth_zhou lists, or a user's own); they are read, never written. Kept:
 the listed lines whose drive, frame and both neighbours are on disk, without static frames when
-``filter.drop_static`` (OXTS speed, or image motion where OXTS is missing). The report counts what was
+``filter.drop_static`` (OXTS speed, or image motion where OXTS is missing: your own videos, counted per clip). The report counts what was
 dropped and why, and how many listed frames the OXTS filter calls static (also when they are kept).
 
 Before any stage labels or trains, it stops (exit 2, one ``error:`` line per problem, the report still
@@ -26,6 +26,7 @@ from psdif.io import progress_enabled, write_json
 from psdif.stage import stage_args
 
 OUT = Path("data/lists")
+RECORD = "video_ingest.json"  # psdif.video.RECORD; not imported, so that editing the ingest reruns no filter
 
 
 def read_stationary(root: Path, folder: str) -> list[int]:
@@ -34,6 +35,18 @@ def read_stationary(root: Path, folder: str) -> list[int]:
     if not path.exists():
         raise kitti.KittiError(f"{path}: generator ground truth missing; re-run the download stage")
     return sorted(int(x) for x in path.read_text().split())
+
+
+def static_by_clip(root: Path, static: dict[str, list[int]]) -> dict[str, int]:
+    """clip name -> frames without image motion, summed over its drives (their video_ingest.json names it)."""
+    from psdif.io import read_json
+
+    counts: dict[str, int] = {}
+    for folder, frames in sorted(static.items()):
+        record = kitti.drive_dir(root, folder) / RECORD
+        clip = read_json(record).get("clip", folder) if record.is_file() else folder
+        counts[clip] = counts.get(clip, 0) + len(frames)
+    return counts
 
 
 def main(argv=None) -> None:
@@ -76,6 +89,8 @@ def main(argv=None) -> None:
         expected = {d: read_stationary(root, d) for d in found}
         report["static_true"] = sum(len(v) for v in expected.values())
         report["static_exact_match"] = found == expected
+    if p.data.source == "video":  # no OXTS: static by image motion, per clip
+        report["static_by_clip"] = static_by_clip(root, result.static)
     write_json("metrics/filter.json", report)
     # what would otherwise stop a later stage, after pseudo-labelling and training: all of it, one line each
     problems = []

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from psdif.data import kitti
-from psdif.semantics import cityscapes, deeplab, labels
+from psdif.semantics import cityscapes, deeplab, labels, teacher
 from psdif.semantics.pseudolabel import (OUT, GroundTruthLoader, ImageLoader, all_frames, checkpoint_digest,
                                          drive_roles, frame_sources, get_teacher, held_out_miou, labelling_config,
                                          outdated_labels, teacher_data)
@@ -57,10 +57,15 @@ def main(argv=None) -> None:
     except kitti.KittiError as exc:
         raise SystemExit(f"error: {exc}") from None
     q = p.pseudolabel
+    if p.data.source == "video" and not q.checkpoint:  # the teacher learns from generated labels: none here
+        raise SystemExit("error: your videos have no labeller: the semantic rows of Table 3 (msfan_seg, "
+                         "msfan_seg_psdifm, full) need pseudo-labels from pseudolabel.checkpoint (the Cityscapes "
+                         "DeepLabv3+/ResNet-101 .pth, or a psdif teacher.pt): set it (`psdif preset video ... "
+                         "--labels FILE`); nothing was labelled")
     model = None
     if q.checkpoint:  # loaded before anything is deleted: an unreadable file never costs the existing labels
         try:
-            model = deeplab.load_cityscapes_deeplab(q.checkpoint)
+            model = teacher.load_labeller(q.checkpoint)
         except deeplab.CheckpointError as exc:
             raise SystemExit(f"error: pseudolabel.checkpoint: {exc}; the labels on disk are kept") from None
     raw = read_json(RAW_TRAIN).get("files", {}) if Path(RAW_TRAIN).exists() else {}

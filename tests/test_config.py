@@ -67,7 +67,7 @@ def test_unknown_section_and_missing_key(raw):
     ("train", "batch_size", 2.5, "train.batch_size=2.5 must be an integer"),
     ("train", "batch_size", 0, "train.batch_size=0 must be >= 1"),
     ("data", "height", 100, "data.height=100 must be a multiple of 32"),
-    ("data", "source", "kiti", r"data.source='kiti' is not one of \['synthetic', 'kitti'\]"),
+    ("data", "source", "kiti", r"data.source='kiti' is not one of \['synthetic', 'kitti', 'video'\]"),
     ("boundary", "z", 4, "boundary.z=4 must be odd"),
     ("loss", "metric_scales", 3, "loss.metric_scales=3 must be a list"),
     ("loss", "automask", "yes", "loss.automask='yes' must be true or false"),

@@ -76,12 +76,14 @@ def copy_fingerprint(root: str | Path, folders: Sequence[str], files: dict) -> d
 # ------------------------------------------------------------------------------------------ test frames
 
 NO_ANNOTATION = "no annotated depth (proj_depth/groundtruth)"
+NO_NEIGHBOURS = "no neighbouring frame (t-1 and t+1) to score it with"
 
 
 def test_frame_missing(root: str | Path, ref: FrameRef, img_ext: str, protocol: str = "eigen",
                        annotated_root: str | Path | None = None) -> str | None:
     """Why the GT of test frame ``ref`` cannot be made and evaluated (None: it can). ``eigen``: image, scan
-    and calibration on disk; ``eigen_benchmark``: image and annotated depth PNG (design.md §4.3)."""
+    and calibration on disk; ``eigen_benchmark``: image and annotated depth PNG (design.md §4.3); ``photometric``:
+    the image and both neighbours (no depth GT)."""
     root = Path(root)
     if not kitti.drive_dir(root, ref.folder).is_dir():
         return "drive not on disk"
@@ -89,6 +91,10 @@ def test_frame_missing(root: str | Path, ref: FrameRef, img_ext: str, protocol: 
         return "image not on disk"
     if protocol == "eigen_benchmark":
         return None if kitti.improved_depth_path(root, annotated_root, ref) else NO_ANNOTATION
+    if protocol == "photometric":  # no depth GT: scored by warping the neighbours into the frame
+        near = [FrameRef(ref.folder, ref.frame + d, ref.side) for d in (-1, 1) if ref.frame + d >= 0]
+        return None if len(near) == 2 and all(kitti.image_path(root, n, img_ext).is_file() for n in near) \
+            else NO_NEIGHBOURS
     if not kitti.velodyne_path(root, ref.folder, ref.frame).is_file():
         return "velodyne scan not on disk"
     calib = kitti.calib_dir(root, ref.folder)
@@ -122,8 +128,8 @@ class EvaluableFrames:
             return (f"the test list {self.path} is empty: no frame to evaluate; point data.splits_dir / "
                     f"data.test_split at a list with {LIST_FORMAT}")
         fetch = " (or set download.fetch: missing to download them)" if fetch_hint else ""
-        needs = ("annotated depth PNG" if self.protocol == "eigen_benchmark"
-                 else "velodyne scan and calibration")
+        needs = {"eigen_benchmark": "annotated depth PNG", "photometric": "neighbouring frames"}.get(
+            self.protocol, "velodyne scan and calibration")
         return (f"none of the {len(self.listed)} test frames of {self.path} is on disk with its image, {needs} "
                 f"({self.drives_on_disk} of {self.drives} test drives present under {self.root}; "
                 f"first: {self.missing[0][0].line()} ({self.missing[0][1]})): put the test drives in data.raw_root"

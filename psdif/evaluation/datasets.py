@@ -7,6 +7,11 @@ SYNTHETIC_MAKE3D = "generated Make3D-format set (embedded default)"
 REAL_MAKE3D = "Make3D Test134"
 
 
-def kitti_label(data_source: str) -> str:
-    """The label of this run's KITTI-layout data from ``data.source``."""
+VIDEO = "your videos"
+
+
+def kitti_label(data_source: str, hfov: float | None = None) -> str:
+    """The label of this run's KITTI-layout data from ``data.source`` (and ``video.hfov``: guessed intrinsics)."""
+    if data_source == "video":
+        return VIDEO + (f" (intrinsics guessed from a {hfov:g} degree field of view)" if hfov is not None else "")
     return SYNTHETIC_KITTI if data_source == "synthetic" else REAL_KITTI

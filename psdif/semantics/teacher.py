@@ -192,3 +192,23 @@ def load_teacher(path: str | Path) -> nn.Module:
         raise CheckpointError(f"{path}: unreadable teacher checkpoint ({type(exc).__name__}: {exc}); "
                               "delete it and rerun the pseudolabel stage") from None
     return model.eval()
+
+
+def is_teacher_file(path: str | Path) -> bool:
+    """Whether ``path`` is a teacher saved by psdif (``save_teacher``: the embedded default's
+    data/teacher/teacher.pt), which ``pseudolabel.checkpoint`` accepts beside the Cityscapes DeepLabv3+."""
+    try:
+        ckpt = load_torch(path)
+    except (OSError, ValueError):
+        return False  # the DeepLabv3+ loader says what is wrong with it
+    return isinstance(ckpt, dict) and {"encoder", "num_classes", "model_state"} <= set(ckpt)
+
+
+def load_labeller(path: str | Path):
+    """The network of ``pseudolabel.checkpoint``: a psdif teacher file, or the Cityscapes DeepLabv3+/ResNet-101
+    (design.md §4.5); eval mode, CPU, normalised RGB -> 19 Cityscapes logits."""
+    from psdif.semantics.deeplab import load_cityscapes_deeplab
+
+    if Path(path).is_file() and is_teacher_file(path):
+        return load_teacher(path)
+    return load_cityscapes_deeplab(path)
