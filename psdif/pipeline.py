@@ -97,7 +97,8 @@ LINE_TEMPLATE, BAR_TEMPLATE = "lines_by_variant", "bar_horizontal_zero"
 EVAL_KEYS = ["eval.min_depth", "eval.max_depth", "eval.post_process", "eval.batch_size", "eval.make3d_root",
              "eval.make3d_max_depth", "eval.make3d_urls"]
 EVAL_PARAMS = [*EVAL_KEYS, "data.raw_root", "data.height", "data.width", "data.img_ext", "data.test_split",
-               "data.source", "data.test_protocol", "video.hfov"]  # video.hfov: the rows say "guessed intrinsics"
+               "data.source", "data.test_protocol", "data.intrinsics", "loss.alpha",  # the photometric score
+               "video.hfov"]  # video.hfov: the rows say "guessed intrinsics"
 # where the test GT comes from (Eigen: velodyne scans; eigen_benchmark: annotated depth PNGs, design.md §4.3)
 TEST_GT_PARAMS = ["data.test_protocol", "data.depth_annotated_root"]
 # the pseudolabel keys that decide the labels (psdif.semantics.pseudolabel.labelling_config): not batch_size, which
@@ -232,7 +233,8 @@ def build() -> dict:
     stages["figures"] = _stage(
         "stages/figures.py", [f"{MODELS}/baseline", f"{MODELS}/full", LABELS_MANIFEST, BOUNDARY_MANIFEST,
                               RAW_TRAIN, RAW_TEST, GT_DEPTHS],
-        params=["eval.figure_frames", "eval.batch_size", "data", "model.min_depth", "model.max_depth", "train.seeds"],
+        params=["eval.figure_frames", "eval.batch_size", "data", "model.min_depth", "model.max_depth", "train.seeds",
+                "video.fps"], outs=[{"metrics/figures/depth_video.mp4": {"cache": False}}],
         plots=[{f"metrics/figures/{n}.png": {"cache": False}} for n in ("fig6_qualitative", "fig5_inconsistency")])
     stages["tables"] = _stage(
         "stages/tables.py",

@@ -24,7 +24,8 @@ import torch
 from psdif.data import kitti
 from psdif.evaluation.evaluate import (CONSTANT_SPREAD, ConstantDisparity, disparity_spread, evaluate_boundary_set,
                                       evaluate_eigen, evaluate_make3d_set, load_dense_gt, untrained_net)
-from psdif.evaluation.metrics import load_gt_depths, load_gt_frames, load_gt_protocol
+from psdif.evaluation.metrics import METRIC_KEYS, load_gt_depths, load_gt_frames, load_gt_protocol
+from psdif.evaluation.photometric import evaluate_photometric
 from psdif.evaluation.datasets import REAL_MAKE3D, SYNTHETIC_MAKE3D, kitti_label
 from psdif.evaluation.seeds import aggregate
 from psdif.io import params_hash, progress_enabled, read_json
@@ -70,14 +71,29 @@ def test_set(p, frames: list[str], listed: int) -> dict:
             "test_set": params_hash(frames)[:8], "protocol": p.data.protocol}
 
 
-def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d, device, measured: dict, dense=None) -> dict:
-    summary, _, sigmoids = evaluate_eigen(net, Path(p.data.raw_root), frames, gts, p.data.height, p.data.width,
-                                          p.data.img_ext, p.eval, disp_range, device, progress_enabled(),
-                                          measured["protocol"])
-    summary.update(measured)
-    summary["disp_spread"] = disparity_spread(sigmoids)
+def evaluate_one(p, net, name: str, disp_range, frames, gts, make3d, device, measured: dict, dense=None,
+                 pose=None) -> dict:
+    if measured["protocol"] == "photometric":  # no depth GT (your own videos): the photometric score only
+        summary = {**{k: None for k in METRIC_KEYS}, "n_images": 0, **measured}
+    else:
+        summary, _, sigmoids = evaluate_eigen(net, Path(p.data.raw_root), frames, gts, p.data.height, p.data.width,
+                                              p.data.img_ext, p.eval, disp_range, device, progress_enabled(),
+                                              measured["protocol"])
+        summary.update(measured)
+        summary["disp_spread"] = disparity_spread(sigmoids)
     if dense is not None:
         summary["boundary"] = evaluate_boundary_set(sigmoids, dense, p.eval, disp_range)
+    if pose is not None:  # your own videos: the masked photometric error of the test frames (design.md §4.9)
+        summary["photometric"] = evaluate_photometric(
+            net, pose, p.data.raw_root, frames, p.data.img_ext, p.data.height, p.data.width, *disp_range,
+            p.data.intrinsics, p.loss.alpha, p.eval.batch_size, device, progress_enabled())
+        if measured["protocol"] == "photometric":
+            summary["n_images"] = summary["photometric"]["n_images"]
+        print(f"{name}: photometric error {summary['photometric']['photo_err']:.4f} (no motion: "
+              f"{summary['photometric']['photo_err_identity']:.4f}) on {summary['photometric']['n_images']} frames")
+    if summary.get("abs_rel") is None:
+        summary["make3d"] = {"not_run": make3d[1] if not make3d[0] else "no depth GT"}
+        return summary
     if name != "flat" and summary["disp_spread"] < CONSTANT_SPREAD:
         print(f"warning: {name} predicts one constant depth (disparity spread {summary['disp_spread']:.1e}): its "
               "training collapsed (saturated sigmoid; docs/design.md, 'A collapsed run'); the tables say so")
@@ -101,7 +117,7 @@ def write_row(name: str, summary: dict) -> None:
 def main(argv=None) -> None:
     p, args = stage_args("evaluate", argv, _args)
     from psdif.data.make3d import load_make3d_test
-    from psdif.models import load_depth_model
+    from psdif.models import load_depth_model, load_pose_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -140,8 +156,9 @@ def main(argv=None) -> None:
             raise SystemExit(f"error: {path} was trained at {info['height']}x{info['width']} "
                              f"but data is {p.data.height}x{p.data.width}; re-run `dvc repro`")
         cfg = info["model_cfg"]
+        pose = load_pose_model(path, device) if p.data.source == "video" else None
         per_seed[seed] = evaluate_one(p, net, f"{args.variant} seed {seed}", (cfg["min_depth"], cfg["max_depth"]),
-                                      frames, gts, make3d, device, measured, dense)
+                                      frames, gts, make3d, device, measured, dense, pose)
     try:
         write_row(args.variant, aggregate(per_seed, f"{EVAL_DIR}/{args.variant}.json"))
     except ValueError as exc:

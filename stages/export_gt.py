@@ -1,6 +1,7 @@
 """export_gt stage: GT depth of the test frames on disk -> data/eval/gt_depths.npz, metrics/export_gt.json.
 Eigen protocol: projected from their velodyne scans (design.md §4.3, vel_depth=True); eigen_benchmark
-(``data.test_protocol``): KITTI's annotated depth PNGs, in place or under ``data.depth_annotated_root``.
+(``data.test_protocol``): KITTI's annotated depth PNGs, in place or under ``data.depth_annotated_root``; photometric
+(your own videos without depth GT): no depth, only the frames the evaluate stages score (both neighbours on disk).
 
 A listed test frame whose drive, image, scan or calibration is not on disk (a partial KITTI copy) is skipped
 and counted, never an error; the GT file holds the lines of the frames it covers, which the evaluate and
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from psdif.data import kitti
 from psdif.data.ondisk import evaluable_test_frames, list_paths
@@ -49,7 +52,10 @@ def main(argv=None) -> None:
 
 
 def test_gt(p, root: Path, ref: kitti.FrameRef):
-    """GT depth [H, W] m of one test frame: KITTI's annotated PNG (eigen_benchmark) or its projected scan."""
+    """GT depth [H, W] m of one test frame: KITTI's annotated PNG (eigen_benchmark) or its projected scan; none
+    (an empty map) under the photometric protocol (your own videos without depth GT)."""
+    if p.data.protocol == "photometric":
+        return np.zeros((0, 0), np.float32)
     if p.data.protocol == "eigen_benchmark":
         return kitti.read_improved_depth(kitti.improved_depth_path(root, p.data.depth_annotated_root, ref))
     return kitti.generate_depth_map(kitti.calib_dir(root, ref.folder), kitti.velodyne_path(root, ref.folder, ref.frame),

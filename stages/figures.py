@@ -1,5 +1,7 @@
 """figures stage: Figure 6 (image, baseline and full depth) and Figure 5 (semantic inconsistency) for the
-test frames of eval.figure_frames -> metrics/figures/fig6_qualitative.png, fig5_inconsistency.png.
+test frames of eval.figure_frames -> metrics/figures/fig6_qualitative.png, fig5_inconsistency.png; and the
+full model's depth of every evaluated frame of the first test drive (a held-out clip of your videos) as a video,
+metrics/figures/depth_video.mp4.
 
 The test frames are those the GT export covered (data/eval/gt_depths.npz), the ones the tables measured.
 Indices past their end are dropped with a warning (a short or partial test list is not an error). Figure 5
@@ -12,14 +14,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 from psdif.data import kitti
 from psdif.data.dataset import TripletDataset, collate
-from psdif.data.images import read_image
+from psdif.data.images import read_image, resize_image
 from psdif.evaluation.evaluate import predict_sigmoids
 from psdif.evaluation.figures import inconsistency_figure, inconsistency_rows, note_figure, qualitative_figure
 from psdif.evaluation.metrics import load_gt_frames
+from psdif.evaluation.photometric import write_depth_video
 from psdif.paths import GT_DEPTHS, model_path
 from psdif.stage import stage_args
 
@@ -43,8 +44,7 @@ def has_neighbours(root: Path, ref: kitti.FrameRef, img_ext: str) -> bool:
 
 def main(argv=None) -> None:
     p, _ = stage_args("figures", argv)
-    from psdif.config import ModelConfig
-    from psdif.models import build_pose_net, dataclass_replace_weights, load_depth_model
+    from psdif.models import load_depth_model, load_pose_model
 
     try:
         lines, _ = load_gt_frames(GT_DEPTHS)
@@ -72,14 +72,27 @@ def main(argv=None) -> None:
         note_figure(reason, fig5)
     else:
         net, info = nets["full"]
-        pose = build_pose_net(dataclass_replace_weights(ModelConfig(**info["model_cfg"])))
-        pose.load_state_dict(torch.load(Path(model_path("full", seed)), map_location="cpu", weights_only=True)["pose"])
+        pose = load_pose_model(Path(model_path("full", seed)))
         data = TripletDataset(p.data.raw_root, triplets, p.data.height, p.data.width, "data/pseudolabels",
                               "data/boundaries", p.data.img_ext, train=False, seed=0, intrinsics=p.data.intrinsics)
         batch = collate([data[i] for i in range(len(data))]).unpack()
-        rows = inconsistency_rows(net, pose.eval(), batch, p.model.min_depth, p.model.max_depth)
+        rows = inconsistency_rows(net, pose, batch, p.model.min_depth, p.model.max_depth)
         inconsistency_figure(rows, fig5)
-    print(f"wrote {OUT}/fig6_qualitative.png, {fig5}")
+    video = depth_video(p, frames, *nets["full"])
+    print(f"wrote {OUT}/fig6_qualitative.png, {fig5}, {video}")
+
+
+def depth_video(p, frames: list, net, info) -> Path:
+    """The full model's depth of the evaluated frames of the first test drive, in order, beside the frames."""
+    drive = [f for f in frames if f.folder == frames[0].folder and f.side == frames[0].side]
+    images = [resize_image(read_image(kitti.image_path(p.data.raw_root, f, p.data.img_ext)), info["height"],
+                           info["width"]) for f in sorted(drive, key=lambda f: f.frame)]
+    sigmoids = predict_sigmoids(net, images, info["height"], info["width"], p.eval.batch_size)
+    cfg = info["model_cfg"]
+    lo, hi = 1.0 / cfg["max_depth"], 1.0 / cfg["min_depth"]
+    depths = [1.0 / (lo + (hi - lo) * s) for s in sigmoids]  # sigmoid -> depth (paper §3.3, disp_to_depth)
+    fps = p.video.fps if p.data.source == "video" and p.video.fps else 10.0  # KITTI's rate
+    return write_depth_video(OUT / "depth_video.mp4", images, depths, fps)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import numpy as np
 SEED_PREFIX = "seed"
 COUNTS = ("n_images", "test_listed", "dbe_images")  # integers that describe the test set: equal across seeds
 # groups of results folded the same way, each with its own ``std``; under ``per_class`` every class is one
-NESTED = ("make3d", "boundary", "per_class")
+NESTED = ("make3d", "boundary", "per_class", "photometric")
 
 
 def seed_key(seed: int) -> str:

@@ -33,6 +33,7 @@ SHORT = {"baseline": "base", "msfan": "msfan", "msfan_seg": "seg", "msfan_seg_ps
 HEADLINE_KITTI = ("abs_rel", "sq_rel", "rmse", "a1")
 HEADLINE_MAKE3D = {"m3d_abs_rel": "abs_rel"}
 HEADLINE_BOUNDARY = {"dbe_acc": "dbe_acc"}   # the one boundary figure (dense GT only, design.md §4.6)
+HEADLINE_PHOTOMETRIC = {"photo_err": "photo_err"}  # your own videos: the self-supervised score (design.md §4.9)
 
 
 def _read_eval(path: Path) -> dict:
@@ -42,7 +43,9 @@ def _read_eval(path: Path) -> dict:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: malformed JSON ({exc}); delete it and re-run its evaluate stage") from None
-    if not isinstance(data, dict) or any(not isinstance(data.get(k), (int, float)) for k in HEADLINE_KITTI):
+    photometric = isinstance(data, dict) and isinstance(data.get("photometric"), dict)  # videos without GT
+    if not isinstance(data, dict) or (any(not isinstance(data.get(k), (int, float)) for k in HEADLINE_KITTI)
+                                      and not photometric):
         raise ValueError(f"{path}: needs the numbers {', '.join(HEADLINE_KITTI)}; re-run its evaluate stage")
     return data
 
@@ -58,9 +61,10 @@ def headline(eval_dir: Path, variants: Sequence[str] = tuple(VARIANTS)) -> dict:
     for variant in variants:
         path = Path(eval_dir) / f"{variant}.json"
         data = _read_eval(path)
-        row = {k: data[k] for k in HEADLINE_KITTI}
+        row = {k: data[k] for k in HEADLINE_KITTI if k in data}
         spread = {k: data["std"][k] for k in HEADLINE_KITTI if k in data.get("std", {})}
-        for group, keys in (("make3d", HEADLINE_MAKE3D), ("boundary", HEADLINE_BOUNDARY)):
+        for group, keys in (("make3d", HEADLINE_MAKE3D), ("boundary", HEADLINE_BOUNDARY),
+                            ("photometric", HEADLINE_PHOTOMETRIC)):
             found = data.get(group)
             if isinstance(found, dict):
                 for short, key in keys.items():
@@ -150,7 +154,8 @@ def write_bars(summary: Mapping[str, dict], out_dir: Path) -> Path:
     """``out_dir/abs_rel.csv`` from :func:`headline`: variant, abs_rel (mean over seeds), abs_rel_std (0 for
     one seed), in Table 3 order."""
     names = {short: variant for variant, short in SHORT.items()}
-    rows = [[names.get(k, k), s["abs_rel"], s.get("std", {}).get("abs_rel", 0.0)] for k, s in summary.items()]
+    rows = [[names.get(k, k), s["abs_rel"], s.get("std", {}).get("abs_rel", 0.0)] for k, s in summary.items()
+            if "abs_rel" in s]  # none without depth GT (your own videos, photometric protocol)
     path = Path(out_dir) / "abs_rel.csv"
     _write_csv(path, ["variant", "abs_rel", "abs_rel_std"], rows)
     return path

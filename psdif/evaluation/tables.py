@@ -228,6 +228,21 @@ def read_boundary(eval_dir: Path, variant: str) -> Optional[dict]:
     return _metrics(path, {**group, "n_seeds": raw.get("n_seeds")}, keys, "boundary")
 
 
+PHOTOMETRIC_HEADERS = {"photo_err": "photo err ↓", "photo_err_identity": "no-motion err"}
+
+
+def read_photometric(eval_dir: Path, variant: str) -> Optional[dict]:
+    """The ``photometric`` group of one variant's file (your own videos); None where there is none."""
+    path = Path(eval_dir) / f"{variant}.json"
+    if not path.exists():
+        return None
+    raw = _read(path)
+    group = raw.get("photometric")
+    if not isinstance(group, dict):
+        return None
+    return _metrics(path, {**group, "n_seeds": raw.get("n_seeds")}, list(PHOTOMETRIC_HEADERS), "photometric")
+
+
 def _boundary_cells(eval_dir: Path, variant: str, label: Optional[str]) -> list:
     """Table 3's boundary cells of an evaluated row (``label``: the data it records): the figures, or why
     there are none (sparse GT, or a file of generated data written before the boundary metrics existed)."""
@@ -549,6 +564,21 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
                      "these metrics existed (re-run `dvc repro`); the paper reports none." if dense else
                      f"Boundary columns '{SPARSE_GT}': they need dense ground truth (design.md §4.6), which this "
                      "run's test frames do not have; the paper reports none.")
+    photometric = {v: read_photometric(eval_dir, v) for v in TABLE3_RUN}
+    photo_cols, photo_notes = [], []
+    if any(photometric.values()):  # your own videos: the self-supervised score of the held-out clips
+        photo_cols = list(PHOTOMETRIC_HEADERS.values())
+        for row, v in zip(t3_rows, TABLE3_RUN):
+            row += [photometric[v][k] if photometric[v] else NOT_RUN for k in PHOTOMETRIC_HEADERS]
+        for row in t3_rows[len(TABLE3_RUN):]:
+            row += [""] * len(photo_cols)
+        no_gt = any(runs[v][0] and runs[v][0].get("protocol") == "photometric" for v in TABLE3_RUN)
+        photo_notes = ["Photometric columns (your videos, design.md §4.9): photo err = the masked photometric "
+                       "reprojection error (SSIM and L1, as in training) of each held-out frame rebuilt from its "
+                       "neighbours t-1 and t+1 with the predicted depth and the trained pose net; no-motion err = "
+                       "the same error of the neighbours left unwarped; lower is better, and a row is useful only "
+                       "below its no-motion error." + (" The clips have no depth GT (data.test_protocol: "
+                                                       "photometric): the Eigen columns are nan." if no_gt else "")]
     tests = seed_tests(eval_dir)
     test_cols, test_notes = [], []
     if tests:
@@ -568,10 +598,12 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
                          for v in TABLE3_RUN)
     sets3 = _test_sets(runs, TABLE3_RUN)
     t3 = Table("table3", titled("Table 3 — ablation", sets3, "KITTI Eigen split"),
-               ["Method", "Data"] + kitti_cols + ratio_cols + list(BOUNDARY_HEADERS.values()) + test_cols, t3_rows, 2,
+               ["Method", "Data"] + kitti_cols + ratio_cols + list(BOUNDARY_HEADERS.values()) + photo_cols + test_cols,
+               t3_rows, 2,
                _mixed_note(sets3) + collapsed_note(eval_dir, TABLE3_RUN) + [f"Variants in row order: {switches}.",
                                      "The paper's rows are in the same order (method names as printed, 'MAFAN' "
                                      "typo included); the paper reports one run per row.", boundary_note,
+                                     *photo_notes,
                                      *spread_note,
                                      *test_notes] + coverage_note(coverage))
     return [t1, t2, t3]

@@ -29,7 +29,7 @@ from psdif.variants import Variant
 
 
 __all__ = ["DepthOutput", "build_depth_net", "build_pose_net", "DepthPredictor", "load_depth_model",
-           "export_onnx", "export_torchscript", "MSFAN", "PSDIFNet", "BaselineDepthNet", "PoseNet",
+           "load_pose_model", "export_onnx", "export_torchscript", "MSFAN", "PSDIFNet", "BaselineDepthNet", "PoseNet",
            "load_encoder_weights"]
 
 
@@ -154,14 +154,8 @@ def export_torchscript(predictor: DepthPredictor, path: str | Path, height: int,
     return path
 
 
-def load_depth_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """A trained depth net from a ``model.pt`` written by :func:`psdif.train.train`, in eval mode.
-
-    Returns (net, info) with info = {variant, model_cfg, height, width, step}. Errors name the file.
-    """
-    from psdif.config import ModelConfig as _ModelConfig
-    from psdif.variants import get_variant
-
+def _model_file(path: str | Path) -> dict:
+    """The dict of a ``model.pt`` written by :func:`psdif.train.train`; errors name the file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model (run `dvc repro` to train it)")
@@ -176,6 +170,18 @@ def load_depth_model(path: str | Path, device: str | torch.device = "cpu") -> tu
     missing = {"depth", "variant", "model_cfg"} - set(ckpt)
     if missing:
         raise RuntimeError(f"{path}: not a PSDIF model file (missing {sorted(missing)})")
+    return ckpt
+
+
+def load_depth_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """A trained depth net from a ``model.pt`` written by :func:`psdif.train.train`, in eval mode.
+
+    Returns (net, info) with info = {variant, model_cfg, height, width, step}. Errors name the file.
+    """
+    from psdif.config import ModelConfig as _ModelConfig
+    from psdif.variants import get_variant
+
+    ckpt = _model_file(path)
     variant = get_variant(ckpt["variant"]["name"])
     cfg = _ModelConfig(**ckpt["model_cfg"])
     net = build_depth_net(variant, dataclass_replace_weights(cfg))
@@ -184,6 +190,18 @@ def load_depth_model(path: str | Path, device: str | torch.device = "cpu") -> tu
     info = {k: ckpt.get(k) for k in ("height", "width", "step")}
     info.update(variant=variant.name, model_cfg=ckpt["model_cfg"])
     return net, info
+
+
+def load_pose_model(path: str | Path, device: str | torch.device = "cpu") -> PoseNet:
+    """The pose net trained beside the depth net of a ``model.pt`` (the photometric score), in eval mode."""
+    from psdif.config import ModelConfig as _ModelConfig
+
+    ckpt = _model_file(path)
+    if "pose" not in ckpt:
+        raise RuntimeError(f"{path}: holds no pose net (written by an older psdif); re-run its train stage")
+    net = build_pose_net(dataclass_replace_weights(_ModelConfig(**ckpt["model_cfg"])))
+    net.load_state_dict(ckpt["pose"])
+    return net.to(device).eval()
 
 
 def dataclass_replace_weights(cfg: ModelConfig) -> ModelConfig:
