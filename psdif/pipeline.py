@@ -231,7 +231,8 @@ def build() -> dict:
         outs=[_about(f"{EVAL_DIR}/{name}.json") for name in REFERENCE_ROWS],
         metrics=[{f"{EVAL_DIR}/{name}.json": {"cache": False}} for name in REFERENCE_ROWS])
     stages["figures"] = _stage(
-        "stages/figures.py", [f"{MODELS}/baseline", f"{MODELS}/full", LABELS_MANIFEST, BOUNDARY_MANIFEST,
+        "stages/figures.py", [f"{MODELS}/baseline", f"{MODELS}/full", f"{MODELS}/msfan", LABELS_MANIFEST,
+                              BOUNDARY_MANIFEST,
                               RAW_TRAIN, RAW_TEST, GT_DEPTHS],
         params=["eval.figure_frames", "eval.batch_size", "data", "model.min_depth", "model.max_depth", "train.seeds",
                 "video.fps"], outs=[{"metrics/figures/depth_video.mp4": {"cache": False}}],

@@ -28,6 +28,19 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+def needs_labels(variant: Variant) -> bool:
+    """Whether the variant learns from pseudo-labels (its semantic decoder, or the boundary sets B_t)."""
+    return variant.seg or variant.metric_loss
+
+
+# your own videos without pseudolabel.checkpoint: the pseudolabel stage writes the void label and says so in its
+# manifest; the train stages of the variants that need labels write "not run" outputs (stages/train.py)
+NO_LABELLER = "none"
+NO_LABELLER_WHY = ("no labeller: your videos need pseudolabel.checkpoint (the Cityscapes DeepLabv3+/ResNet-101 "
+                   "checkpoint, or a psdif teacher.pt; `psdif preset video ... --labels FILE`) for the rows with "
+                   "semantics (msfan_seg, msfan_seg_psdifm, full)")
+
+
 def get_variant(name: str) -> Variant:
     try:
         return VARIANTS[name]

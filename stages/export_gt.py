@@ -40,7 +40,7 @@ def main(argv=None) -> None:
     if not used:
         raise SystemExit(f"error: {frames.problem(fetch_hint=p.data.source == 'kitti')}")
     if missing:
-        print(f"warning: {len(missing)} of {len(listed)} test frames are not on disk and are skipped "
+        print(f"warning: {len(missing)} of {len(listed)} test frames cannot be evaluated and are skipped "
               f"({report['missing_by_reason']}); first: {report['first_missing'][0]}", file=sys.stderr)
     try:
         depths = [test_gt(p, root, f) for f in progress_bar(used, desc="export GT", unit="frame",
@@ -48,7 +48,8 @@ def main(argv=None) -> None:
     except kitti.KittiError as exc:
         raise SystemExit(f"error: {exc}") from None
     save_gt_depths(GT_DEPTHS, depths, [f.line() for f in used], len(listed), p.data.protocol)
-    print(f"wrote {GT_DEPTHS}: {len(used)} of {len(listed)} listed test frames ({p.data.protocol} GT)")
+    what = "no depth GT: scored photometrically" if p.data.protocol == "photometric" else f"{p.data.protocol} GT"
+    print(f"wrote {GT_DEPTHS}: {len(used)} of {len(listed)} listed test frames ({what})")
 
 
 def test_gt(p, root: Path, ref: kitti.FrameRef):

@@ -25,6 +25,7 @@ from psdif.paths import GT_DEPTHS, model_path
 from psdif.stage import stage_args
 
 OUT = Path("metrics/figures")
+FIGURE_ROWS = ("baseline", "full", "msfan")  # the first two that trained: Figure 6's columns
 
 
 def pick_frames(wanted: list[int], frames: list, what: str) -> list:
@@ -44,7 +45,7 @@ def has_neighbours(root: Path, ref: kitti.FrameRef, img_ext: str) -> bool:
 
 def main(argv=None) -> None:
     p, _ = stage_args("figures", argv)
-    from psdif.models import load_depth_model, load_pose_model
+    from psdif.models import load_depth_model, load_pose_model, not_trained
 
     try:
         lines, _ = load_gt_frames(GT_DEPTHS)
@@ -56,10 +57,17 @@ def main(argv=None) -> None:
 
     disparities, nets = {}, {}
     seed = p.train.seeds[0]
-    for name in ("baseline", "full"):
-        net, info = load_depth_model(Path(model_path(name, seed)))
+    for name in FIGURE_ROWS:  # baseline and full; msfan in place of a row that could not train (no labeller)
+        path = Path(model_path(name, seed))
+        if len(nets) == 2:
+            break
+        if why := not_trained(path):
+            print(f"warning: {name} not drawn: {why}", file=sys.stderr)
+            continue
+        net, info = load_depth_model(path)
         nets[name] = (net, info)
         disparities[name] = predict_sigmoids(net, images, info["height"], info["width"], p.eval.batch_size)
+    last = list(nets)[-1]  # the full model (or the best row trained)
     qualitative_figure(images, disparities, OUT / "fig6_qualitative.png", p.model.min_depth, p.model.max_depth)
 
     root = Path(p.data.raw_root)
@@ -71,19 +79,20 @@ def main(argv=None) -> None:
         print(f"warning: {reason}", file=sys.stderr)
         note_figure(reason, fig5)
     else:
-        net, info = nets["full"]
-        pose = load_pose_model(Path(model_path("full", seed)))
+        net, info = nets[last]
+        pose = load_pose_model(Path(model_path(last, seed)))
         data = TripletDataset(p.data.raw_root, triplets, p.data.height, p.data.width, "data/pseudolabels",
                               "data/boundaries", p.data.img_ext, train=False, seed=0, intrinsics=p.data.intrinsics)
         batch = collate([data[i] for i in range(len(data))]).unpack()
         rows = inconsistency_rows(net, pose, batch, p.model.min_depth, p.model.max_depth)
         inconsistency_figure(rows, fig5)
-    video = depth_video(p, frames, *nets["full"])
+    video = depth_video(p, frames, *nets[last])
     print(f"wrote {OUT}/fig6_qualitative.png, {fig5}, {video}")
 
 
 def depth_video(p, frames: list, net, info) -> Path:
-    """The full model's depth of the evaluated frames of the first test drive, in order, beside the frames."""
+    """A model's depth (the full model's) of the evaluated frames of the first test drive, in order, beside the
+    frames."""
     drive = [f for f in frames if f.folder == frames[0].folder and f.side == frames[0].side]
     images = [resize_image(read_image(kitti.image_path(p.data.raw_root, f, p.data.img_ext)), info["height"],
                            info["width"]) for f in sorted(drive, key=lambda f: f.frame)]

@@ -20,7 +20,10 @@ resumes: finished files are kept), and rank 0 writes the manifest once every ran
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import numpy as np
 
 from psdif.data import kitti
 from psdif.semantics import cityscapes, deeplab, labels, teacher
@@ -28,6 +31,7 @@ from psdif.semantics.pseudolabel import (OUT, GroundTruthLoader, ImageLoader, al
                                          drive_roles, frame_sources, get_teacher, held_out_miou, labelling_config,
                                          outdated_labels, teacher_data)
 from psdif.stage import stage_args
+from psdif.variants import NO_LABELLER, NO_LABELLER_WHY, VARIANTS, needs_labels
 from psdif.paths import INPUT_FINGERPRINTS, RAW_TRAIN, TRAIN_LIST, VAL_LIST
 from psdif.io import PathEscapeError, ReadOnlyTreeError, progress_enabled
 from psdif.io import check_tree, prepare_output_tree, previous_record, read_json, tree_manifest, write_json
@@ -39,7 +43,6 @@ METRICS = Path("metrics/pseudolabel.json")
 
 
 def main(argv=None) -> None:
-    import sys
 
     import torch
     import torch.distributed as dist
@@ -57,11 +60,11 @@ def main(argv=None) -> None:
     except kitti.KittiError as exc:
         raise SystemExit(f"error: {exc}") from None
     q = p.pseudolabel
-    if p.data.source == "video" and not q.checkpoint:  # the teacher learns from generated labels: none here
-        raise SystemExit("error: your videos have no labeller: the semantic rows of Table 3 (msfan_seg, "
-                         "msfan_seg_psdifm, full) need pseudo-labels from pseudolabel.checkpoint (the Cityscapes "
-                         "DeepLabv3+/ResNet-101 .pth, or a psdif teacher.pt): set it (`psdif preset video ... "
-                         "--labels FILE`); nothing was labelled")
+    unlabelled = p.data.source == "video" and not q.checkpoint  # the teacher learns from generated labels
+    if unlabelled:
+        print(f"warning: {NO_LABELLER_WHY}; every frame gets the void label, the rows that need labels write "
+              f"'not run' and the others ({', '.join(v for v in VARIANTS if not needs_labels(VARIANTS[v]))}) "
+              "train as usual", file=sys.stderr)
     model = None
     if q.checkpoint:  # loaded before anything is deleted: an unreadable file never costs the existing labels
         try:
@@ -81,17 +84,19 @@ def main(argv=None) -> None:
         check = check_tree(OUT, expected, previous_record(MANIFEST, config), "**/*.png", outdated=outdated)
         print(check.report("pseudolabel", "label", "relabelling"))
 
-    labeller = "cityscapes_checkpoint" if q.checkpoint else q.labeller
+    labeller = "cityscapes_checkpoint" if q.checkpoint else NO_LABELLER if unlabelled else q.labeller
     read_frame = ImageLoader(str(root), p.data.img_ext)
     if labeller == "oracle":  # the "image" is the ground truth itself, passed through unchanged
         label_fn, read_frame = (lambda gt: gt), GroundTruthLoader(root)
+    elif unlabelled:  # void everywhere: ignored by every loss, no boundary; the train stages say "not run"
+        label_fn = lambda imgs: np.full(imgs.shape[:3], cityscapes.VOID_LABEL, np.uint8)  # noqa: E731
     elif q.checkpoint:
         pass  # loaded above
     elif dinfo.main:  # the teacher is trained once, by rank 0; the others load it after the barrier
         model = get_teacher(p, root, frames, roles, progress, config)
     if dinfo.world > 1:
         dist.barrier()  # the output tree (and the teacher) are ready
-    if labeller != "oracle":
+    if labeller not in ("oracle", NO_LABELLER):
         if model is None:
             model = get_teacher(p, root, frames, roles, progress, config)
         label_fn = lambda imgs: labels.predict_labels(model, imgs, q.batch_size, device, q.precision)  # noqa: E731
@@ -109,13 +114,14 @@ def main(argv=None) -> None:
     if not dinfo.main:
         return
     total = max(int(hist.sum()), 1)
-    report = {"frames": len(frames), "labeller": labeller,
+    report = {"frames": len(frames), "labeller": labeller, **({"why": NO_LABELLER_WHY} if unlabelled else {}),
               "class_fraction": {n: round(int(c) / total, 6) for n, c in zip(cityscapes.CITYSCAPES_CLASSES, hist)}}
     if p.data.source == "synthetic" and not q.checkpoint:
         report[f"{labeller}_heldout"] = held_out_miou(root, frames, roles)
         print(f"{labeller} mIoU on held-out drives: {report[f'{labeller}_heldout']['miou']:.3f}")
     write_report(METRICS, report)
-    write_json(MANIFEST, {"config": config, "files": tree_manifest(OUT, "**/*.png"), "sources": sources})
+    write_json(MANIFEST, {"config": config, "files": tree_manifest(OUT, "**/*.png"), "sources": sources,
+                          **({"labeller": NO_LABELLER, "why": NO_LABELLER_WHY} if unlabelled else {})})
     print(f"wrote {MANIFEST} ({len(frames)} frames)")
 
 

@@ -30,7 +30,7 @@ from psdif.stage import stage_args
 from psdif.io import progress_enabled
 from psdif.io import atomic_path, write_json
 from psdif.process import FolderLockedError, folder_lock
-from psdif.variants import VARIANTS, get_variant
+from psdif.variants import NO_LABELLER, NO_LABELLER_WHY, VARIANTS, get_variant, needs_labels
 
 
 def _args(parser):
@@ -58,6 +58,31 @@ def run_dir_for(p, variant, inputs: dict, seed: int) -> Path:
     return Path("data/runs") / f"{variant.name}-{params_hash(hashed_params(p, variant, inputs, seed))}"
 
 
+def unlabelled() -> bool:
+    """Whether the pseudo-labels are the void label of a run without a labeller (your videos without
+    pseudolabel.checkpoint). Read from the pseudolabel stage's manifest: the prepared labels this stage depends on
+    change with it."""
+    from psdif.io import read_json
+    from psdif.paths import LABELS_MANIFEST
+
+    return Path(LABELS_MANIFEST).is_file() and read_json(LABELS_MANIFEST).get("labeller") == NO_LABELLER
+
+
+def not_run(variant, seed: int) -> None:
+    """The stage's outputs for a row that cannot train (no labels): a model file that says why (the evaluate
+    stage writes 'not run', ``psdif predict`` refuses it), zero steps, an empty DVCLive folder."""
+    from psdif.io import save_torch
+    from psdif.paths import live_path, model_path, train_metrics_path
+
+    save_torch(Path(model_path(variant.name, seed)), {"not_run": NO_LABELLER_WHY, "variant": {"name": variant.name}})
+    live = Path(live_path(variant.name, seed))
+    shutil.rmtree(live, ignore_errors=True)
+    (live / "plots").mkdir(parents=True)
+    write_json(live / "metrics.json", {})
+    write_json(Path(train_metrics_path(variant.name, seed)), {"seed": seed, "steps": 0})
+    print(f"warning: {variant.name} seed {seed} not run: {NO_LABELLER_WHY}", file=sys.stderr)
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     relaunch_under_torchrun(__file__, argv)  # PSDIF_NPROC / PSDIF_NNODES: one process per GPU (DDP)
@@ -71,6 +96,8 @@ def main(argv=None) -> None:
     seed = p.train.seeds[0] if args.seed is None else args.seed
     if seed < 0:
         raise SystemExit(f"error: --seed {seed} must be >= 0")
+    if needs_labels(variant) and unlabelled():
+        return not_run(variant, seed)
     # the run key: seed + params + the content of every data and code file this stage depends on
     inputs = run_inputs(variant)
     run_dir = run_dir_for(p, variant, inputs, seed)

@@ -492,8 +492,8 @@ def save_gt_depths(path: str | Path, depths: Sequence[np.ndarray], frames: Seque
         extra["frames"] = np.array(list(frames), dtype=str).reshape(-1)
         extra["listed"] = np.int64(len(frames) if listed is None else listed)
     if protocol is not None:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown evaluation protocol {protocol!r}; one of {PROTOCOLS}")
+        if protocol not in (*PROTOCOLS, "photometric"):  # photometric: no depth (your videos without GT)
+            raise ValueError(f"unknown evaluation protocol {protocol!r}; one of {PROTOCOLS} or photometric")
         extra["protocol"] = np.array(protocol)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no ".npz"
         np.savez_compressed(f, values=values, shapes=shapes, **extra)

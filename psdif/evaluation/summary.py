@@ -50,6 +50,17 @@ def _read_eval(path: Path) -> dict:
     return data
 
 
+def not_run(path: Path) -> bool:
+    """Whether the evaluate stage wrote ``path`` for a row that was not run (its about file says why)."""
+    from psdif.reports import about_path
+
+    about = about_path(path)
+    try:
+        return about.is_file() and "not_run" in json.loads(about.read_text())
+    except json.JSONDecodeError:
+        return False
+
+
 def _round(x: float) -> float:
     return float(f"{x:.5g}")
 
@@ -60,6 +71,8 @@ def headline(eval_dir: Path, variants: Sequence[str] = tuple(VARIANTS)) -> dict:
     out = {}
     for variant in variants:
         path = Path(eval_dir) / f"{variant}.json"
+        if not_run(path):  # a row that could not train (your videos without a labeller): no headline
+            continue
         data = _read_eval(path)
         row = {k: data[k] for k in HEADLINE_KITTI if k in data}
         spread = {k: data["std"][k] for k in HEADLINE_KITTI if k in data.get("std", {})}

@@ -198,8 +198,10 @@ def read_run(eval_dir: Path, variant: str) -> tuple[Optional[dict], Optional[dic
     m3d_raw: dict = {}
     if path.exists():
         raw = _read(path)
-        kitti = _metrics(path, raw, METRIC_KEYS)
         label = raw.get("dataset") if isinstance(raw.get("dataset"), str) else None
+        if "not_run" in raw:  # a row that could not train (your videos without a labeller): its cells say so
+            return None, {"not_run": str(raw["not_run"])}, label
+        kitti = _metrics(path, raw, METRIC_KEYS)
         if isinstance(raw.get("make3d"), dict) and "not_run" in raw["make3d"]:
             make3d = {"not_run": str(raw["make3d"]["not_run"])}
         elif raw.get("make3d") is not None:
@@ -564,6 +566,8 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
                      "these metrics existed (re-run `dvc repro`); the paper reports none." if dense else
                      f"Boundary columns '{SPARSE_GT}': they need dense ground truth (design.md §4.6), which this "
                      "run's test frames do not have; the paper reports none.")
+    not_run_notes = [f"{v}: not run ({runs[v][1]['not_run']})." for v in TABLE3_RUN
+                     if runs[v][0] is None and runs[v][1] and "not_run" in runs[v][1]]
     photometric = {v: read_photometric(eval_dir, v) for v in TABLE3_RUN}
     photo_cols, photo_notes = [], []
     if any(photometric.values()):  # your own videos: the self-supervised score of the held-out clips
@@ -603,7 +607,7 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
                _mixed_note(sets3) + collapsed_note(eval_dir, TABLE3_RUN) + [f"Variants in row order: {switches}.",
                                      "The paper's rows are in the same order (method names as printed, 'MAFAN' "
                                      "typo included); the paper reports one run per row.", boundary_note,
-                                     *photo_notes,
+                                     *photo_notes, *not_run_notes,
                                      *spread_note,
                                      *test_notes] + coverage_note(coverage))
     return [t1, t2, t3]

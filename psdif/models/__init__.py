@@ -29,7 +29,7 @@ from psdif.variants import Variant
 
 
 __all__ = ["DepthOutput", "build_depth_net", "build_pose_net", "DepthPredictor", "load_depth_model",
-           "load_pose_model", "export_onnx", "export_torchscript", "MSFAN", "PSDIFNet", "BaselineDepthNet", "PoseNet",
+           "load_pose_model", "not_trained", "NotTrainedError", "export_onnx", "export_torchscript", "MSFAN", "PSDIFNet", "BaselineDepthNet", "PoseNet",
            "load_encoder_weights"]
 
 
@@ -167,10 +167,33 @@ def _model_file(path: str | Path) -> dict:
         raise RuntimeError(f"{exc}; not a PSDIF model file") from None
     if not isinstance(ckpt, dict):
         raise RuntimeError(f"{path}: not a PSDIF model file (holds a {type(ckpt).__name__}, not a dict)")
+    if "not_run" in ckpt:
+        raise NotTrainedError(f"{path}: {ckpt.get('variant', {}).get('name', 'this row')} was not trained: "
+                              f"{ckpt['not_run']}", str(ckpt["not_run"]))
     missing = {"depth", "variant", "model_cfg"} - set(ckpt)
     if missing:
         raise RuntimeError(f"{path}: not a PSDIF model file (missing {sorted(missing)})")
     return ckpt
+
+
+class NotTrainedError(RuntimeError):
+    """A ``model.pt`` its train stage wrote for a row that could not train (``stages/train.py``, no labels);
+    ``why``: the reason the file records."""
+
+    def __init__(self, message: str, why: str):
+        super().__init__(message)
+        self.why = why
+
+
+def not_trained(path: str | Path) -> str | None:
+    """Why the ``model.pt`` at ``path`` holds no trained model (None: it does, or it is not a model file)."""
+    try:
+        _model_file(path)
+    except NotTrainedError as exc:
+        return exc.why
+    except (FileNotFoundError, RuntimeError):
+        return None
+    return None
 
 
 def load_depth_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

@@ -18,7 +18,7 @@ from torch import nn
 from psdif.data.images import ImageError, open_image, read_image, write_png
 from psdif.imagenet import imagenet_normalize
 from psdif.io import join_under
-from psdif.semantics.cityscapes import CITYSCAPES_CLASSES
+from psdif.semantics.cityscapes import CITYSCAPES_CLASSES, VOID_LABEL
 
 
 def normalize_images(images) -> torch.Tensor:
@@ -240,11 +240,12 @@ def label_frames(model_fn: Callable[[np.ndarray], np.ndarray], frames: Sequence,
         raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
     hist = np.zeros(num_classes, np.int64)
 
-    def count(labels: np.ndarray, where) -> np.ndarray:
-        top = int(labels.max()) if labels.size else 0
+    def count(labels: np.ndarray, where) -> np.ndarray:  # per class; the void label (no class) is not counted
+        known = labels[labels != VOID_LABEL]
+        top = int(known.max()) if known.size else 0
         if top >= num_classes:
             raise ValueError(f"{where}: label {top} >= num_classes={num_classes}")
-        return np.bincount(labels.ravel(), minlength=num_classes)[:num_classes]
+        return np.bincount(known.ravel(), minlength=num_classes)[:num_classes]
 
     def write(path: Path, labels: np.ndarray) -> np.ndarray:
         counts = count(labels, path)

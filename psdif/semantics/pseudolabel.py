@@ -134,8 +134,8 @@ def frame_sources(p, root: Path, frames, raw: dict, oracle: bool, out: Path = OU
 def teacher_data(p, root: Path, frames, roles, raw: dict) -> dict | None:
     """What the in-pipeline teacher learns from (train drives: image and ground-truth hashes), None when the
     labels come from a checkpoint or the oracle."""
-    if p.pseudolabel.checkpoint or p.pseudolabel.labeller == "oracle":
-        return None
+    if p.pseudolabel.checkpoint or p.pseudolabel.labeller == "oracle" or p.data.source == "video":
+        return None  # your videos without a checkpoint: no teacher, no labels (the void label everywhere)
     train = [r for r in sorted(frames) if roles[r.folder] == "train"]
     return {rel: _content(root, rel, raw) for r in train for rel in (_source_rel(p, r, False), _source_rel(p, r, True))}
 
