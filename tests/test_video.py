@@ -94,6 +94,41 @@ def test_sampling_by_timestamps_and_read_back(tmp_path):
     assert [d.frames for d in every.drives] == [20]
 
 
+def write_vfr_mp4(path, bgr: list[np.ndarray], times_ms: list[int]):
+    """An mp4 whose frames carry the given presentation times (PyAV: a variable frame rate, as phones record)."""
+    import fractions
+
+    av = pytest.importorskip("av", reason="PyAV writes the variable-frame-rate clip (pip install av)")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=1000)
+        stream.width, stream.height, stream.pix_fmt = bgr[0].shape[1], bgr[0].shape[0], "yuv420p"
+        stream.time_base = fractions.Fraction(1, 1000)
+        for t, frame in zip(times_ms, bgr):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[..., ::-1]), format="rgb24")
+            picture.pts, picture.time_base = t, fractions.Fraction(1, 1000)
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode())
+    return path
+
+
+def test_variable_frame_rate_keeps_its_timing(tmp_path):
+    """Frames at 0, 40, 50, 130, 300, 310, 400, 560, 570, 580, 700 ms sampled at 10 fps (instants 100 k ms): by
+    hand, the first frame at or after each instant, a late frame filling one instant only (none is repeated for
+    the empty 200 ms instant): 0, 130, 300, 400, 560, 700 -> decoded frames 0, 3, 4, 6, 7, 10."""
+    times = [0, 40, 50, 130, 300, 310, 400, 560, 570, 580, 700]
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_vfr_mp4(clips / "phone.mp4", frames(len(times)), times)
+    report = ingest_clips(clips, tmp_path / "raw", CAMERA, fps=10, progress=False)
+    (drive,) = report.drives
+    record = json.loads((tmp_path / "raw" / drive.folder / RECORD).read_text())
+    assert record["times_ms"] == [0, 130, 300, 400, 560, 700]
+    assert record["source_frames"] == [0, 3, 4, 6, 7, 10]
+    decoded = decode(clips / "phone.mp4")
+    for i, source in enumerate(record["source_frames"]):
+        assert np.array_equal(drive_frames(tmp_path / "raw", drive)[i], decoded[source][..., ::-1])
+
+
 def test_scene_cut_and_repeats(tmp_path):
     """7 frames of one scene (frames 3 and 4 repeat frame 2), then 6 of another: two drives, of 5 and 6."""
     first = frames(7)
