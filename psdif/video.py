@@ -607,6 +607,28 @@ def ingest_clips(clips_dir: str | Path, out_root: str | Path, camera: Camera, fp
 
 # ------------------------------------------------------------------------------------------ splits
 
+LISTS_RECORD = ".video_lists.json"  # in the splits folder: MD5 of each list the ingest wrote there
+
+
+def write_lists(splits_dir: str | Path, texts: dict[str, str]) -> None:
+    """Write the lists by clip (``{path relative to splits_dir: text}``) and their record. A list already there
+    that the ingest did not write (your own, or edited by hand) is refused, never overwritten."""
+    splits_dir = Path(splits_dir)
+    try:
+        record = read_json(splits_dir / LISTS_RECORD)
+    except (OSError, ValueError):
+        record = {}
+    md5 = lambda text: hashlib.md5(text.encode()).hexdigest()  # noqa: E731
+    for rel, text in texts.items():
+        path = splits_dir / rel
+        if path.is_file() and md5(path.read_text()) not in (record.get(rel), md5(text)):
+            raise VideoError(f"{path}: a split list the video ingest did not write (your own, or edited by hand); "
+                             "it is not overwritten. Point data.train_split / data.test_split at another split name "
+                             f"for the lists by clip, or delete {path} to let the ingest write it")
+    for rel, text in texts.items():
+        atomic_write_text(splits_dir / rel, text)
+    write_json(splits_dir / LISTS_RECORD, {**record, **{rel: md5(text) for rel, text in texts.items()}})
+
 def split_by_clip(drives: list[Drive], val_fraction: float, test_fraction: float, seed: int,
                   test_clips: list[str] | None = None) -> dict[str, list[FrameRef]]:
     """Train / val / test lists (KITTI split lines, camera 02 = ``l``) with every clip in one list only.

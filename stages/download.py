@@ -174,7 +174,7 @@ def video_camera(v):
 def video(p, root: Path, state: ContentState) -> dict:
     """Your own clips -> drives under data.raw_root and the lists by clip (psdif/video.py, design.md §4.8)."""
     from psdif.camera import CameraError
-    from psdif.video import VideoError, ingest_clips, split_by_clip
+    from psdif.video import VideoError, ingest_clips, split_by_clip, write_lists
 
     v = p.video
     try:
@@ -192,8 +192,11 @@ def video(p, root: Path, state: ContentState) -> dict:
     except ValueError as exc:
         raise SystemExit(f"error: {exc} (video.test_clips / test_fraction / val_fraction)") from None
     paths = list_paths(p.data.splits_dir, p.data.train_split, p.data.test_split)
-    for role, path in (("train", paths["train"]), ("val", paths["val"]), ("test", paths["test"])):
-        kitti.write_split(path, lists[role])
+    try:
+        write_lists(p.data.splits_dir, {str(paths[role].relative_to(p.data.splits_dir)):
+                                        "".join(f.line() + "\n" for f in lists[role]) for role in lists})
+    except VideoError as exc:
+        raise SystemExit(f"error: {exc}") from None
     roles = {r: sorted({f.folder for f in lists[r]}) for r in lists}
     print(f"split by clip (video.split_seed {v.split_seed}): " + ", ".join(
         f"{r} {len(roles[r])} drives / {len(lists[r])} frames" for r in ("train", "val", "test")))

@@ -228,3 +228,22 @@ def test_download_filter_export_gt_on_clips(clips, tmp_path, monkeypatch):
     assert listed == 12 and len(lines) == 12
     gts = load_gt_depths("data/eval/gt_depths.npz")
     np.testing.assert_allclose(gts[0], depth_png(depth_of(0)) / 256.0, atol=1e-6)  # written as decoded
+
+
+def test_lists_by_clip_never_overwrite_a_list_the_ingest_did_not_write(tmp_path):
+    from psdif.video import LISTS_RECORD, VideoError, write_lists
+
+    write_lists(tmp_path, {"video/train_files.txt": "a 1 l\n", "video/test_files.txt": "b 0 l\n"})
+    write_lists(tmp_path, {"video/train_files.txt": "a 2 l\n", "video/test_files.txt": "b 0 l\n"})  # its own: ok
+    assert (tmp_path / "video" / "train_files.txt").read_text() == "a 2 l\n"
+    (tmp_path / "video" / "test_files.txt").write_text("mine 7 l\n")  # the user's edit
+    with pytest.raises(VideoError, match="test_files.txt: a split list the video ingest did not write"):
+        write_lists(tmp_path, {"video/train_files.txt": "a 3 l\n", "video/test_files.txt": "b 0 l\n"})
+    assert (tmp_path / "video" / "test_files.txt").read_text() == "mine 7 l\n"
+    assert (tmp_path / "video" / "train_files.txt").read_text() == "a 2 l\n"  # nothing written before the refusal
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "train_files.txt").write_text("x 1 l\n")  # a list folder of the user's, never recorded
+    with pytest.raises(VideoError, match="own/train_files.txt"):
+        write_lists(tmp_path, {"own/train_files.txt": "a 1 l\n"})
+    assert json.loads((tmp_path / LISTS_RECORD).read_text()).keys() == {"video/train_files.txt",
+                                                                       "video/test_files.txt"}
