@@ -79,7 +79,7 @@ def test_without_labeller_or_gt_the_plain_rows_run_and_the_others_say_why(projec
     summary = json.loads((dest / "metrics" / "summary.json").read_text())
     assert set(summary) == {"base", "msfan"} and all("photo_err" in r for r in summary.values())
     table = (dest / "metrics" / "tables" / "table3.md").read_text()
-    assert "full: not run (no labeller" in table and "photo err" in table
+    assert "full: not run (no labeller" in table and "photo err" in table and "n/a (no GT labels)" in table
     assert (dest / "metrics" / "figures" / "depth_video.mp4").stat().st_size > 0
     report = json.loads((dest / "metrics" / "filter.json").read_text())
     assert set(report["static_by_clip"]) == {"clip0.mp4", "clip1.mp4"}

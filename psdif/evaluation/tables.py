@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from psdif.evaluation.datasets import REAL_KITTI, REAL_MAKE3D, SYNTHETIC_KITTI, SYNTHETIC_MAKE3D  # noqa: F401
+from psdif.evaluation.datasets import REAL_KITTI, REAL_MAKE3D, SYNTHETIC_KITTI, SYNTHETIC_MAKE3D, VIDEO  # noqa: F401
 from psdif.evaluation.metrics import CONSTANT_SPREAD, MAKE3D_KEYS, METRIC_KEYS
 from psdif.evaluation.seeds import PairedTest, paired_test, per_seed_values
 from psdif.io import atomic_path
@@ -134,6 +134,7 @@ NOT_RECORDED = "data not recorded (an older evaluate; re-run `dvc repro`)"
 # Table 3's boundary columns (dense GT only, design.md §4.6): key of the ``boundary`` group -> header
 BOUNDARY_HEADERS = {"dbe_acc": "DBE acc ↓", "dbe_comp": "DBE comp ↓", "band_abs_rel": "band AbsRel ↓"}
 SPARSE_GT = "n/a (sparse GT)"
+NO_GT_LABELS = "n/a (no GT labels)"  # your videos: depth GT perhaps, semantic GT never
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -250,7 +251,9 @@ def _boundary_cells(eval_dir: Path, variant: str, label: Optional[str]) -> list:
     there are none (sparse GT, or a file of generated data written before the boundary metrics existed)."""
     group = read_boundary(eval_dir, variant)
     if group is None:
-        return [SPARSE_GT if label != SYNTHETIC_KITTI else "not recorded"] * len(BOUNDARY_HEADERS)
+        why = ("not recorded" if label == SYNTHETIC_KITTI else
+               NO_GT_LABELS if label and label.startswith(VIDEO) else SPARSE_GT)
+        return [why] * len(BOUNDARY_HEADERS)
     return [group.get(k, "nan") for k in BOUNDARY_HEADERS]
 
 
@@ -564,6 +567,9 @@ def build_tables(eval_dir: Path, kitti_label: Optional[str] = None, make3d_label
                      "edges; band AbsRel = abs_rel within 3 px of the GT's semantic boundaries "
                      "(metrics/eval/<variant>.json, 'boundary', also per class); 'not recorded': evaluated before "
                      "these metrics existed (re-run `dvc repro`); the paper reports none." if dense else
+                     f"Boundary columns '{NO_GT_LABELS}': they need dense depth and semantic ground truth (design.md "
+                     "§4.6), and your videos have no semantic ground truth; the paper reports none."
+                     if any((runs[v][2] or "").startswith(VIDEO) for v in TABLE3_RUN) else
                      f"Boundary columns '{SPARSE_GT}': they need dense ground truth (design.md §4.6), which this "
                      "run's test frames do not have; the paper reports none.")
     not_run_notes = [f"{v}: not run ({runs[v][1]['not_run']})." for v in TABLE3_RUN
