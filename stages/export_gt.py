@@ -40,7 +40,8 @@ def main(argv=None) -> None:
     if not used:
         raise SystemExit(f"error: {frames.problem(fetch_hint=p.data.source == 'kitti')}")
     if missing:
-        print(f"warning: {len(missing)} of {len(listed)} test frames cannot be evaluated and are skipped "
+        why = "cannot be scored (no neighbours)" if p.data.protocol == "photometric" else "are not on disk"
+        print(f"warning: {len(missing)} of {len(listed)} test frames {why} and are skipped "
               f"({report['missing_by_reason']}); first: {report['first_missing'][0]}", file=sys.stderr)
     try:
         depths = [test_gt(p, root, f) for f in progress_bar(used, desc="export GT", unit="frame",

@@ -101,6 +101,9 @@ def sigint_child(args_json: str) -> None:
     from tests.test_train import StandInLoss, run_standin
 
     args = json.loads(args_json)
+    # as from a terminal: a test run started in the background (`cmd &`) inherits SIGINT ignored, which a stage
+    # rightly keeps (`nohup dvc repro &` asks for it); Ctrl-C at a terminal reaches Python's own handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     start_stage("train")
     import torch
 
