@@ -117,7 +117,7 @@ def write_row(name: str, summary: dict) -> None:
 def main(argv=None) -> None:
     p, args = stage_args("evaluate", argv, _args)
     from psdif.data.make3d import load_make3d_test
-    from psdif.models import load_depth_model, load_pose_model, not_trained
+    from psdif.models import NotTrainedError, load_depth_model, load_pose_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -151,11 +151,12 @@ def main(argv=None) -> None:
         if not path.is_file():
             raise SystemExit(f"error: {path} is missing (train.seeds = {p.train.seeds}); run `dvc repro` "
                              f"(stage train_{args.variant}@{seed}) first")
-        if why := not_trained(path):  # a row that could not train (your videos without a labeller)
-            print(f"{args.variant}: not run ({why})")
-            write_row(args.variant, {"not_run": why, **{k: None for k in METRIC_KEYS}, **measured})
+        try:
+            net, info = load_depth_model(path, device)
+        except NotTrainedError as exc:  # a row that could not train (your videos without a labeller)
+            print(f"{args.variant}: not run ({exc.why})")
+            write_row(args.variant, {"not_run": exc.why, **{k: None for k in METRIC_KEYS}, **measured})
             return
-        net, info = load_depth_model(path, device)
         if (info["height"], info["width"]) != (p.data.height, p.data.width):
             raise SystemExit(f"error: {path} was trained at {info['height']}x{info['width']} "
                              f"but data is {p.data.height}x{p.data.width}; re-run `dvc repro`")

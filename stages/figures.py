@@ -19,7 +19,7 @@ from psdif.data.dataset import TripletDataset, collate
 from psdif.data.images import read_image, resize_image
 from psdif.evaluation.evaluate import predict_sigmoids
 from psdif.evaluation.figures import inconsistency_figure, inconsistency_rows, note_figure, qualitative_figure
-from psdif.evaluation.metrics import load_gt_frames
+from psdif.evaluation.metrics import load_gt_frames, sigmoid_to_disp
 from psdif.evaluation.photometric import write_depth_video
 from psdif.paths import GT_DEPTHS, model_path
 from psdif.stage import stage_args
@@ -98,8 +98,7 @@ def depth_video(p, frames: list, net, info) -> Path:
                            info["width"]) for f in sorted(drive, key=lambda f: f.frame)]
     sigmoids = predict_sigmoids(net, images, info["height"], info["width"], p.eval.batch_size)
     cfg = info["model_cfg"]
-    lo, hi = 1.0 / cfg["max_depth"], 1.0 / cfg["min_depth"]
-    depths = [1.0 / (lo + (hi - lo) * s) for s in sigmoids]  # sigmoid -> depth (paper §3.3, disp_to_depth)
+    depths = [1.0 / sigmoid_to_disp(s, cfg["min_depth"], cfg["max_depth"]) for s in sigmoids]
     fps = p.video.fps if p.data.source == "video" and p.video.fps else 10.0  # KITTI's rate
     return write_depth_video(OUT / "depth_video.mp4", images, depths, fps)
 

@@ -129,6 +129,13 @@ def test_video_params_are_checked(changes, message):
     assert message in str(exc.value)
 
 
+def test_the_filter_reads_the_record_the_ingest_writes():
+    """stages/filter.py names the ingest's record without importing psdif.video (no code dependency)."""
+    from stages.filter import RECORD as FILTER_RECORD
+
+    assert FILTER_RECORD == RECORD
+
+
 def test_photometric_protocol_is_for_videos_only():
     raw = yaml.safe_load(preset_path("embedded").read_text())
     raw["data"]["test_protocol"] = "photometric"

@@ -217,18 +217,23 @@ def read_run(eval_dir: Path, variant: str) -> tuple[Optional[dict], Optional[dic
     return kitti, make3d, label
 
 
-def read_boundary(eval_dir: Path, variant: str) -> Optional[dict]:
-    """The ``boundary`` group of one variant's file (numbers, or mean ± std over seeds); None where the file
-    has none (sparse GT) or is missing."""
+def _read_group(eval_dir: Path, variant: str, name: str, headers, every: bool) -> Optional[dict]:
+    """The group ``name`` of one variant's file (numbers, or mean ± std over seeds) with the keys of ``headers``:
+    all of them (``every``), or those it holds; None where the file has no such group or is missing."""
     path = Path(eval_dir) / f"{variant}.json"
     if not path.exists():
         return None
     raw = _read(path)
-    group = raw.get("boundary")
+    group = raw.get(name)
     if not isinstance(group, dict):
         return None
-    keys = [k for k in BOUNDARY_HEADERS if k in group]
-    return _metrics(path, {**group, "n_seeds": raw.get("n_seeds")}, keys, "boundary")
+    keys = list(headers) if every else [k for k in headers if k in group]
+    return _metrics(path, {**group, "n_seeds": raw.get("n_seeds")}, keys, name)
+
+
+def read_boundary(eval_dir: Path, variant: str) -> Optional[dict]:
+    """The ``boundary`` group of one variant's file; None where it has none (sparse GT) or is missing."""
+    return _read_group(eval_dir, variant, "boundary", BOUNDARY_HEADERS, every=False)
 
 
 PHOTOMETRIC_HEADERS = {"photo_err": "photo err ↓", "photo_err_identity": "no-motion err"}
@@ -236,14 +241,7 @@ PHOTOMETRIC_HEADERS = {"photo_err": "photo err ↓", "photo_err_identity": "no-m
 
 def read_photometric(eval_dir: Path, variant: str) -> Optional[dict]:
     """The ``photometric`` group of one variant's file (your own videos); None where there is none."""
-    path = Path(eval_dir) / f"{variant}.json"
-    if not path.exists():
-        return None
-    raw = _read(path)
-    group = raw.get("photometric")
-    if not isinstance(group, dict):
-        return None
-    return _metrics(path, {**group, "n_seeds": raw.get("n_seeds")}, list(PHOTOMETRIC_HEADERS), "photometric")
+    return _read_group(eval_dir, variant, "photometric", PHOTOMETRIC_HEADERS, every=True)
 
 
 def _boundary_cells(eval_dir: Path, variant: str, label: Optional[str]) -> list:
